@@ -1,0 +1,7 @@
+"""Command-line commands of the generator package."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this package's commands to the `tinystories` application."""

@@ -1,0 +1,1 @@
+"""The `tinystories` command: one entry point over every pipeline stage."""
