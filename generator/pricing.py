@@ -1,0 +1,181 @@
+"""Request cost: USD per million input and output tokens per model, with the batch discount."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+PRICING_ENV = "TINYSTORIES_PRICING"
+DEFAULT_PRICING_FILE = Path(__file__).parent / "pricing.yaml"
+_PER = 1_000_000
+# Dated snapshots ("gpt-4o-2024-08-06", "gpt-4-0613", "gpt-3.5-turbo-0125") cost what their
+# base model costs unless the table lists the snapshot itself.
+_DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+
+_HOW_TO_ADD = (
+    "add it to a pricing file (YAML or JSON: `models: {MODEL: {input: USD_PER_1M, "
+    "output: USD_PER_1M}}`) and pass it with PriceTable.load(path) or the "
+    f"{PRICING_ENV} environment variable"
+)
+
+
+class PricingError(ValueError):
+    """A pricing file that cannot be used."""
+
+
+class UnknownModelPrice(LookupError):
+    """No price is known for a model."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        super().__init__(f"no price for model {model!r}: " + _HOW_TO_ADD.replace("MODEL", model))
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+
+
+class PriceTable:
+    """Prices by model name; exact names first, then dated snapshots, then "prefix*" entries."""
+
+    def __init__(self, prices: Mapping[str, ModelPrice], *, batch_discount: float = 0.5) -> None:
+        if not 0.0 <= batch_discount < 1.0:
+            raise PricingError(f"batch_discount must be in [0, 1), got {batch_discount!r}")
+        self.batch_discount = batch_discount
+        self._exact = {name.lower(): p for name, p in prices.items() if not name.endswith("*")}
+        # Longest prefix first so "simulator-judge-*" wins over "simulator-*".
+        self._prefixes = sorted(
+            ((name[:-1].lower(), p) for name, p in prices.items() if name.endswith("*")),
+            key=lambda item: -len(item[0]),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> PriceTable:
+        """Packaged prices, overridden by `path` or else the file named by TINYSTORIES_PRICING."""
+        data = _read(DEFAULT_PRICING_FILE)
+        prices = _parse_models(data, DEFAULT_PRICING_FILE)
+        discount = _parse_discount(data, DEFAULT_PRICING_FILE, 0.5)
+        override = path if path is not None else os.environ.get(PRICING_ENV) or None
+        if override is not None:
+            extra = _read(Path(override))
+            prices.update(_parse_models(extra, Path(override), required=False))
+            discount = _parse_discount(extra, Path(override), discount)
+            logger.info("pricing override loaded file=%s models=%d", override, len(prices))
+        return cls(prices, batch_discount=discount)
+
+    def price(self, model: str) -> ModelPrice:
+        """The price entry that applies to `model`; UnknownModelPrice otherwise."""
+        name = model.strip().lower()
+        if name.startswith("openai/"):
+            name = name[len("openai/") :]
+        candidates = [name]
+        base = _DATE_SUFFIX.sub("", name)
+        if base != name:
+            candidates.append(base)
+        for candidate in candidates:
+            if candidate in self._exact:
+                return self._exact[candidate]
+        for prefix, price in self._prefixes:
+            if name.startswith(prefix):
+                return price
+        raise UnknownModelPrice(model)
+
+    def has(self, model: str) -> bool:
+        """Whether a price applies to `model`."""
+        try:
+            self.price(model)
+        except UnknownModelPrice:
+            return False
+        return True
+
+    def cost(
+        self, model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False
+    ) -> float:
+        """USD for one request's usage."""
+        if prompt_tokens < 0 or completion_tokens < 0:
+            raise ValueError(
+                f"token counts must be >= 0, got prompt={prompt_tokens} "
+                f"completion={completion_tokens}"
+            )
+        price = self.price(model)
+        usd = (prompt_tokens * price.input + completion_tokens * price.output) / _PER
+        if batch:
+            usd *= 1.0 - self.batch_discount
+        return usd
+
+    def models(self) -> dict[str, ModelPrice]:
+        """Every entry, prefix entries with their trailing "*"."""
+        out = dict(self._exact)
+        out.update({f"{prefix}*": price for prefix, price in self._prefixes})
+        return out
+
+
+def _read(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PricingError(f"pricing file {path}: file not found") from None
+    except OSError as exc:
+        raise PricingError(f"pricing file {path}: cannot read: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise PricingError(
+            f"pricing file {path}, line {exc.lineno}: invalid JSON: {exc.msg}"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise PricingError(f"pricing file {path}: invalid YAML: {exc}") from None
+
+
+def _parse_discount(data: Mapping[str, Any], path: Path, default: float) -> float:
+    value = data.get("batch_discount", default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+        raise PricingError(f"pricing file {path}: batch_discount must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _parse_models(data: Any, path: Path, *, required: bool = True) -> dict[str, ModelPrice]:
+    if not isinstance(data, dict):
+        raise PricingError(f"pricing file {path}: expected a mapping with `models:`")
+    unknown = set(data) - {"models", "batch_discount"}
+    if unknown:
+        raise PricingError(f"pricing file {path}: unknown key(s) {', '.join(sorted(unknown))}")
+    models = data.get("models")
+    if models is None and not required:
+        return {}
+    if not isinstance(models, dict) or (required and not models):
+        raise PricingError(f"pricing file {path}: `models` must map model names to prices")
+    prices = {}
+    for name, entry in models.items():
+        if not isinstance(entry, dict) or set(entry) != {"input", "output"}:
+            raise PricingError(
+                f"pricing file {path}: model {name!r} needs exactly `input` and `output` "
+                "(USD per 1M tokens)"
+            )
+        values = {}
+        for side in ("input", "output"):
+            value = entry[side]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise PricingError(
+                    f"pricing file {path}: model {name!r} {side} price must be a number >= 0, "
+                    f"got {value!r}"
+                )
+            values[side] = float(value)
+        prices[str(name)] = ModelPrice(**values)
+    return prices

@@ -1,0 +1,101 @@
+"""Pricing table: packaged prices, overrides, snapshots, unknown models."""
+
+import json
+
+import pytest
+
+from generator.pricing import PRICING_ENV, PriceTable, PricingError, UnknownModelPrice
+
+
+@pytest.fixture
+def table(monkeypatch):
+    monkeypatch.delenv(PRICING_ENV, raising=False)
+    return PriceTable.load()
+
+
+def test_list_prices(table):
+    # gpt-4o: $2.50 in / $10 out per million tokens.
+    assert table.cost("gpt-4o", 1_000_000, 0) == pytest.approx(2.5)
+    assert table.cost("gpt-4o", 1200, 350) == pytest.approx((1200 * 2.5 + 350 * 10) / 1e6)
+    assert table.cost("gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert table.cost("gpt-4.1-nano", 2_000_000, 1_000_000) == pytest.approx(0.6)
+    assert table.cost("gpt-3.5-turbo", 1000, 1000) == pytest.approx(0.002)
+    assert table.cost("gpt-4", 100, 200) == pytest.approx((100 * 30 + 200 * 60) / 1e6)
+
+
+def test_batch_discount(table):
+    assert table.cost("gpt-4.1", 1_000_000, 1_000_000, batch=True) == pytest.approx(5.0)
+    assert table.cost("gpt-4.1", 1_000_000, 1_000_000) == pytest.approx(10.0)
+
+
+def test_snapshots_resolve_to_base_price(table):
+    assert table.cost("gpt-4o-2024-08-06", 1_000_000, 0) == pytest.approx(2.5)
+    assert table.cost("gpt-4o-mini-2024-07-18", 1_000_000, 0) == pytest.approx(0.15)
+    assert table.cost("gpt-3.5-turbo-0125", 1_000_000, 0) == pytest.approx(0.5)
+    assert table.cost("openai/gpt-4.1-mini", 1_000_000, 0) == pytest.approx(0.4)
+    # A snapshot priced on its own keeps its own price.
+    assert table.cost("gpt-4o-2024-05-13", 1_000_000, 0) == pytest.approx(5.0)
+
+
+def test_simulator_models_cost_a_nominal_price(table):
+    assert table.has("simulator-story-1")
+    assert table.cost("simulator-story-1", 1_000_000, 1_000_000) == pytest.approx(0.3)
+    assert 0 < table.cost("simulator-judge", 500, 200) < 0.001
+
+
+def test_unknown_model_names_model_and_how_to_add(table):
+    assert not table.has("llama-3-8b")
+    with pytest.raises(UnknownModelPrice) as caught:
+        table.cost("llama-3-8b", 10, 10)
+    message = str(caught.value)
+    assert "'llama-3-8b'" in message
+    assert "models: {llama-3-8b: {input: USD_PER_1M, output: USD_PER_1M}}" in message
+    assert PRICING_ENV in message
+    assert caught.value.model == "llama-3-8b"
+
+
+def test_override_file_and_env(tmp_path, monkeypatch):
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "batch_discount: 0.25\nmodels:\n  llama-3-8b: {input: 0.05, output: 0.08}\n"
+        "  gpt-4o: {input: 2.0, output: 8.0}\n  simulator-*: {input: 0, output: 0}\n"
+    )
+    table = PriceTable.load(path)
+    assert table.cost("llama-3-8b", 1_000_000, 1_000_000) == pytest.approx(0.13)
+    assert table.cost("gpt-4o", 1_000_000, 0) == pytest.approx(2.0)
+    assert table.cost("gpt-4o-mini", 1_000_000, 0) == pytest.approx(0.15)  # default kept
+    assert table.cost("gpt-4o", 1_000_000, 0, batch=True) == pytest.approx(1.5)
+    assert table.cost("simulator-story-1", 1000, 1000) == 0.0
+    json_path = tmp_path / "prices.json"
+    json_path.write_text(json.dumps({"models": {"my-model": {"input": 1, "output": 2}}}))
+    monkeypatch.setenv(PRICING_ENV, str(json_path))
+    assert PriceTable.load().cost("my-model", 1_000_000, 1_000_000) == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("models:\n  m: {input: -1, output: 2}\n", "model 'm' input price must be a number >= 0"),
+        ("models:\n  m: {input: 1}\n", "model 'm' needs exactly `input` and `output`"),
+        ("prices: {}\n", "unknown key(s) prices"),
+        ("batch_discount: 1.5\n", "batch_discount must be in [0, 1)"),
+        ("models: [a, b\n", "invalid YAML"),
+    ],
+)
+def test_bad_override_file(tmp_path, text, problem):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(PricingError) as caught:
+        PriceTable.load(path)
+    assert str(path) in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_missing_override_file(tmp_path):
+    with pytest.raises(PricingError, match="file not found"):
+        PriceTable.load(tmp_path / "nope.yaml")
+
+
+def test_negative_tokens_rejected(table):
+    with pytest.raises(ValueError, match="token counts must be >= 0"):
+        table.cost("gpt-4o", -1, 0)

@@ -1,0 +1,1 @@
+"""Packaged word lists (data files only)."""
