@@ -1,0 +1,82 @@
+"""Evaluation-prompt decontamination with the authors' 44 prompts and real stories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.decontam import Decontaminator, EvaluationSetError, load_prompts
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def real() -> list[str]:
+    text = (DATA / "TinyStories-train-sample1200.txt").read_text(encoding="utf-8")
+    return [s.strip() for s in text.split("<|endoftext|>") if s.strip()]
+
+
+@pytest.fixture(scope="module")
+def deco() -> Decontaminator:
+    return Decontaminator()
+
+
+def test_packaged_prompts_are_the_44():
+    prompts = load_prompts()
+    assert len(prompts) == 44
+    assert prompts[0].startswith("Once upon a time, there lived a bunny in a field.")
+
+
+def test_prompt_with_continuation_is_contaminated(deco):
+    for i in (0, 3, 17, 43):
+        story = deco.prompts[i] + " she went home and had a nap. The end."
+        res = deco.check(story)
+        assert res.contaminated and res.prompt_index == i and res.overlap == 1.0
+
+
+def test_partial_copy_in_the_middle_detected(deco):
+    words = deco.prompts[2].split()
+    story = "Tom had a red ball. " + " ".join(words[: len(words) // 2]) + " and then he slept."
+    res = deco.check(story)
+    assert res.contaminated and res.prompt_index == 2 and 0.25 <= res.overlap < 1.0
+
+
+def test_real_stories_not_contaminated(deco, real):
+    results = [deco.check(s) for s in real]
+    assert not any(r.contaminated for r in results)
+    # stock openings do share single 10-grams with prompts: why the threshold is not "any"
+    assert sum(r.overlap > 0 for r in results) > 50
+    assert max(r.overlap for r in results) < 0.25
+
+
+def test_threshold_any_shared_ngram(real):
+    strict = Decontaminator(threshold=1e-9)
+    assert strict.count(real[:300]) > 0
+
+
+def test_user_sets_yaml_and_txt(tmp_path):
+    yml = tmp_path / "eval.yaml"
+    yml.write_text(
+        "- The purple robot danced on the moon while eating seven golden pancakes\n",
+        encoding="utf-8",
+    )
+    txt = tmp_path / "eval.txt"
+    txt.write_text(
+        "First prompt about a dragon who loved to bake bread every morning\n\nShort one\n",
+        encoding="utf-8",
+    )
+    d = Decontaminator(load_prompts(yml))
+    assert d.check(
+        "Once the purple robot danced on the moon while eating seven golden pancakes, it was happy."
+    ).contaminated
+    t = Decontaminator(load_prompts(txt))
+    assert len(t.prompts) == 2
+    assert t.check("and then: short one. the end").prompt_index == 1  # fewer than 10 words
+    assert not t.check("a dragon baked").contaminated
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prompts: 3\n", encoding="utf-8")
+    with pytest.raises(EvaluationSetError, match=r"bad\.yaml"):
+        load_prompts(bad)
+    with pytest.raises(ValueError):
+        Decontaminator(["x"], threshold=0)
