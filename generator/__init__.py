@@ -1,0 +1,1 @@
+"""Prompts, the OpenAI-compatible client, rate limits, retries, pricing, checks, simulator."""

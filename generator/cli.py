@@ -1,7 +1,265 @@
-"""Command-line commands of the generator package."""
+"""Command-line commands of the generator package: prompt, simulator, generate."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 import typer
 
 
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def prompt(
+    verb: str = typer.Option(..., "--verb", help="Verb the story must use."),
+    noun: str = typer.Option(..., "--noun", help="Noun the story must use."),
+    adjective: str = typer.Option(..., "--adjective", help="Adjective the story must use."),
+    feature: list[str] = typer.Option(
+        [], "--feature", help="Story feature (repeatable), e.g. Dialogue."
+    ),
+    template_version: str | None = typer.Option(None, "--template-version"),
+) -> None:
+    """Print the rendered story prompt exactly (no trailing newline)."""
+    from generator.prompts import DEFAULT_TEMPLATE_VERSION, render_story_prompt
+    from vocab import Recipe, feature_by_name
+
+    try:
+        for name in feature:
+            feature_by_name(name)
+        recipe = Recipe(verb=verb, noun=noun, adjective=adjective, features=tuple(feature))
+        text = render_story_prompt(recipe, template_version or DEFAULT_TEMPLATE_VERSION)
+    except (ValueError, LookupError, OSError) as exc:
+        raise _fail(str(exc)) from None
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def simulator(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8100, "--port"),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute (429 above)."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute (429 above)."),
+    latency_median: float = typer.Option(0.0, "--latency-median", help="Seconds."),
+    latency_p99: float | None = typer.Option(None, "--latency-p99", help="Seconds."),
+    rate_429: float = typer.Option(0.0, "--rate-429"),
+    rate_500: float = typer.Option(0.0, "--rate-500"),
+    rate_503: float = typer.Option(0.0, "--rate-503"),
+    rate_timeout: float = typer.Option(0.0, "--rate-timeout"),
+    timeout_hang: float = typer.Option(120.0, "--timeout-hang", help="Seconds a timeout hangs."),
+    rate_truncated: float = typer.Option(0.0, "--rate-truncated"),
+    rate_refusal: float = typer.Option(0.0, "--rate-refusal"),
+    rate_malformed: float = typer.Option(0.0, "--rate-malformed"),
+    rate_no_choices: float = typer.Option(0.0, "--rate-no-choices"),
+    seed: int = typer.Option(0, "--seed"),
+    workers: int = typer.Option(1, "--workers", help="Server processes (only without limits)."),
+) -> None:
+    """Run the OpenAI-compatible LLM simulator (a stand-in, not a real model)."""
+    from generator.simulator import SimulatorConfig, serve
+
+    if not 0 < port < 65536:
+        raise _fail(f"--port must be between 1 and 65535, got {port}")
+    if workers < 1:
+        raise _fail(f"--workers must be >= 1, got {workers}")
+    try:
+        config = SimulatorConfig(
+            rpm=rpm,
+            tpm=tpm,
+            latency_median_s=latency_median,
+            latency_p99_s=latency_p99,
+            rate_429=rate_429,
+            rate_500=rate_500,
+            rate_503=rate_503,
+            rate_timeout=rate_timeout,
+            timeout_hang_s=timeout_hang,
+            rate_truncated=rate_truncated,
+            rate_refusal=rate_refusal,
+            rate_malformed=rate_malformed,
+            rate_no_choices=rate_no_choices,
+            seed=seed,
+        )
+        if workers > 1 and (rpm or tpm):
+            raise ValueError("--rpm/--tpm need --workers 1 (each worker enforces its own budget)")
+    except ValueError as exc:
+        raise _fail(str(exc).replace("_s ", " ").replace("rate_", "--rate-")) from None
+    typer.echo(
+        f"LLM SIMULATOR (not a real model) on http://{host}:{port}/v1 "
+        f"rpm={rpm or '-'} tpm={tpm or '-'} latency_median={latency_median}s",
+        err=True,
+    )
+    try:
+        serve(config, host=host, port=port, workers=workers)
+    except OSError as exc:
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def generate(
+    n: int = typer.Option(..., "--n", help="Number of stories."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    model: str | None = typer.Option(
+        None, "--model", help="Model name (default: simulator-story-1 / gpt-4o-mini)."
+    ),
+    concurrency: int = typer.Option(32, "--concurrency", help="Requests in flight at most."),
+    seed: int = typer.Option(0, "--seed", help="Recipe sampler seed."),
+    rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute limit."),
+    tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute limit."),
+    max_tokens: int = typer.Option(1024, "--max-tokens"),
+    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request."),
+    max_attempts: int = typer.Option(6, "--max-attempts", help="Attempts per story."),
+) -> None:
+    """Generate N stories into OUT/stories.jsonl and OUT/requests.jsonl."""
+    if n <= 0:
+        raise _fail(f"--n must be a positive number of stories, got {n}")
+    if concurrency <= 0:
+        raise _fail(f"--concurrency must be >= 1, got {concurrency}")
+    for name, value in (
+        ("--rpm", rpm),
+        ("--tpm", tpm),
+        ("--max-tokens", max_tokens),
+        ("--max-attempts", max_attempts),
+        ("--timeout", timeout),
+    ):
+        if value is not None and value <= 0:
+            raise _fail(f"{name} must be positive, got {value}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _fail(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
+    _run_generate(
+        n=n,
+        out=out,
+        model=model,
+        concurrency=concurrency,
+        seed=seed,
+        rpm=rpm,
+        tpm=tpm,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        max_attempts=max_attempts,
+    )
+
+
+def _run_generate(
+    *,
+    n: int,
+    out: Path,
+    model: str | None,
+    concurrency: int,
+    seed: int,
+    rpm: int | None,
+    tpm: int | None,
+    max_tokens: int,
+    timeout: float,
+    max_attempts: int,
+) -> None:
+    import asyncio
+    import contextlib
+    import logging
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    from generator.checks import StoryChecker
+    from generator.client import ClientConfig
+    from generator.generate import generate_stories
+    from generator.pricing import PriceTable, PricingError
+    from generator.ratelimit import ModelLimits
+    from generator.retry import RetryPolicy
+    from generator.simulator import SimulatorConfig, run_simulator
+    from vocab import RecipeSampler
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: object) -> Text:
+            speed = task.finished_speed or task.speed  # type: ignore[attr-defined]
+            return Text(f"{speed:.1f} stories/s" if speed else "- stories/s", style="cyan")
+
+    console = Console(stderr=True)
+    use_simulator = not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL")
+    model = model or ("simulator-story-1" if use_simulator else "gpt-4o-mini")
+    try:
+        pricing = PriceTable.load()
+        pricing.cost(model, 0, 0)
+    except (PricingError, LookupError, OSError) as exc:
+        raise _fail(str(exc)) from None
+
+    sampler = RecipeSampler()
+    recipes = [sampler.recipe(seed, i) for i in range(n)]
+    limits = ModelLimits(rpm=rpm, tpm=tpm) if (rpm or tpm) else None
+
+    with contextlib.ExitStack() as stack:
+        if use_simulator:
+            base_url = stack.enter_context(
+                run_simulator(
+                    SimulatorConfig(
+                        rpm=rpm, tpm=tpm, latency_median_s=0.02, latency_p99_s=0.2, seed=seed
+                    ),
+                    subprocess_mode=True,
+                )
+            )
+            logging.getLogger(__name__).warning("no OPENAI_API_KEY: using the LLM simulator")
+            console.print(
+                f"[bold red]NO OPENAI_API_KEY SET: using the built-in LLM SIMULATOR at "
+                f"{base_url}[/] - stories come from a story grammar, not a real model; "
+                "every row says provider=simulator.",
+                highlight=False,
+            )
+            client_config = ClientConfig(
+                base_url=base_url, api_key="simulator", timeout_s=timeout, provider="simulator"
+            )
+        else:
+            client_config = ClientConfig.from_env(timeout_s=timeout)
+            console.print(
+                f"provider: {client_config.provider_name} "
+                f"({client_config.base_url or 'https://api.openai.com/v1'}), model {model}",
+                highlight=False,
+            )
+        progress = Progress(
+            TextColumn("[bold]generate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        with progress:
+            task = progress.add_task("stories", total=n)
+            summary = asyncio.run(
+                generate_stories(
+                    recipes=recipes,
+                    out_dir=out,
+                    client_config=client_config,
+                    model=model,
+                    pricing=pricing,
+                    checker=StoryChecker(),
+                    concurrency=concurrency,
+                    limits=limits,
+                    max_tokens=max_tokens,
+                    retry=RetryPolicy(max_attempts=max_attempts),
+                    on_story=lambda _outcome: progress.advance(task),
+                )
+            )
+    typer.echo(f"{summary.line()} out={out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `tinystories` application."""
+    app.command("prompt")(prompt)
+    app.command("simulator")(simulator)
+    app.command("generate")(generate)

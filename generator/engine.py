@@ -1,0 +1,366 @@
+"""One unit of work: a story, summary or judge call = limiter + client + retries + pricing + checks.
+
+Every attempt becomes a `RequestRecord` (billed tokens and cost included, also for failures);
+a story whose attempts are exhausted is a `StoryOutcome` with `error`/`error_class` set, never
+an empty story.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from generator.client import ChatClient, ChatResult, ProviderError
+from generator.ratelimit import RateLimiter, TokenEstimator, estimate_prompt_tokens
+from generator.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+RequestKind = Literal["story", "summary", "judge"]
+
+
+class BudgetExhausted(Exception):
+    """The spending cap does not allow another request."""
+
+
+class BudgetGuard(Protocol):
+    """A spending cap: reserve the worst case before a request, settle the actual cost after."""
+
+    async def reserve(self, usd: float) -> object: ...
+
+    async def settle(self, token: object, actual_usd: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One attempt against the provider."""
+
+    kind: str
+    model: str
+    provider: str
+    outcome: Literal["ok", "error"]
+    error_class: str | None
+    status: int | None
+    attempt: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float
+    finish_reason: str | None
+    started_at: datetime
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        return data
+
+
+@dataclass
+class StoryOutcome:
+    """The result of one story request, successful or not."""
+
+    recipe: Any
+    prompt: str
+    text: str | None
+    model: str
+    provider: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float
+    finish_reason: str | None
+    checks: Any | None
+    requests: list[RequestRecord] = field(default_factory=list)
+    error: str | None = None
+    error_class: str | None = None
+    response_model: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None and self.checks is not None and bool(self.checks.accepted)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready row (requests are kept separately)."""
+        return {
+            "recipe": self.recipe.to_dict(),
+            "prompt": self.prompt,
+            "text": self.text,
+            "model": self.model,
+            "response_model": self.response_model,
+            "provider": self.provider,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+            },
+            "cost_usd": self.cost_usd,
+            "latency_s": round(self.latency_s, 4),
+            "finish_reason": self.finish_reason,
+            "checks": self.checks.to_dict() if self.checks is not None else None,
+            "accepted": self.accepted,
+            "attempts": len(self.requests),
+            "error": self.error,
+            "error_class": self.error_class,
+        }
+
+
+OnRequest = Callable[[RequestRecord], Awaitable[None]]
+
+
+class StoryEngine:
+    """Runs rate-limited, retried, costed provider calls and checks the stories."""
+
+    def __init__(
+        self,
+        *,
+        client: ChatClient,
+        limiter: RateLimiter,
+        pricing: Any,
+        retry: RetryPolicy,
+        checker: Any,
+        template_version: str | None = None,
+        on_request: OnRequest | None = None,
+        budget: BudgetGuard | None = None,
+        estimator: TokenEstimator | None = None,
+    ) -> None:
+        from generator.prompts import DEFAULT_TEMPLATE_VERSION
+
+        self.client = client
+        self.limiter = limiter
+        self.pricing = pricing
+        self.retry = retry
+        self.checker = checker
+        self.template_version = template_version or DEFAULT_TEMPLATE_VERSION
+        self.on_request = on_request
+        self.budget = budget
+        self.estimator = estimator or TokenEstimator()
+
+    async def story(
+        self, recipe: Any, *, model: str, max_tokens: int = 1024, temperature: float = 1.0
+    ) -> StoryOutcome:
+        """Write, cost and check one story; failures are returned, not raised.
+
+        `BudgetExhausted` (and a pricing error for an unknown model) do propagate: they are
+        decisions for the caller, not failures of this story.
+        """
+        from generator.prompts import render_story_prompt
+
+        prompt = render_story_prompt(recipe, self.template_version)
+        records: list[RequestRecord] = []
+        try:
+            result = await self.chat(
+                "story",
+                model=model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=max_tokens,
+                temperature=temperature,
+                records=records,
+            )
+        except ProviderError as exc:
+            outcome = StoryOutcome(
+                recipe=recipe,
+                prompt=prompt,
+                text=None,
+                model=model,
+                provider=self.client.provider,
+                prompt_tokens=sum(r.prompt_tokens for r in records),
+                completion_tokens=sum(r.completion_tokens for r in records),
+                cost_usd=sum(r.cost_usd for r in records),
+                latency_s=sum(r.latency_s for r in records),
+                finish_reason=None,
+                checks=None,
+                requests=records,
+                error=f"{exc.error_class} after {len(records)} attempt(s): {exc.message}",
+                error_class=exc.error_class,
+            )
+            log.warning(
+                "story_failed model=%s error_class=%s attempts=%d",
+                model,
+                exc.error_class,
+                len(records),
+            )
+            return outcome
+        checks = self.checker.check(
+            result.text,
+            finish_reason=result.finish_reason,
+            required_words=[recipe.verb, recipe.noun, recipe.adjective],
+        )
+        outcome = StoryOutcome(
+            recipe=recipe,
+            prompt=prompt,
+            text=result.text,
+            model=model,
+            provider=result.provider,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            cost_usd=sum(r.cost_usd for r in records),
+            latency_s=result.latency_s,
+            finish_reason=result.finish_reason,
+            checks=checks,
+            requests=records,
+            response_model=result.model,
+        )
+        log.info(
+            "story_done model=%s accepted=%s rejections=%s attempts=%d cost_usd=%.6f",
+            model,
+            checks.accepted,
+            ",".join(checks.rejections) or "-",
+            len(records),
+            outcome.cost_usd,
+        )
+        return outcome
+
+    async def summary(
+        self, story: str, *, model: str, max_tokens: int = 200
+    ) -> tuple[str | None, list[RequestRecord]]:
+        """One or two sentence summary for an Instruct record; None if every attempt failed."""
+        from generator.prompts import render_summary_prompt
+
+        records: list[RequestRecord] = []
+        prompt = render_summary_prompt(story, self.template_version)
+        try:
+            result = await self.chat(
+                "summary",
+                model=model,
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=max_tokens,
+                records=records,
+            )
+        except ProviderError:
+            return None, records
+        text = result.text.strip()
+        return (text or None), records
+
+    async def chat(
+        self,
+        kind: RequestKind,
+        *,
+        model: str,
+        messages: list[dict],
+        max_tokens: int | None = None,
+        temperature: float = 1.0,
+        records: list[RequestRecord] | None = None,
+        **extra: Any,
+    ) -> ChatResult:
+        """A limited, retried and costed call; raises the last `ProviderError` when exhausted."""
+        sink = records if records is not None else []
+
+        async def attempt(number: int) -> ChatResult:
+            return await self._attempt(
+                kind, model, messages, max_tokens, temperature, number, sink, extra
+            )
+
+        return await self.retry.run(attempt)
+
+    async def _attempt(
+        self,
+        kind: str,
+        model: str,
+        messages: list[dict],
+        max_tokens: int | None,
+        temperature: float,
+        number: int,
+        records: list[RequestRecord],
+        extra: dict[str, Any],
+    ) -> ChatResult:
+        prompt_est = estimate_prompt_tokens(messages)
+        est_tokens = prompt_est + self.estimator.expected(model, max_tokens)
+        budget_token = None
+        if self.budget is not None:
+            worst = self.pricing.cost(model, prompt_est, max_tokens or est_tokens)
+            budget_token = await self.budget.reserve(worst)
+        permit = await self.limiter.acquire(model=model, est_tokens=est_tokens)
+        started_at = datetime.now(UTC)
+        try:
+            result = await self.client.chat(
+                model=model,
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                **extra,
+            )
+        except ProviderError as exc:
+            billed = exc.prompt_tokens + exc.completion_tokens
+            # A rejected (429) request is not counted by the provider; otherwise keep the estimate.
+            actual = billed if billed else (0 if exc.status == 429 else None)
+            await self.limiter.settle(
+                permit,
+                actual_tokens=actual,
+                headers=exc.headers,
+                status=exc.status,
+                retry_after=exc.retry_after,
+            )
+            cost = self.pricing.cost(model, exc.prompt_tokens, exc.completion_tokens)
+            if budget_token is not None:
+                await self.budget.settle(budget_token, cost)
+            record = RequestRecord(
+                kind=kind,
+                model=model,
+                provider=self.client.provider,
+                outcome="error",
+                error_class=exc.error_class,
+                status=exc.status,
+                attempt=number,
+                prompt_tokens=exc.prompt_tokens,
+                completion_tokens=exc.completion_tokens,
+                cost_usd=cost,
+                latency_s=exc.latency_s,
+                finish_reason=None,
+                started_at=started_at,
+                error=exc.message[:500],
+            )
+            await self._record(records, record)
+            log.info(
+                "request_failed kind=%s model=%s attempt=%d error_class=%s status=%s",
+                kind,
+                model,
+                number,
+                exc.error_class,
+                exc.status,
+            )
+            raise
+        except BaseException:
+            await self.limiter.settle(
+                permit, actual_tokens=None, headers=None, status=None, retry_after=None
+            )
+            if budget_token is not None:
+                await self.budget.settle(budget_token, 0.0)
+            raise
+        await self.limiter.settle(
+            permit,
+            actual_tokens=result.prompt_tokens + result.completion_tokens,
+            headers=result.headers,
+            status=200,
+            retry_after=None,
+        )
+        self.estimator.observe(model, result.completion_tokens)
+        cost = self.pricing.cost(model, result.prompt_tokens, result.completion_tokens)
+        if budget_token is not None:
+            await self.budget.settle(budget_token, cost)
+        await self._record(
+            records,
+            RequestRecord(
+                kind=kind,
+                model=model,
+                provider=result.provider,
+                outcome="ok",
+                error_class=None,
+                status=200,
+                attempt=number,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                cost_usd=cost,
+                latency_s=result.latency_s,
+                finish_reason=result.finish_reason,
+                started_at=started_at,
+            ),
+        )
+        return result
+
+    async def _record(self, records: list[RequestRecord], record: RequestRecord) -> None:
+        records.append(record)
+        if self.on_request is not None:
+            await self.on_request(record)

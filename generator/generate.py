@@ -1,0 +1,128 @@
+"""The `tinystories generate` job: N recipes -> stories (client, limiter, retries) -> JSONL.
+
+Writes `stories.jsonl` (one row per story: recipe, prompt, text, model, provider, usage, cost,
+latency, finish_reason, checks, accepted) and `requests.jsonl` (one row per attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from generator.client import ClientConfig
+from generator.engine import RequestRecord, StoryEngine, StoryOutcome
+from generator.ratelimit import LocalRateLimiter, ModelLimits
+from generator.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateSummary:
+    """Totals of one run."""
+
+    stories: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    failed: int = 0
+    requests: int = 0
+    cost_usd: float = 0.0
+    elapsed_s: float = 0.0
+    rejections: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: StoryOutcome) -> None:
+        self.stories += 1
+        self.cost_usd += outcome.cost_usd
+        if outcome.error is not None:
+            self.failed += 1
+            self.failures[outcome.error_class or "unknown"] += 1
+        elif outcome.accepted:
+            self.accepted += 1
+        else:
+            self.rejected += 1
+            self.rejections.update(outcome.checks.rejections)
+
+    def line(self) -> str:
+        def detail(counter: Counter[str]) -> str:
+            if not counter:
+                return ""
+            return " (" + ", ".join(f"{k}={v}" for k, v in counter.most_common()) + ")"
+
+        rate = self.stories / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return (
+            f"generate: stories={self.stories} accepted={self.accepted} "
+            f"rejected={self.rejected}{detail(self.rejections)} "
+            f"failed={self.failed}{detail(self.failures)} requests={self.requests} "
+            f"cost_usd={self.cost_usd:.4f} rate={rate:.1f}/s"
+        )
+
+
+def _write(handle: IO[bytes], row: dict) -> None:
+    handle.write(orjson.dumps(row) + b"\n")
+
+
+async def generate_stories(
+    *,
+    recipes: list,
+    out_dir: Path,
+    client_config: ClientConfig,
+    model: str,
+    pricing: object,
+    checker: object,
+    concurrency: int = 32,
+    limits: ModelLimits | None = None,
+    retry: RetryPolicy | None = None,
+    max_tokens: int = 1024,
+    template_version: str | None = None,
+    on_story: Callable[[StoryOutcome], None] | None = None,
+) -> GenerateSummary:
+    """One story per recipe with `concurrency` workers; one failure never stops the rest."""
+    summary = GenerateSummary()
+    limiter = LocalRateLimiter({model: limits} if limits else None, max_concurrency=concurrency)
+    started = time.perf_counter()
+    with (
+        (out_dir / "stories.jsonl").open("wb") as stories_file,
+        (out_dir / "requests.jsonl").open("wb") as requests_file,
+    ):
+
+        async def on_request(record: RequestRecord) -> None:
+            summary.requests += 1
+            _write(requests_file, record.to_dict())
+
+        client = client_config.build()
+        engine = StoryEngine(
+            client=client,
+            limiter=limiter,
+            pricing=pricing,
+            retry=retry or RetryPolicy(),
+            checker=checker,
+            template_version=template_version,
+            on_request=on_request,
+        )
+        next_index = iter(range(len(recipes)))
+
+        async def worker() -> None:
+            for index in next_index:
+                outcome = await engine.story(recipes[index], model=model, max_tokens=max_tokens)
+                row = {"index": index, **outcome.to_dict()}
+                _write(stories_file, row)
+                summary.add(outcome)
+                if on_story is not None:
+                    on_story(outcome)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(recipes))))))
+        finally:
+            await client.aclose()
+    summary.elapsed_s = time.perf_counter() - started
+    log.info("generate_done %s", summary.line())
+    return summary

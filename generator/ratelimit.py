@@ -1,0 +1,343 @@
+"""Client-side rate limiting: RPM/TPM token buckets, provider header following, AIMD concurrency.
+
+The `RateLimiter` protocol is deliberately two calls so that a shared implementation (one budget
+for many worker processes, e.g. rows in Postgres) can replace `LocalRateLimiter`:
+
+* `acquire(model=, est_tokens=)` blocks until one request of about `est_tokens` total tokens may
+  be sent and returns a `Permit` (opaque to callers; an implementation may stash its own state
+  in `Permit.data`);
+* `settle(permit, actual_tokens=, headers=, status=, retry_after=)` is called exactly once per
+  permit when the request ended: it refunds or charges the token difference (`actual_tokens`
+  None means "unknown, keep the reservation"), follows the provider's `x-ratelimit-*` headers
+  and `Retry-After`, and frees the concurrency slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from asyncio_throttle import Throttler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """Per-minute limits of one model; None means unlimited (or: learn it from headers)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass
+class Permit:
+    """Proof that one request may be sent; hand it back to `settle`."""
+
+    model: str
+    est_tokens: int
+    acquired_at: float
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class RateLimiter(Protocol):
+    """What the engine needs from a limiter (in-process or shared across processes)."""
+
+    async def acquire(self, *, model: str, est_tokens: int) -> Permit: ...
+
+    async def settle(
+        self,
+        permit: Permit,
+        *,
+        actual_tokens: int | None,
+        headers: Mapping[str, str] | None,
+        status: int | None,
+        retry_after: float | None,
+    ) -> None: ...
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_reset(value: str | None) -> float | None:
+    """OpenAI reset durations: `1s`, `6m0s`, `20ms`, `0.5s` or a bare number of seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(value)
+    if not parts:
+        return None
+    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+class TokenBucket:
+    """Continuous-refill bucket; the level goes negative when usage exceeded a reservation."""
+
+    def __init__(self, per_minute: float, burst_s: float) -> None:
+        self.rate = per_minute / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.level = self.capacity
+        self.updated = time.monotonic()
+        # Total ever taken, so a stale `remaining` header can be aged by what was sent since.
+        self.taken_total = 0.0
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def wait_for(self, amount: float, now: float) -> float:
+        self.refill(now)
+        amount = min(amount, self.capacity)  # an oversized request must still pass eventually
+        return 0.0 if self.level >= amount else (amount - self.level) / self.rate
+
+    def take(self, amount: float) -> None:
+        self.level -= amount
+        self.taken_total += amount
+
+    def adjust(self, delta: float) -> None:
+        self.level = min(self.capacity, self.level + delta)
+        self.taken_total -= delta
+
+    def follow(self, remaining: int, seen_taken_total: float, seen_at: float, now: float) -> None:
+        """Lower the level to what the provider reported, aged to now (never raise it)."""
+        self.refill(now)
+        since = self.taken_total - seen_taken_total
+        estimate = remaining + (now - seen_at) * self.rate - since
+        if estimate < self.level:
+            self.level = estimate
+
+
+class TokenEstimator:
+    """Expected completion tokens per model: a moving average, capped by `max_tokens`."""
+
+    def __init__(self, *, default_completion: int = 400, alpha: float = 0.1) -> None:
+        self.default_completion = default_completion
+        self.alpha = alpha
+        self._average: dict[str, float] = {}
+
+    def expected(self, model: str, max_tokens: int | None) -> int:
+        average = self._average.get(model, float(self.default_completion))
+        return int(average if max_tokens is None else min(average, max_tokens))
+
+    def observe(self, model: str, completion_tokens: int) -> None:
+        previous = self._average.get(model)
+        if previous is None:
+            self._average[model] = float(completion_tokens)
+        else:
+            self._average[model] = previous + self.alpha * (completion_tokens - previous)
+
+
+def estimate_prompt_tokens(messages: list[dict]) -> int:
+    """About four characters per token plus a few per message (OpenAI's rule of thumb)."""
+    chars = sum(len(str(m.get("content") or "")) for m in messages)
+    return chars // 4 + 4 * len(messages) + 2
+
+
+class _ModelState:
+    def __init__(self, limits: ModelLimits, *, limiter: LocalRateLimiter) -> None:
+        self.turn = asyncio.Lock()  # FIFO: the head of the queue decides, the rest wait their turn
+        self.slot_freed = asyncio.Event()
+        self.in_flight = 0
+        self.concurrency = float(limiter.max_concurrency)
+        self.last_cut_at = -math.inf
+        self.paused_until = 0.0
+        self.requests: TokenBucket | None = None
+        self.tokens: TokenBucket | None = None
+        self.throttler: Throttler | None = None
+        self.learned = False
+        self.configure(limits, limiter=limiter)
+        # With no configured limits, send one request first and read the provider's limits
+        # from its headers before opening up (avoids a burst of 429s at start).
+        self.probing = limiter.learn_from_headers and self.requests is None and self.tokens is None
+
+    def configure(self, limits: ModelLimits, *, limiter: LocalRateLimiter) -> None:
+        if limits.rpm:
+            rpm = limits.rpm * limiter.safety
+            self.requests = TokenBucket(rpm, limiter.burst_s)
+            # asyncio-throttle spreads the requests of each short window evenly, so a full
+            # bucket is not fired in one instant (providers enforce sub-minute windows).
+            window = limiter.smoothing_s
+            self.throttler = Throttler(
+                rate_limit=max(1, math.ceil(rpm / 60.0 * window)), period=window
+            )
+        if limits.tpm:
+            self.tokens = TokenBucket(limits.tpm * limiter.safety, limiter.burst_s)
+
+
+class LocalRateLimiter:
+    """In-process limiter: per-model RPM/TPM buckets, header following, AIMD concurrency.
+
+    asyncio-throttle only counts calls in a sliding window, so it serves as the RPM smoothing
+    piece; token weighting, refunds, following provider headers, Retry-After pauses and AIMD
+    need state it does not have, hence the hand-written buckets below.
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[str, ModelLimits] | None = None,
+        *,
+        default: ModelLimits = ModelLimits(),
+        max_concurrency: int = 256,
+        min_concurrency: int = 1,
+        decrease: float = 0.5,
+        increase: float = 1.0,
+        safety: float = 0.98,
+        burst_s: float = 1.0,
+        smoothing_s: float = 0.25,
+        learn_from_headers: bool = True,
+    ) -> None:
+        self.limits = dict(limits or {})
+        self.default = default
+        self.max_concurrency = max_concurrency
+        self.min_concurrency = min_concurrency
+        self.decrease = decrease  # multiplicative cut on the first 429 of a burst
+        self.increase = increase  # additive growth: +increase per `concurrency` successes
+        self.safety = safety  # aim slightly under the limit: clocks and latency jitter
+        self.burst_s = burst_s  # bucket capacity in seconds of refill
+        self.smoothing_s = smoothing_s
+        self.learn_from_headers = learn_from_headers
+        self._states: dict[str, _ModelState] = {}
+        self._ids = itertools.count()
+        self.stats = {"acquired": 0, "rate_limited": 0, "cuts": 0}
+
+    def _state(self, model: str) -> _ModelState:
+        state = self._states.get(model)
+        if state is None:
+            state = _ModelState(self.limits.get(model, self.default), limiter=self)
+            self._states[model] = state
+        return state
+
+    def concurrency(self, model: str) -> float:
+        """Currently allowed concurrent requests for `model` (AIMD state)."""
+        return self._state(model).concurrency
+
+    async def acquire(self, *, model: str, est_tokens: int) -> Permit:
+        """Wait for a concurrency slot, the pause to end, and room in both buckets."""
+        state = self._state(model)
+        async with state.turn:
+            while True:
+                now = time.monotonic()
+                wait = max(0.0, state.paused_until - now)
+                if state.requests is not None:
+                    wait = max(wait, state.requests.wait_for(1, now))
+                if state.tokens is not None:
+                    wait = max(wait, state.tokens.wait_for(est_tokens, now))
+                allowed = 1 if state.probing else max(self.min_concurrency, int(state.concurrency))
+                if state.in_flight >= allowed:
+                    state.slot_freed.clear()
+                    try:
+                        await asyncio.wait_for(state.slot_freed.wait(), timeout=1.0)
+                    except TimeoutError:
+                        pass
+                    continue
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                break
+            if state.throttler is not None:
+                await state.throttler.acquire()
+            now = time.monotonic()
+            permit = Permit(model=model, est_tokens=est_tokens, acquired_at=now)
+            if state.requests is not None:
+                state.requests.refill(now)
+                state.requests.take(1)
+                permit.data["requests_seen"] = state.requests.taken_total
+            if state.tokens is not None:
+                state.tokens.refill(now)
+                state.tokens.take(est_tokens)
+                permit.data["tokens_seen"] = state.tokens.taken_total
+            state.in_flight += 1
+            permit.data["id"] = next(self._ids)
+            self.stats["acquired"] += 1
+            return permit
+
+    async def settle(
+        self,
+        permit: Permit,
+        *,
+        actual_tokens: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        """Refund/charge tokens, follow headers, pause on Retry-After, adapt concurrency."""
+        state = self._state(permit.model)
+        now = time.monotonic()
+        state.in_flight = max(0, state.in_flight - 1)
+        state.probing = False
+        state.slot_freed.set()
+        if actual_tokens is not None and state.tokens is not None:
+            state.tokens.adjust(permit.est_tokens - actual_tokens)
+            # The provider's `remaining` already counts this request's actual tokens.
+            if "tokens_seen" in permit.data:
+                permit.data["tokens_seen"] += actual_tokens - permit.est_tokens
+        if headers:
+            self._follow_headers(state, permit, headers, now)
+        if retry_after is not None and retry_after > 0:
+            state.paused_until = max(state.paused_until, now + retry_after)
+        if status == 429:
+            self.stats["rate_limited"] += 1
+            # Only the first 429 of a burst cuts: later ones were sent before the cut took effect.
+            if permit.acquired_at > state.last_cut_at:
+                state.concurrency = max(
+                    float(self.min_concurrency),
+                    min(state.concurrency, state.in_flight + 1) * self.decrease,
+                )
+                state.last_cut_at = now
+                self.stats["cuts"] += 1
+                log.info(
+                    "rate_limit_cut model=%s concurrency=%.1f retry_after=%s",
+                    permit.model,
+                    state.concurrency,
+                    retry_after,
+                )
+        elif status is not None and status < 400:
+            state.concurrency = min(
+                float(self.max_concurrency), state.concurrency + self.increase / state.concurrency
+            )
+
+    def _follow_headers(
+        self, state: _ModelState, permit: Permit, headers: Mapping[str, str], now: float
+    ) -> None:
+        if self.learn_from_headers and state.requests is None and state.tokens is None:
+            rpm = _int_header(headers, "x-ratelimit-limit-requests")
+            tpm = _int_header(headers, "x-ratelimit-limit-tokens")
+            if rpm or tpm:
+                state.configure(ModelLimits(rpm=rpm, tpm=tpm), limiter=self)
+                state.learned = True
+                log.info("rate_limit_learned model=%s rpm=%s tpm=%s", permit.model, rpm, tpm)
+                return
+        for bucket, kind, seen_key in (
+            (state.requests, "requests", "requests_seen"),
+            (state.tokens, "tokens", "tokens_seen"),
+        ):
+            remaining = _int_header(headers, f"x-ratelimit-remaining-{kind}")
+            if bucket is None or remaining is None or seen_key not in permit.data:
+                continue
+            bucket.follow(remaining, permit.data[seen_key], permit.acquired_at, now)
+            if remaining <= 0:
+                reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+                if reset:
+                    state.paused_until = max(state.paused_until, permit.acquired_at + reset)

@@ -1,0 +1,115 @@
+"""Server-side RPM/TPM enforcement with OpenAI-style `x-ratelimit-*` headers.
+
+Each model has a requests bucket and a tokens bucket refilled continuously at limit/60 per
+second, holding at most `burst_s` seconds of refill (providers enforce sub-minute windows).
+A request is charged its prompt tokens plus the completion it will get; a 429 charges nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from generator.simulator.config import SimulatorConfig
+
+
+def format_duration(seconds: float) -> str:
+    """OpenAI's reset format: `20ms`, `1.5s`, `6m0s`."""
+    if seconds < 1:
+        return f"{max(0, math.ceil(seconds * 1000))}ms"
+    if seconds < 60:
+        return f"{seconds:.3g}s"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:.0f}s"
+
+
+class _Bucket:
+    __slots__ = ("capacity", "level", "limit", "rate", "updated")
+
+    def __init__(self, limit: int, burst_s: float) -> None:
+        self.limit = limit
+        self.rate = limit / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
+        self.level = self.capacity
+        self.updated = time.monotonic()
+
+    def refill(self, now: float) -> None:
+        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
+        self.updated = now
+
+    def reset_s(self) -> float:
+        """Seconds until the bucket is full again."""
+        return max(0.0, (self.capacity - self.level) / self.rate)
+
+    def wait_s(self, amount: float) -> float:
+        return max(0.0, (min(amount, self.capacity) - self.level) / self.rate)
+
+
+class ServerLimits:
+    """Per-model buckets; `check` decides 200 or 429 and returns the headers for either."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.rpm = config.rpm
+        self.tpm = config.tpm
+        self.burst_s = config.burst_s
+        self._buckets: dict[str, tuple[_Bucket | None, _Bucket | None]] = {}
+        self.rejected = 0
+        self.admitted = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.rpm or self.tpm)
+
+    def _for(self, model: str) -> tuple[_Bucket | None, _Bucket | None]:
+        buckets = self._buckets.get(model)
+        if buckets is None:
+            buckets = (
+                _Bucket(self.rpm, self.burst_s) if self.rpm else None,
+                _Bucket(self.tpm, self.burst_s) if self.tpm else None,
+            )
+            self._buckets[model] = buckets
+        return buckets
+
+    def peek(self, model: str) -> dict[str, str]:
+        """The headers for an answer that charges nothing (errors before admission)."""
+        return self._headers(model, time.monotonic())
+
+    def _headers(self, model: str, now: float) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if not self.enabled:
+            return headers
+        for bucket, kind in zip(self._for(model), ("requests", "tokens"), strict=True):
+            if bucket is None:
+                continue
+            bucket.refill(now)
+            # The limit is per minute; `remaining` is what may be sent right now.
+            headers[f"x-ratelimit-limit-{kind}"] = str(bucket.limit)
+            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(bucket.level)))
+            headers[f"x-ratelimit-reset-{kind}"] = format_duration(bucket.reset_s())
+        return headers
+
+    def check(self, model: str, tokens: int) -> tuple[bool, float, dict[str, str]]:
+        """(admitted, retry_after_s, headers) for one request costing `tokens`."""
+        if not self.enabled:
+            return True, 0.0, {}
+        now = time.monotonic()
+        requests, token_bucket = self._for(model)
+        wait = 0.0
+        for bucket, amount in ((requests, 1.0), (token_bucket, float(tokens))):
+            if bucket is not None:
+                bucket.refill(now)
+                wait = max(wait, bucket.wait_s(amount))
+        admitted = wait <= 0.0
+        if admitted:
+            self.admitted += 1
+            if requests is not None:
+                requests.level -= 1
+            if token_bucket is not None:
+                token_bucket.level -= min(tokens, token_bucket.capacity)
+        else:
+            self.rejected += 1
+        headers = self._headers(model, now)
+        if not admitted:
+            headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+        return admitted, wait, headers

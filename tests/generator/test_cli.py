@@ -1,0 +1,156 @@
+"""`tinystories prompt`, `generate` and `simulator` through the typer app."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from generator import cli
+from generator.prompts import render_story_prompt
+from generator.simulator import SimulatorConfig
+from vocab import Recipe
+
+app = typer.Typer()
+cli.register(app)
+runner = CliRunner()
+
+
+@pytest.fixture
+def no_provider_env(monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+def test_prompt_prints_the_exact_prompt() -> None:
+    args = ["prompt", "--verb", "hang", "--noun", "foot", "--adjective", "cute"]
+    result = runner.invoke(app, [*args, "--feature", "Dialogue", "--feature", "Twist"])
+    assert result.exit_code == 0
+    expected = render_story_prompt(Recipe("hang", "foot", "cute", ("Dialogue", "Twist")))
+    assert result.stdout == expected and not result.stdout.endswith("\n")
+
+
+def test_prompt_unknown_feature_is_one_error_line() -> None:
+    args = ["prompt", "--verb", "hang", "--noun", "foot", "--adjective", "cute"]
+    result = runner.invoke(app, [*args, "--feature", "Sparkles"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Sparkles" in lines[0] and "Dialogue" in lines[0]
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_generate_with_the_builtin_simulator(tmp_path, no_provider_env) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["generate", "--n", "12", "--out", str(out), "--seed", "4"])
+    assert result.exit_code == 0, result.stderr
+    assert "SIMULATOR" in result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.startswith("generate: stories=12 accepted=")
+    stories = read_jsonl(out / "stories.jsonl")
+    requests = read_jsonl(out / "requests.jsonl")
+    assert sorted(s["index"] for s in stories) == list(range(12))
+    for row in stories:
+        assert row["provider"] == "simulator" and row["model"] == "simulator-story-1"
+        assert row["recipe"]["verb"] in row["prompt"] and row["text"]
+        assert row["usage"]["prompt_tokens"] > 0 and row["cost_usd"] > 0
+        assert row["checks"]["accepted"] == row["accepted"]
+        assert row["finish_reason"] == "stop" and row["latency_s"] >= 0
+    assert len(requests) == 12 and all(r["outcome"] == "ok" for r in requests)
+    accepted = sum(r["accepted"] for r in stories)
+    assert f"accepted={accepted} " in summary and accepted >= 10
+
+
+def test_generate_against_a_configured_provider_survives_failures(
+    tmp_path, monkeypatch, simulator_factory
+) -> None:
+    url = simulator_factory(SimulatorConfig(rate_503=0.4, rate_refusal=0.2, seed=2))
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-test")
+    out = tmp_path / "real"
+    args = ["generate", "--n", "20", "--out", str(out), "--max-attempts", "1"]
+    result = runner.invoke(app, [*args, "--model", "gpt-4o-mini", "--concurrency", "4"])
+    assert result.exit_code == 0, result.stderr
+    assert "SIMULATOR" not in result.stderr and "sk-secret-test" not in result.output
+    stories = read_jsonl(out / "stories.jsonl")
+    assert len(stories) == 20
+    failed = [s for s in stories if s["error_class"] == "server_error"]
+    refused = [s for s in stories if s["checks"] and "refusal" in s["checks"]["rejections"]]
+    assert failed and refused and any(s["accepted"] for s in stories)
+    assert all(s["text"] is None and not s["accepted"] for s in failed)
+    summary = result.stdout.strip().splitlines()[-1]
+    assert f"failed={len(failed)} (server_error={len(failed)})" in summary
+    assert "refusal=" in summary
+    assert "sk-secret-test" not in (out / "requests.jsonl").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--n", "0"], "--n"),
+        (["--n", "3", "--concurrency", "0"], "--concurrency"),
+        (["--n", "3", "--model", "no-such-model"], "no-such-model"),
+    ],
+)
+def test_generate_bad_input(tmp_path, no_provider_env, args, words) -> None:
+    result = runner.invoke(app, ["generate", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0]
+
+
+def test_generate_unwritable_dir(tmp_path, no_provider_env) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(app, ["generate", "--n", "2", "--out", str(blocker / "sub")])
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "cannot write" in result.stderr
+
+
+def test_simulator_command_rejects_bad_options() -> None:
+    result = runner.invoke(app, ["simulator", "--rate-429", "2"])
+    assert result.exit_code == 2 and "rate-429" in result.stderr
+    result = runner.invoke(app, ["simulator", "--rpm", "10", "--workers", "2"])
+    assert result.exit_code == 2 and "--workers 1" in result.stderr
+
+
+def test_simulator_command_serves_until_stopped() -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    code = "from tinystories.cli import main; main()"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, "simulator", "--port", str(port), "--rpm", "100"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1).json()
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        assert all("simulator" in m["owned_by"] for m in models["data"])
+        body = {"model": "simulator-story-1", "messages": [{"role": "user", "content": "Hi"}]}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=5)
+        assert answer.headers["x-ratelimit-limit-requests"] == "100"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "SIMULATOR (not a real model)" in err
