@@ -1,0 +1,1 @@
+"""Grading trained models the way the TinyStories paper did: GPT-Eval and its other evaluations."""

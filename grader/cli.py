@@ -1,7 +1,282 @@
 """Command-line commands of the grader package."""
 
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+SIMULATOR_JUDGE = "simulator-judge-1"
+
+
+class _RichProgress:
+    """rich progress bars behind grader.run.Progress."""
+
+    def __init__(self, progress, console) -> None:
+        self._p = progress
+        self._console = console
+        self._started = False
+
+    def task(self, description: str, total: int):
+        # Started on first use, so an early error prints nothing but its own line.
+        if not self._started:
+            self._p.start()
+            self._started = True
+        tid = self._p.add_task(description, total=max(total, 1))
+        return lambda n=1: self._p.advance(tid, n)
+
+    def note(self, message: str) -> None:
+        self._console.log(message)
+
+    def stop(self) -> None:
+        if self._started:
+            self._p.stop()
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def grade_command(
+    model: Annotated[list[Path], typer.Option("--model", help="Model dir (repeatable).")],
+    out: Annotated[Path, typer.Option("--out", help="Report directory.")],
+    judge: Annotated[str, typer.Option("--judge", help="Judge model name.")] = "gpt-4",
+    judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
+    judge_api_key: Annotated[str | None, typer.Option(help="Judge API key.")] = None,
+    judge_rpm: Annotated[int | None, typer.Option(help="Judge requests/minute limit.")] = None,
+    judge_tpm: Annotated[int | None, typer.Option(help="Judge tokens/minute limit.")] = None,
+    judge_concurrency: Annotated[int, typer.Option(help="Concurrent judge calls.")] = 32,
+    judge_max_attempts: Annotated[int, typer.Option(help="Tries per judge request.")] = 4,
+    data: Annotated[Path | None, typer.Option("--data", help="Export dir (loss etc).")] = None,
+    k: Annotated[int, typer.Option("--k", help="Completions per prompt.")] = 10,
+    prompts: Annotated[int | None, typer.Option("--prompts", help="First N prompts.")] = None,
+    prompts_file: Annotated[Path | None, typer.Option(help="YAML list of prompts.")] = None,
+    suites: Annotated[str | None, typer.Option(help="Comma list; 'none' to skip.")] = None,
+    judge_suites: Annotated[bool, typer.Option(help="Also judge suite answers.")] = False,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    greedy: Annotated[bool, typer.Option(help="Temperature 0.")] = False,
+    beams: Annotated[int, typer.Option(help="Beam search with N beams (temp 0).")] = 1,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per completion.")] = 200,
+    batch_size: Annotated[int, typer.Option(help="Generation batch size.")] = 32,
+    noise_sample: Annotated[int, typer.Option(help="Completions graded twice.")] = 20,
+    instruct: Annotated[str, typer.Option(help="Instruct eval: auto|on|off.")] = "auto",
+    instruct_n: Annotated[int, typer.Option(help="Held-out instructions.")] = 20,
+    memorization_n: Annotated[int, typer.Option(help="Held-out beginnings.")] = 20,
+    loss_texts: Annotated[int, typer.Option(help="Validation stories for loss.")] = 200,
+    checkpoints: Annotated[bool, typer.Option(help="Grade checkpoints/step-N.")] = True,
+    checkpoint_k: Annotated[int, typer.Option(help="Completions/prompt for checkpoints.")] = 2,
+    attention_prompt: Annotated[str | None, typer.Option(help="Prompt for attention.")] = None,
+    cache: Annotated[Path | None, typer.Option(help="Judgment cache (JSONL).")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling / bootstrap seed.")] = 0,
+) -> None:
+    """Grade models the paper's way (GPT-Eval and more) and write a report."""
+    import contextlib
+    import logging
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from grader.exportdata import ExportDirError
+    from grader.generation import GenerationSettings
+    from grader.judge import JudgeUnavailable
+    from grader.models import ModelDirError
+    from grader.report import SIM_WARNING
+    from grader.resources import GraderDataError
+    from grader.run import GradeConfig, GradeError, JudgeSettings, grade, validate_inputs
+
+    err = Console(stderr=True)
+
+    def fail(message: str) -> None:
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2)
+
+    if instruct not in ("auto", "on", "off"):
+        fail("--instruct must be auto, on or off")
+    if min(beams, max_new_tokens, batch_size, judge_max_attempts, judge_concurrency) < 1:
+        fail("--beams, --max-new-tokens, --batch-size and --judge-* counts must be >= 1")
+    logging.basicConfig(level=logging.WARNING)
+    api_key = judge_api_key or os.environ.get("OPENAI_API_KEY")
+    base_url = judge_base_url or os.environ.get("OPENAI_BASE_URL")
+    use_simulator = not api_key and not base_url
+    settings = GenerationSettings(
+        temperature=0.0 if (greedy or beams > 1) else temperature,
+        num_beams=beams,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    suite_list = (
+        None
+        if suites is None
+        else (
+            [] if suites.strip().lower() == "none" else [s.strip() for s in suites.split(",") if s]
+        )
+    )
+    config = GradeConfig(
+        models=list(model),
+        out=out,
+        data=data,
+        k=k,
+        n_prompts=prompts,
+        prompts_file=prompts_file,
+        suites=suite_list,
+        judge_suites=judge_suites,
+        generation=settings,
+        noise_sample=noise_sample,
+        instruct=instruct,
+        instruct_n=instruct_n,
+        memorization_n=memorization_n,
+        loss_texts=loss_texts,
+        checkpoints=checkpoints,
+        checkpoint_k=checkpoint_k,
+        attention_prompt=attention_prompt,
+        cache_path=cache,
+        seed=seed,
+    )
+    limits = {
+        "rpm": judge_rpm,
+        "tpm": judge_tpm,
+        "concurrency": judge_concurrency,
+        "max_attempts": judge_max_attempts,
+    }
+    try:
+        # Bad models, prompts or data fail here, before a simulator or judge is started.
+        inputs = validate_inputs(config)
+        with contextlib.ExitStack() as stack:
+            if use_simulator:
+                from generator.simulator import SimulatorConfig, run_simulator
+
+                err.print(f"[bold red]WARNING: no OPENAI_API_KEY: {SIM_WARNING}[/]")
+                sim_url = stack.enter_context(run_simulator(SimulatorConfig(seed=seed)))
+                config.judge = JudgeSettings(
+                    model=SIMULATOR_JUDGE,
+                    base_url=sim_url,
+                    api_key="simulator",
+                    simulator=True,
+                    requested_model=judge,
+                    **limits,
+                )
+            else:
+                config.judge = JudgeSettings(
+                    model=judge,
+                    base_url=base_url or "https://api.openai.com/v1",
+                    api_key=api_key or "none",
+                    **limits,
+                )
+            _quiet_libraries()
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+            bars = _RichProgress(Progress(*columns, console=err), err)
+            stack.callback(bars.stop)
+            result = grade(config, progress=bars, inputs=inputs)
+    except (ModelDirError, GraderDataError, ExportDirError, JudgeUnavailable, GradeError) as exc:
+        fail(
+            f"{exc} (judgments made so far are cached; rerun to continue)"
+            if isinstance(exc, JudgeUnavailable)
+            else str(exc)
+        )
+    except KeyboardInterrupt:
+        typer.echo("interrupted: judgments made so far are cached; rerun to continue", err=True)
+        raise typer.Exit(130) from None
+    _print_table(result)
+    typer.echo(f"report: {out / 'report.md'}")
+    typer.echo(result["summary"])
+
+
+def _print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="GPT-Eval (paper-style)")
+    for col in (
+        "model",
+        "params",
+        "eval loss",
+        "grammar",
+        "creativity",
+        "consistency",
+        "plot",
+        "age",
+    ):
+        table.add_column(col)
+
+    def f(v, d=2):
+        return "-" if v is None else f"{v:.{d}f}"
+
+    for r in result["table"]:
+        table.add_row(
+            r["model"],
+            f"{r['params']:,}",
+            f(r["eval_loss"], 3),
+            f(r["grammar"]),
+            f(r["creativity"]),
+            f(r["consistency"]),
+            f(r["plot"]),
+            r["age_group"] or "-",
+        )
+    Console().print(table)
+
+
+def loss_command(
+    model: Annotated[Path, typer.Option("--model", help="Model dir.")],
+    data: Annotated[Path, typer.Option("--data", help="Export dir.")],
+    split: Annotated[str, typer.Option(help="Split to score.")] = "validation",
+    texts: Annotated[int, typer.Option(help="Stories to score.")] = 200,
+    column: Annotated[str, typer.Option(help="text or instruct_text.")] = "text",
+    context_length: Annotated[int | None, typer.Option(help="Window (default: model's).")] = None,
+) -> None:
+    """Loss, perplexity and bits per UTF-8 byte of a model on an export split."""
+    from grader.exportdata import ExportDirError, load_export
+    from grader.exportdata import column as read_column
+    from grader.loss import evaluate_loss
+    from grader.models import ModelDirError, load_model
+
+    try:
+        dd = load_export(data)
+        stories = read_column(dd, split, column, texts)
+        _quiet_libraries()
+        res = evaluate_loss(load_model(model), stories, context_length=context_length)
+    except (ModelDirError, ExportDirError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"{model.name}: loss {res['loss']:.4f} perplexity {res['perplexity']:.2f} "
+        f"bits/byte {res['bits_per_byte']:.4f} on {split}[:{res['texts']}] ({column}), "
+        f"context {res['context_length']}, tokenizer {res['tokenizer']}"
+    )
+
+
+def attention_command(
+    model: Annotated[Path, typer.Option("--model", help="Model dir.")],
+    prompt: Annotated[str, typer.Option("--prompt", help="Text to look at.")],
+    out: Annotated[Path, typer.Option("--out", help="PNG path.")],
+) -> None:
+    """Attention maps of every head for one prompt, as a PNG grid."""
+    from grader.interpret import attention_maps
+    from grader.models import ModelDirError, load_model
+
+    try:
+        _quiet_libraries()
+        info = attention_maps(load_model(model, eager_attention=True), prompt, out)
+    except (ModelDirError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{out}: {info['layers']} layers x {info['heads']} heads, {info['tokens']} tokens")
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `tinystories` application."""
+    app.command("grade")(grade_command)
+    app.command("grade-loss")(loss_command)
+    app.command("grade-attention")(attention_command)

@@ -1,0 +1,1 @@
+"""Versioned grader data files (see SOURCES.md)."""

@@ -1,0 +1,139 @@
+"""Loading trainer model directories (transformers `save_pretrained` dirs) for evaluation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
+
+
+class ModelDirError(ValueError):
+    """A model directory cannot be evaluated (missing files, unreadable config)."""
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    name: str
+    model: Any
+    tokenizer: Any
+    training: dict = field(default_factory=dict)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+
+    @property
+    def eos_id(self) -> int | None:
+        eos = self.tokenizer.eos_token_id
+        return eos if eos is not None else getattr(self.model.config, "eos_token_id", None)
+
+    def describe(self) -> dict:
+        cfg = self.model.config
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "params": self.n_params,
+            "hidden_size": getattr(cfg, "hidden_size", None),
+            "layers": getattr(cfg, "num_layers", getattr(cfg, "num_hidden_layers", None)),
+            "heads": getattr(cfg, "num_heads", getattr(cfg, "num_attention_heads", None)),
+            "context_length": self.context_length,
+            "tokenizer": tokenizer_description(self.tokenizer),
+        }
+
+
+def tokenizer_description(tokenizer: Any) -> str:
+    name = getattr(tokenizer, "name_or_path", "") or ""
+    return f"{type(tokenizer).__name__} vocab={len(tokenizer)} ({Path(name).name or 'local'})"
+
+
+def check_model_dir(path: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+    """Fail early with one clear message when a directory is not a loadable model."""
+    p = Path(path)
+    t = Path(tokenizer_dir) if tokenizer_dir else p
+    if not p.is_dir():
+        raise ModelDirError(f"model directory {p} does not exist")
+    if not (p / "config.json").is_file():
+        raise ModelDirError(f"model directory {p} has no config.json (not a save_pretrained dir)")
+    if not any((t / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelDirError(f"model directory {p} has no tokenizer (expected tokenizer.json)")
+    return p
+
+
+def read_training_info(path: Path) -> dict:
+    info = path / "training.json"
+    if not info.is_file():
+        return {}
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        log.warning("training_json_unreadable path=%s", info)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def load_model(
+    path: str | Path,
+    *,
+    eager_attention: bool = False,
+    name: str | None = None,
+    tokenizer_dir: str | Path | None = None,
+) -> LoadedModel:
+    """Load model + tokenizer in eval mode on CPU (or the first GPU when one is present)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = check_model_dir(path, tokenizer_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(Path(tokenizer_dir) if tokenizer_dir else p)
+        kwargs: dict[str, Any] = {}
+        if eager_attention:
+            kwargs["attn_implementation"] = "eager"
+        model = AutoModelForCausalLM.from_pretrained(p, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelDirError(
+            f"model directory {p} cannot be loaded: {str(exc).splitlines()[0]}"
+        ) from exc
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    model.eval()
+    if tokenizer.pad_token_id is None:
+        # Padding positions are masked out; any id works, EOS is the usual choice.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
+    return LoadedModel(
+        path=p,
+        name=name or p.name,
+        model=model,
+        tokenizer=tokenizer,
+        training=read_training_info(p),
+    )
+
+
+def list_checkpoints(path: str | Path) -> list[tuple[int, Path]]:
+    """`checkpoints/step-N/` subdirectories that are loadable model dirs, in step order."""
+    root = Path(path) / "checkpoints"
+    found = []
+    if root.is_dir():
+        for sub in root.iterdir():
+            m = re.fullmatch(r"step-(\d+)", sub.name)
+            if m and sub.is_dir() and (sub / "config.json").is_file():
+                found.append((int(m.group(1)), sub))
+    return sorted(found)
+
+
+def checkpoint_tokenizer_dir(model_dir: Path, checkpoint: Path) -> Path:
+    """Checkpoints may omit tokenizer files; the parent model's tokenizer is the same one."""
+    if any((checkpoint / f).is_file() for f in TOKENIZER_FILES):
+        return checkpoint
+    return model_dir

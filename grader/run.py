@@ -1,0 +1,279 @@
+"""One grading run: every evaluation for every model, then the report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from grader import capability, instruct, loss, sections
+from grader.cache import JudgmentCache
+from grader.exportdata import column, load_export
+from grader.generation import GenerationSettings
+from grader.judge import Judge, JudgeTransport, gpt_eval_fields
+from grader.judge_client import JudgeCost, open_transport
+from grader.models import (
+    check_model_dir,
+    checkpoint_tokenizer_dir,
+    list_checkpoints,
+    load_model,
+)
+from grader.resources import (
+    GraderDataError,
+    load_capability_suites,
+    load_evaluation_prompts,
+    load_rubric,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Progress(Protocol):
+    def task(self, description: str, total: int) -> Callable[[int], None]: ...
+    def note(self, message: str) -> None: ...
+
+
+class _Quiet:
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        return lambda n=1: None
+
+    def note(self, message: str) -> None:
+        log.info("grade_note %s", message)
+
+
+@dataclass
+class JudgeSettings:
+    model: str
+    base_url: str
+    api_key: str = field(repr=False)
+    simulator: bool = False
+    requested_model: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int = 32
+    max_attempts: int = 4
+    timeout_s: float = 60.0
+
+    def public(self) -> dict:
+        # Never the key.
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "simulator": self.simulator,
+            "requested_model": self.requested_model,
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+        }
+
+
+@dataclass
+class GradeConfig:
+    models: list[Path]
+    out: Path
+    judge: JudgeSettings | None = None  # set before grade(); the simulator's URL comes late
+    data: Path | None = None
+    k: int = 10
+    n_prompts: int | None = None  # first N evaluation prompts (None: all 44)
+    prompts_file: Path | None = None
+    suites: list[str] | None = None  # None: every suite
+    judge_suites: bool = False
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    noise_sample: int = 20  # completions graded twice to measure the judge's own noise
+    instruct: str = "auto"  # auto | on | off
+    instruct_n: int = 20
+    memorization_n: int = 20
+    loss_texts: int = 200
+    checkpoints: bool = True
+    checkpoint_k: int = 2  # checkpoints are many: fewer samples each, same prompts
+    attention_prompt: str | None = None
+    cache_path: Path | None = None
+    seed: int = 0
+
+
+class GradeError(RuntimeError):
+    """A grading run cannot start or continue; the message is for the user."""
+
+
+def validate_inputs(config: GradeConfig) -> dict[str, Any]:
+    """Everything checkable before the expensive work: model dirs, prompts, suites, export."""
+    for m in config.models:
+        check_model_dir(m)
+    prompts = load_evaluation_prompts(config.prompts_file)
+    if config.n_prompts is not None:
+        if config.n_prompts < 1:
+            raise GraderDataError("--prompts must be >= 1 (the prompt set would be empty)")
+        prompts = prompts[: config.n_prompts]
+    if config.k < 1:
+        raise GraderDataError("--k must be >= 1")
+    suites = load_capability_suites(only=config.suites) if config.suites != [] else None
+    export = load_export(config.data) if config.data else None
+    return {"prompts": prompts, "suites": suites, "export": export}
+
+
+async def _grade_model(
+    path: Path, judge: Judge, ijudge: Judge, inputs: dict, config: GradeConfig, progress: Progress
+) -> dict:
+    out = config.out
+    lm = await asyncio.to_thread(load_model, path)
+    name = lm.name
+    progress.note(f"grading {name} ({lm.n_params:,} parameters)")
+    entry: dict[str, Any] = {"model": lm.describe(), "training": lm.training}
+    gpt, rows = await sections.gpt_eval_section(
+        lm,
+        judge,
+        inputs["prompts"],
+        config.k,
+        config.generation,
+        progress,
+        name,
+        config.noise_sample,
+        config.seed,
+    )
+    entry["gpt_eval"] = gpt
+    sections.write_jsonl(out / "completions" / f"{name}.jsonl", rows)
+    if inputs["suites"] is not None:
+        caps = await asyncio.to_thread(capability.run_suites, lm, inputs["suites"])
+        if config.judge_suites:
+            js = await judge.grade_many(
+                [
+                    (c["prompt"], c["completion"], gpt_eval_fields(c["prompt"], c["completion"]))
+                    for c in caps
+                ]
+            )
+            for c, j in zip(caps, js, strict=True):
+                c["judge_consistency"] = j.scores.get("consistency") if j.ok else None
+        entry["capability"] = {"rows": caps, "table": capability.suite_table(caps)}
+    export = inputs["export"]
+    texts = inputs["prompts"][:16]
+    if export is not None:
+        is_instruct = config.instruct == "on" or (
+            config.instruct == "auto" and instruct.is_instruct_model(lm.training)
+        )
+        col = "instruct_text" if is_instruct else "text"
+        val = column(export, "validation", col, config.loss_texts)
+        adv = progress.task(f"{name}: validation loss", 1)
+        entry["loss"] = await asyncio.to_thread(loss.evaluate_loss, lm, val)
+        entry["loss"]["split"] = f"validation[:{len(val)}] ({col})"
+        adv(1)
+        entry["memorization"] = await asyncio.to_thread(
+            sections.memorization_section, lm, export, config, out, progress
+        )
+        if is_instruct:
+            entry["instruct"] = await sections.instruct_section(
+                lm, ijudge, export, config, progress
+            )
+        texts = column(export, "validation", "text", 16)
+    prompt = config.attention_prompt or inputs["prompts"][0]
+    entry["interpret"] = await asyncio.to_thread(
+        sections.interpret_section, path, name, texts, prompt, out
+    )
+    if config.checkpoints:
+        entry["checkpoints"] = []
+        for step, ck in list_checkpoints(path):
+            ck_lm = await asyncio.to_thread(
+                load_model,
+                ck,
+                name=f"{name}@{step}",
+                tokenizer_dir=checkpoint_tokenizer_dir(path, ck),
+            )
+            gpt_ck, _ = await sections.gpt_eval_section(
+                ck_lm,
+                judge,
+                inputs["prompts"],
+                config.checkpoint_k,
+                config.generation,
+                progress,
+                ck_lm.name,
+                0,
+                config.seed,
+            )
+            row = {
+                "step": step,
+                "gpt_eval": {
+                    "overall": gpt_ck["overall"],
+                    "parse_failures": gpt_ck["parse_failures"],
+                },
+            }
+            if export is not None:
+                val = column(export, "validation", "text", config.loss_texts)
+                row["loss"] = await asyncio.to_thread(loss.evaluate_loss, ck_lm, val)
+            entry["checkpoints"].append(row)
+    log.info("model_graded name=%s params=%d", name, lm.n_params)
+    return entry
+
+
+async def _run(config: GradeConfig, inputs: dict, progress: Progress, cost: JudgeCost) -> dict:
+    rubric = load_rubric()
+    instruct_rubric = load_rubric("instruct_rubric.yaml")
+    cache = JudgmentCache(config.cache_path or config.out / "judge_cache.jsonl")
+    js = config.judge
+    assert js is not None
+    async with open_transport(
+        model=js.model,
+        base_url=js.base_url,
+        api_key=js.api_key,
+        provider="simulator" if js.simulator else "openai",
+        rpm=js.rpm,
+        tpm=js.tpm,
+        max_attempts=js.max_attempts,
+        timeout_s=js.timeout_s,
+        cost=cost,
+    ) as transport:
+        await _preflight(transport)
+        judge = Judge(transport, rubric, cache, concurrency=js.concurrency)
+        ijudge = Judge(transport, instruct_rubric, cache, concurrency=js.concurrency)
+        models = []
+        for path in config.models:
+            models.append(await _grade_model(path, judge, ijudge, inputs, config, progress))
+        stats = judge.stats.to_dict()
+        stats["instruct"] = ijudge.stats.to_dict()
+    return {"models": models, "judge_stats": stats, "cache_entries": len(cache)}
+
+
+async def _preflight(transport: JudgeTransport) -> None:
+    """One tiny call before hours of generation: an unreachable judge fails in seconds."""
+    await transport.chat([{"role": "user", "content": "Reply with the word OK."}])
+
+
+def grade(
+    config: GradeConfig, progress: Progress | None = None, inputs: dict[str, Any] | None = None
+) -> dict:
+    """Run every evaluation and write report.md, report.json and the plots into config.out."""
+    from grader import report
+
+    if config.judge is None:
+        raise GradeError("no judge configured")
+    progress = progress or _Quiet()
+    inputs = inputs or validate_inputs(config)
+    config.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    cost = JudgeCost()
+    result = asyncio.run(_run(config, inputs, progress, cost))
+    result.update(
+        {
+            "judge": config.judge.public() | {"rubric_version": load_rubric().version},
+            "cost": cost.to_dict(),
+            "settings": {
+                "k": config.k,
+                "prompts": len(inputs["prompts"]),
+                "generation": config.generation.to_dict(),
+                "noise_sample": config.noise_sample,
+                "checkpoint_k": config.checkpoint_k,
+                "data": str(config.data) if config.data else None,
+            },
+            "elapsed_s": round(time.time() - started, 1),
+        }
+    )
+    report.write_report(result, config.out)
+    return result
+
+
+def config_dict(config: GradeConfig) -> dict:
+    d = asdict(config)
+    d["judge"] = config.judge.public() if config.judge else None
+    return json.loads(json.dumps(d, default=str))

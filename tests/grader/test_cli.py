@@ -1,0 +1,222 @@
+"""End to end through `tinystories grade` with the built-in simulator as judge."""
+
+import json
+import re
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from tinystories.cli import app
+
+FAST = [
+    "--k",
+    "2",
+    "--prompts",
+    "3",
+    "--max-new-tokens",
+    "24",
+    "--noise-sample",
+    "2",
+    "--checkpoint-k",
+    "1",
+    "--memorization-n",
+    "3",
+    "--instruct-n",
+    "2",
+    "--loss-texts",
+    "3",
+]
+
+
+@pytest.fixture
+def no_key(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+
+
+def test_grade_with_simulator_writes_report_and_rerun_uses_cache(
+    model_dir, export_dir, tmp_path, no_key
+):
+    out = tmp_path / "report"
+    args = [
+        "grade",
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--data",
+        str(export_dir),
+        "--instruct",
+        "on",
+        "--judge-suites",
+        *FAST,
+    ]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "SIMULATOR" in res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("graded 1 model(s) (SIMULATOR judge): tiny-64x2: grammar")
+    report = json.loads((out / "report.json").read_text())
+    m = report["models"][0]
+    ge = m["gpt_eval"]
+    assert ge["judged"] == 6 and ge["parse_failures"] == 0
+    assert len(ge["per_prompt"]) == 3
+    g = ge["overall"]["grammar"]
+    assert 1 <= g["mean"] <= 10 and g["ci95"][0] <= g["mean"] <= g["ci95"][1]
+    assert ge["judge_noise"]["n"] == 2
+    assert report["judge"]["simulator"] and report["judge"]["rubric_version"] == "gpt-eval-v1"
+    assert "api_key" not in json.dumps(report["judge"])
+    assert report["cost"]["requests"] > 0 and report["cost"]["usd"] > 0
+    assert m["loss"]["context_length"] == 256 and m["loss"]["bits_per_byte"] > 0
+    assert m["memorization"]["n"] == 3
+    assert set(m["capability"]["table"]) == {"knowledge", "reasoning", "context_tracking"}
+    assert any(r.get("judge_consistency") is not None for r in m["capability"]["rows"])
+    ins = m["instruct"]
+    assert ins["n"] == 2 and ins["parse_failures"] == 0
+    assert 1 <= ins["judge_score"]["mean"] <= 10
+    assert 0 <= ins["required_word_share"]["mean"] <= 1
+    assert [c["step"] for c in m["checkpoints"]] == [1, 2]
+    for name in (
+        "report.md",
+        "scores_by_size.png",
+        "scores_by_checkpoint.png",
+        "attention_tiny-64x2.png",
+        "memorization_tiny-64x2.png",
+        "neurons_tiny-64x2.md",
+    ):
+        assert (out / name).is_file(), name
+    md = (out / "report.md").read_text()
+    assert (
+        "| model | params | eval loss | grammar | creativity | consistency | plot | age group |"
+        in md
+    )
+    completions = (out / "completions" / "tiny-64x2.jsonl").read_text().splitlines()
+    assert len(completions) == 6
+
+    # Rerun: every GPT-Eval judgment comes from the cache; only the noise sample is re-asked.
+    res2 = CliRunner().invoke(app, [*args, "--no-checkpoints"])
+    assert res2.exit_code == 0, res2.output
+    again = json.loads((out / "report.json").read_text())
+    assert again["judge_stats"]["cache_hits"] >= 6
+    assert again["models"][0]["gpt_eval"]["overall"]["grammar"]["mean"] == g["mean"]
+
+
+def test_bad_inputs_exit_2_with_one_line(model_dir, export_dir, tmp_path, no_key):
+    runner = CliRunner()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(model_dir / "config.json", bare / "config.json")
+    cases = [
+        (["--model", str(bare)], "no tokenizer"),
+        (["--model", str(model_dir), "--prompts", "0"], "empty"),
+        (["--model", str(model_dir), "--data", str(tmp_path)], "not an export directory"),
+        (["--model", str(model_dir), "--suites", "poetry"], "unknown suite"),
+    ]
+    for extra, needle in cases:
+        res = runner.invoke(app, ["grade", "--out", str(tmp_path / "r"), *extra])
+        assert res.exit_code == 2, (extra, res.output)
+        err_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+        assert len(err_lines) == 1 and needle in err_lines[0], res.stderr
+        assert "Traceback" not in res.output
+
+
+def test_unreachable_judge_is_one_clear_error(model_dir, tmp_path):
+    res = CliRunner().invoke(
+        app,
+        [
+            "grade",
+            "--model",
+            str(model_dir),
+            "--out",
+            str(tmp_path / "r"),
+            "--judge",
+            "gpt-4",
+            "--judge-base-url",
+            "http://127.0.0.1:9/v1",
+            "--judge-api-key",
+            "sk-test-secret",
+            "--judge-max-attempts",
+            "1",
+            *FAST,
+        ],
+    )
+    assert res.exit_code == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    # Nothing listens on the discard port: refused or timed out, depending on the host.
+    assert re.match(
+        r"error: judge gpt-4 at http://127.0.0.1:9/v1 failed \((connection|timeout)", lines[0]
+    )
+    assert "sk-test-secret" not in res.output
+    assert "Traceback" not in res.output
+
+
+def test_openai_compatible_judge_by_url_and_key(model_dir, tmp_path):
+    """The non-simulator path: any OpenAI-compatible server given by URL, key checked."""
+    from generator.simulator import SimulatorConfig, run_simulator
+
+    out = tmp_path / "r"
+    with run_simulator(SimulatorConfig(api_key="sk-judge")) as url:
+        base = [
+            "grade",
+            "--model",
+            str(model_dir),
+            "--out",
+            str(out),
+            "--judge",
+            "simulator-judge-1",
+            "--judge-base-url",
+            url,
+            "--judge-max-attempts",
+            "1",
+            "--suites",
+            "none",
+            "--no-checkpoints",
+            "--k",
+            "1",
+            "--prompts",
+            "2",
+            "--max-new-tokens",
+            "16",
+            "--noise-sample",
+            "1",
+        ]
+        wrong = CliRunner().invoke(app, [*base, "--judge-api-key", "sk-wrong"])
+        assert wrong.exit_code == 2 and "failed (auth" in wrong.stderr
+        assert "sk-wrong" not in wrong.output
+        res = CliRunner().invoke(app, [*base, "--judge-api-key", "sk-judge"])
+    assert res.exit_code == 0, res.output
+    assert "SIMULATOR" not in res.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["judge"]["simulator"] is False
+    assert report["models"][0]["gpt_eval"]["judged"] == 2
+    assert "sk-judge" not in (out / "report.json").read_text()
+    assert "sk-judge" not in (out / "report.md").read_text()
+
+
+def test_loss_and_attention_helpers(model_dir, export_dir, tmp_path):
+    res = CliRunner().invoke(
+        app, ["grade-loss", "--model", str(model_dir), "--data", str(export_dir), "--texts", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "bits/byte" in res.output and "context 256" in res.output
+    png = tmp_path / "att.png"
+    res = CliRunner().invoke(
+        app,
+        [
+            "grade-attention",
+            "--model",
+            str(model_dir),
+            "--prompt",
+            "Once upon a time",
+            "--out",
+            str(png),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    bad = CliRunner().invoke(
+        app, ["grade-loss", "--model", str(model_dir), "--data", str(export_dir), "--split", "test"]
+    )
+    assert bad.exit_code == 2 and "no 'test' split" in bad.stderr

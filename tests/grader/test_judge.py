@@ -1,0 +1,136 @@
+import asyncio
+
+import pytest
+
+from grader.cache import JudgmentCache, judgment_key
+from grader.judge import Judge, JudgeReply, JudgeUnavailable, gpt_eval_fields
+from grader.resources import load_rubric
+
+GOOD = "Grammar: 8/10, Creativity: 7/10, Consistency: 6/10, Plot: 5/10, Age group: C (6-7)"
+
+
+class ScriptedJudge:
+    """A transport answering turn 2 from a script; counts calls per kind."""
+
+    model = "scripted-judge"
+
+    def __init__(self, answers, fail_after=None):
+        self.answers = list(answers)
+        self.calls = 0
+        self.turn2 = 0
+        self.fail_after = fail_after
+        self.seen = []
+
+    async def chat(self, messages):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise JudgeUnavailable("judge unreachable (connection refused)")
+        await asyncio.sleep(0)
+        self.seen.append(messages)
+        if len(messages) == 1:
+            return JudgeReply("It is mostly fine.", 10, 5)
+        self.turn2 += 1
+        return JudgeReply(self.answers.pop(0) if self.answers else GOOD, 20, 10)
+
+
+def _judge(transport, tmp_path):
+    return Judge(transport, load_rubric(), JudgmentCache(tmp_path / "cache.jsonl"))
+
+
+async def test_two_turn_conversation_and_cache(tmp_path):
+    t = ScriptedJudge([GOOD])
+    j = _judge(t, tmp_path)
+    res = await j.grade("Once upon", " a time.", gpt_eval_fields("Once upon", " a time."))
+    assert res.ok and res.method == "strict" and res.scores["grammar"] == 8
+    conv = t.seen[-1]
+    assert [m["role"] for m in conv] == ["user", "assistant", "user"]
+    assert "Once upon*** a time." in conv[0]["content"]
+    assert conv[2]["content"].startswith("Now, grade")
+    # Second judge over the same cache file: no calls.
+    t2 = ScriptedJudge([])
+    j2 = _judge(t2, tmp_path)
+    again = await j2.grade("Once upon", " a time.", gpt_eval_fields("Once upon", " a time."))
+    assert again.cached and again.scores == res.scores and t2.calls == 0
+    key = judgment_key("scripted-judge", "gpt-eval-v1", "Once upon", " a time.")
+    assert JudgmentCache(tmp_path / "cache.jsonl").get(key)["scores"]["plot"] == 5
+
+
+async def test_retry_then_parse_failure_is_recorded_not_raised(tmp_path):
+    t = ScriptedJudge(["I refuse to grade.", GOOD])
+    j = _judge(t, tmp_path)
+    ok = await j.grade("a", "b", gpt_eval_fields("a", "b"))
+    assert ok.ok and ok.attempts == 2 and j.stats.retries == 1
+    t.answers = ["nonsense", "still nonsense"]
+    bad = await j.grade("c", "d", gpt_eval_fields("c", "d"))
+    assert bad.method == "parse_failure" and bad.raw == "still nonsense"
+    assert j.stats.parse_failures == 1
+    # Failures are not cached, so a rerun asks again.
+    assert j.cache.get(bad.key) is None
+
+
+async def test_unreachable_judge_stops_and_keeps_finished_work(tmp_path):
+    items = [(f"p{i}", f"c{i}", gpt_eval_fields(f"p{i}", f"c{i}")) for i in range(6)]
+    t = ScriptedJudge([], fail_after=4)  # two complete judgments (2 calls each)
+    j = Judge(t, load_rubric(), JudgmentCache(tmp_path / "cache.jsonl"), concurrency=1)
+    with pytest.raises(JudgeUnavailable):
+        await j.grade_many(items)
+    assert len(JudgmentCache(tmp_path / "cache.jsonl")) == 2
+    # Rerun with a working judge: only the four missing ones are judged.
+    t2 = ScriptedJudge([])
+    j2 = _judge(t2, tmp_path)
+    res = await j2.grade_many(items)
+    assert all(r.ok for r in res)
+    assert sum(r.cached for r in res) == 2 and t2.turn2 == 4
+
+
+def test_torn_cache_line_is_skipped(tmp_path):
+    path = tmp_path / "cache.jsonl"
+    c = JudgmentCache(path)
+    c.put({"key": "k1", "scores": {"grammar": 5}, "method": "strict"})
+    with path.open("a") as fh:
+        fh.write('{"key": "k2", "scor')
+    again = JudgmentCache(path)
+    assert len(again) == 1 and again.get("k1")["scores"]["grammar"] == 5
+
+
+class FailingJudge:
+    model = "failing-judge"
+
+    async def chat(self, messages):
+        from grader.judge import JudgeCallError
+
+        raise JudgeCallError("content_filter: blocked")
+
+
+async def test_a_failed_call_is_recorded_as_error_and_not_cached(tmp_path):
+    j = Judge(FailingJudge(), load_rubric(), JudgmentCache(tmp_path / "c.jsonl"))
+    res = await j.grade_many([("a", "b", gpt_eval_fields("a", "b"))])
+    assert res[0].method == "error" and "content_filter" in res[0].error
+    assert len(JudgmentCache(tmp_path / "c.jsonl")) == 0 and j.stats.errors == 1
+
+
+def test_aggregate_per_prompt_means_failures_and_age():
+    from grader.generation import Completion
+    from grader.gpteval import Sample, aggregate
+    from grader.judge import Judgment
+
+    def judged(g, age):
+        scores = {"grammar": g, "creativity": g - 1, "consistency": g, "plot": None}
+        return Judgment("k", scores, age, "lenient", 1, "")
+
+    samples = [Sample(i, f"p{i}", Completion(f"p{i}", "x", 1, False)) for i in (0, 0, 1, 1)]
+    judgments = [
+        judged(8, "C"),
+        judged(6, "E"),
+        judged(4, "A"),
+        Judgment("k", {}, None, "parse_failure", 2, "??"),
+    ]
+    res = aggregate(samples, judgments)
+    assert [r["scores"]["grammar"] for r in res["per_prompt"]] == [7.0, 4.0]
+    assert res["per_prompt"][1]["n_failed"] == 1
+    g = res["overall"]["grammar"]
+    assert g["mean"] == 5.5 and g["n_prompts"] == 2 and 4.0 <= g["ci95"][0] <= g["ci95"][1] <= 7.0
+    assert res["overall"]["plot"]["mean"] is None
+    assert res["overall"]["age_group"]["distribution"] == {"A": 1, "C": 1, "E": 1}
+    assert res["overall"]["age_group"]["mean_letter"] == "C"
+    assert res["parse_failures"] == 1 and res["judged"] == 3
