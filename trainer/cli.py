@@ -1,7 +1,235 @@
-"""Command-line commands of the trainer package."""
+"""Command-line commands of the trainer package: `train`, `sample`, `train-presets`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
 
 import typer
+
+log = logging.getLogger(__name__)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _quiet_libraries() -> None:
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def train_command(
+    data: Annotated[Path, typer.Option("--data", help="Export directory (dataset_dict.json).")],
+    out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
+    preset: Annotated[str, typer.Option(help="Model preset, or LAYERSxHIDDEN.")] = "1M",
+    max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
+    tokens: Annotated[
+        int | None, typer.Option(help="Token budget (overrides --max-steps).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Micro-batch per device.")] = 16,
+    grad_accum: Annotated[int, typer.Option(help="Micro-batches per step.")] = 1,
+    seq_len: Annotated[int, typer.Option(help="Tokens per training window.")] = 512,
+    time_limit_s: Annotated[
+        float | None, typer.Option(help="Stop, evaluate and save after this many seconds.")
+    ] = None,
+    format: Annotated[str, typer.Option("--format", help="plain or instruct.")] = "plain",
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary when training one.")] = 10_000,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Use this tokenizer directory instead of training one.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-4,
+    schedule: Annotated[str, typer.Option(help="cosine or constant.")] = "cosine",
+    warmup_steps: Annotated[int, typer.Option()] = 100,
+    eval_every: Annotated[int, typer.Option()] = 200,
+    checkpoint_every: Annotated[int, typer.Option()] = 500,
+    log_every: Annotated[int, typer.Option()] = 10,
+    seed: Annotated[int, typer.Option()] = 1337,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile")] = False,
+    bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast on GPU.")] = True,
+    resume: Annotated[
+        bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoints.")
+    ] = True,
+    cache_dir: Annotated[Path | None, typer.Option(help="Tokenizer/token cache.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
+) -> None:
+    """Train a TinyStories model on an exported dataset."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from trainer.config import TrainConfig, TrainerError
+    from trainer.presets import get_preset, human
+
+    if format not in ("plain", "instruct"):
+        raise _fail(f"--format must be plain or instruct, not {format!r}")
+    if schedule not in ("cosine", "constant"):
+        raise _fail(f"--schedule must be cosine or constant, not {schedule!r}")
+    try:
+        get_preset(preset)
+    except TrainerError as exc:
+        raise _fail(str(exc)) from None
+    _quiet_libraries()
+    from trainer.train import StepInfo, train
+
+    cfg = TrainConfig(
+        data=str(data),
+        out=str(out),
+        preset=preset,
+        max_steps=max_steps,
+        tokens=tokens,
+        batch_size=batch_size,
+        grad_accum=grad_accum,
+        seq_len=seq_len,
+        time_limit_s=time_limit_s,
+        format=format,
+        vocab_size=vocab_size,  # type: ignore[arg-type]
+        tokenizer=str(tokenizer) if tokenizer else None,
+        device=device,
+        lr=lr,
+        schedule=schedule,  # type: ignore[arg-type]
+        warmup_steps=warmup_steps,
+        eval_every=eval_every,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        seed=seed,
+        compile=compile,
+        bf16=bf16,
+        resume=resume,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        threads=threads,
+    )
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]train {task.fields[preset]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}  {task.fields[rate]} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = None
+
+    def on_step(info: StepInfo) -> None:
+        nonlocal task
+        if task is None:  # started lazily: setup errors print without a progress frame
+            progress.start()
+            task = progress.add_task(
+                "train",
+                total=info.max_steps,
+                completed=info.step - 1,
+                preset=preset,
+                loss="-",
+                val="-",
+                rate="-",
+            )
+        fields = {}
+        if info.loss is not None:
+            fields["loss"] = f"{info.loss:.3f}"
+        if info.val_loss is not None:
+            fields["val"] = f"{info.val_loss:.3f}"
+        if info.tokens_per_s:
+            fields["rate"] = f"{info.tokens_per_s:,.0f}"
+        progress.update(task, completed=info.step, **fields)
+
+    try:
+        result = train(cfg, on_step=on_step)
+    except TrainerError as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            f"interrupted; run the same command again to resume from {out}/checkpoints"
+        ) from None
+    finally:
+        progress.stop()
+    resumed = (
+        f", resumed from step {result.resumed_from}" if result.resumed_from is not None else ""
+    )
+    mfu = f", MFU {result.mfu:.1%}" if result.mfu else ""
+    typer.echo(
+        f"trained {preset} ({human(result.params)} params, {human(result.params_non_embedding)} "
+        f"without embeddings): {result.steps} steps, {result.tokens_seen:,} tokens in "
+        f"{result.elapsed_s:.0f}s ({result.tokens_per_s:,.0f} tokens/s{mfu}), val loss "
+        f"{result.val_loss:.4f} ({result.bits_per_byte:.3f} bits/byte), stopped by "
+        f"{result.stopped}{resumed} -> {result.out}"
+    )
+
+
+def sample_command(
+    model: Annotated[Path, typer.Option("--model", help="Model directory.")],
+    prompt: Annotated[str, typer.Option(help="Story beginning.")] = "Once upon a time",
+    max_new_tokens: Annotated[int, typer.Option()] = 120,
+    temperature: Annotated[float, typer.Option()] = 0.8,
+    top_k: Annotated[int, typer.Option(help="0 disables top-k.")] = 50,
+    n: Annotated[int, typer.Option(help="Number of samples.")] = 1,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str, typer.Option()] = "auto",
+) -> None:
+    """Continue a prompt with a trained model."""
+    from trainer.config import TrainerError
+
+    if not (model / "config.json").is_file():
+        raise _fail(f"{model} is not a model directory (no config.json)")
+    if n < 1 or max_new_tokens < 1 or temperature <= 0:
+        raise _fail("--n and --max-new-tokens must be >= 1 and --temperature > 0")
+    _quiet_libraries()
+    from trainer.sample import generate
+
+    try:
+        texts = generate(
+            model,
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            n=n,
+            seed=seed,
+            device=device,
+        )
+    except TrainerError as exc:
+        raise _fail(str(exc)) from None
+    for i, text in enumerate(texts):
+        if i:
+            typer.echo("-" * 40)
+        typer.echo(text)
+
+
+def presets_command(
+    vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary size.")] = 10_000,
+) -> None:
+    """List the model presets with their parameter counts."""
+    from trainer.presets import PRESETS, count_preset, human
+
+    typer.echo(
+        f"{'preset':<10} {'arch':<8} {'layers':>6} {'hidden':>6} {'params':>9} "
+        f"{'no-embed':>9}  (vocab {vocab_size:,})"
+    )
+    for name, p in PRESETS.items():
+        total, non_embed = count_preset(name, vocab_size=vocab_size)
+        typer.echo(
+            f"{name:<10} {p.arch:<8} {p.layers:>6} {p.hidden:>6} {human(total):>9} "
+            f"{human(non_embed):>9}"
+        )
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `tinystories` application."""
+    app.command("train")(train_command)
+    app.command("sample")(sample_command)
+    app.command("train-presets")(presets_command)

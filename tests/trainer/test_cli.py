@@ -1,0 +1,145 @@
+"""The `train` and `sample` commands: progress, one-line summary, one-line errors (exit 2)."""
+
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from trainer.cli import register
+
+app = typer.Typer()
+register(app)
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def model_dir(export_dir: Path, cache_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "model"
+    result = run(
+        "train",
+        "--data",
+        export_dir,
+        "--out",
+        out,
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "6",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "4",
+        "--vocab-size",
+        "512",
+        "--cache-dir",
+        cache_dir,
+        "--eval-every",
+        "3",
+        "--log-every",
+        "2",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    )
+    assert result.exit_code == 0, result.output
+    summary = result.stdout.strip().splitlines()
+    assert len(summary) == 1
+    assert summary[0].startswith("trained tiny (") and "6 steps, 768 tokens" in summary[0]
+    assert "bits/byte" in summary[0] and str(out) in summary[0]
+    return out
+
+
+def test_sample_prints_n_continuations(model_dir: Path) -> None:
+    result = run(
+        "sample",
+        "--model",
+        model_dir,
+        "--prompt",
+        "Once upon a time",
+        "--max-new-tokens",
+        "5",
+        "--n",
+        "2",
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, result.output
+    samples = result.stdout.split("-" * 40)
+    assert len(samples) == 2 and all(s.strip().startswith("Once upon a time") for s in samples)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "giant"], "error: unknown preset 'giant'; valid presets: 1M, 3M"),
+        (["--seq-len", "4096"], "error: seq_len 4096 is longer than the model's 512 positions"),
+        (["--format", "chat"], "error: --format must be plain or instruct"),
+    ],
+)
+def test_train_errors_are_one_line(export_dir, tmp_path, args, message) -> None:
+    result = run("train", "--data", export_dir, "--out", tmp_path / "m", "--preset", "tiny", *args)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0]
+    assert result.stderr.startswith(message)
+
+
+def test_not_an_export_and_not_a_model(tmp_path: Path) -> None:
+    result = run("train", "--data", tmp_path, "--out", tmp_path / "m", "--preset", "tiny")
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip()
+        == f"error: {tmp_path} is not an export directory (no dataset_dict.json)"
+    )
+    result = run("sample", "--model", tmp_path)
+    assert result.exit_code == 2 and "is not a model directory" in result.stderr
+
+
+def test_checkpoint_from_another_config(export_dir, cache_dir, model_dir) -> None:
+    result = run(
+        "train",
+        "--data",
+        export_dir,
+        "--out",
+        model_dir,
+        "--preset",
+        "tiny",
+        "--max-steps",
+        "8",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--vocab-size",
+        "512",
+        "--cache-dir",
+        cache_dir,
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 2
+    assert "is from another config (seq_len 32 != 16)" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_presets_lists_counts() -> None:
+    result = run("train-presets", "--vocab-size", "50257")
+    assert result.exit_code == 0
+    line = next(x for x in result.stdout.splitlines() if x.startswith("33M "))
+    assert "67.33M" in line and "28.34M" in line  # 512 positions, not the release's 2048
+
+
+def test_empty_split_is_one_line_error(tmp_path: Path) -> None:
+    from tests.trainer.conftest import make_export
+
+    export = make_export(tmp_path / "e", n_train=10, empty="validation")
+    result = run("train", "--data", export, "--out", tmp_path / "m", "--preset", "tiny")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: export {export}: split 'validation' is empty"

@@ -1,0 +1,95 @@
+"""The trainer's one settings object: a flat dataclass, built once per run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+
+class TrainerError(ValueError):
+    """A user-facing problem with the trainer's input; the message is one clear line."""
+
+
+def default_cache_dir() -> Path:
+    """Where tokenizers and pre-tokenized token files are cached between runs."""
+    if os.environ.get("TINYSTORIES_CACHE"):
+        return Path(os.environ["TINYSTORIES_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinystories"
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # export directory (has dataset_dict.json)
+    out: str = ""  # model directory written by save_pretrained
+    preset: str = "1M"
+    format: Literal["plain", "instruct"] = "plain"  # plain: `text`; instruct: `instruct_text`
+    # Tokenizer: an existing directory, or a byte-level BPE trained on the train split.
+    tokenizer: str | None = None
+    vocab_size: int = 10_000  # the paper kept GPT-Neo's 10k most frequent tokens; 4096 as llama2.c
+    cache_dir: str | None = None  # None -> default_cache_dir()
+
+    # Batch: 512-token windows as the released models' context. The released 33M card lists
+    # batch 80 with 16 accumulation steps; defaults here fit a laptop, raise them on a GPU.
+    seq_len: int = 512
+    batch_size: int = 16  # per device micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_steps: int = 1000
+    tokens: int | None = None  # token budget; when set it overrides max_steps
+    time_limit_s: float | None = None  # stop cleanly (eval + save) after this wall time
+
+    # Optimizer: the released TinyStories-33M hyper-parameters.
+    lr: float = 5e-4
+    min_lr_ratio: float = 0.1  # cosine decays to 10% of lr (Chinchilla / nanoGPT convention)
+    weight_decay: float = 0.1  # on matrices (embeddings too, as nanoGPT); biases, norms free
+    beta1: float = 0.9
+    beta2: float = 0.95  # 0.95 rather than 0.999: steadier with small batches of short stories
+    eps: float = 1e-8
+    # The released 33M used a constant rate; cosine ends lower for a fixed, short budget.
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = 100  # Adam's moment estimates are noisy at first: ramp up
+    grad_clip: float = 1.0  # global-norm clipping; 0 disables
+
+    # Speed.
+    device: str = "auto"  # auto -> cuda if available, else cpu
+    bf16: bool = True  # bf16 autocast, used on cuda only (CPU bf16 autocast is slower there)
+    compile: bool = False  # torch.compile pays off on GPU runs of minutes, not on short CPU runs
+    fast_attention: bool = True  # SDPA training forward for GPT-Neo (transformers only has eager)
+    threads: int | None = None  # CPU intra-op threads; None leaves torch's default
+
+    # Evaluation, logging and checkpoints.
+    eval_every: int = 200  # steps between validation passes
+    eval_tokens: int = 65_536  # validation tokens per pass (fixed windows, same each pass)
+    log_every: int = 10  # steps between loss reads; the only host syncs of the loop
+    checkpoint_every: int = 500  # steps between resumable checkpoints
+    keep_checkpoints: int = 2  # older step-N directories are deleted
+    resume: bool = True  # continue from the newest checkpoint under out/checkpoints
+    seed: int = 1337
+    peak_flops: float | None = None  # accelerator peak for MFU; None -> guessed from device name
+
+    def resolved_cache_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else default_cache_dir()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# A checkpoint can only continue a run whose model, data stream and optimisation agree with it.
+RESUME_KEYS: tuple[str, ...] = (
+    "preset",
+    "format",
+    "vocab_size",
+    "seq_len",
+    "batch_size",
+    "grad_accum",
+    "lr",
+    "min_lr_ratio",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "schedule",
+    "warmup_steps",
+    "seed",
+)

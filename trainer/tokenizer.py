@@ -1,0 +1,91 @@
+"""Byte-level BPE tokenizer trained on the stories, saved as a transformers fast tokenizer."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trainer.config import TrainConfig, TrainerError
+from trainer.data import COLUMNS
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+EOS = "<|endoftext|>"  # the release's story separator; also bos and pad, as in GPT-Neo
+MIN_VOCAB = 257  # 256 byte symbols + the end-of-story token
+
+
+def train_tokenizer(
+    texts: Iterable[str], *, vocab_size: int, out_dir: str | Path, max_length: int = 512
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on `texts` and save it to `out_dir` (tokenizer.json etc.)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < MIN_VOCAB:
+        raise TrainerError(f"vocab size {vocab_size} is too small; byte-level BPE needs >= 257")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    bpe = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,  # a merge seen once is noise, not vocabulary
+        special_tokens=[EOS],  # id 0
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=bpe)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOS,
+        eos_token=EOS,
+        unk_token=EOS,
+        pad_token=EOS,
+        model_max_length=max_length,
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out)
+    log.info("tokenizer trained vocab=%d path=%s", len(fast), out)
+    return fast
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
+    """A tokenizer directory the user already has; it must define an end-of-text token."""
+    from transformers import AutoTokenizer
+
+    p = Path(path)
+    if not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():
+        raise TrainerError(f"{p} is not a tokenizer directory (no tokenizer.json)")
+    tok = AutoTokenizer.from_pretrained(p)
+    if not getattr(tok, "is_fast", False):
+        raise TrainerError(f"{p}: only fast (tokenizer.json) tokenizers are supported")
+    if tok.eos_token_id is None:
+        raise TrainerError(f"{p}: the tokenizer has no eos token to separate stories")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def tokenizer_hash(tok: PreTrainedTokenizerFast) -> str:
+    """Content hash: two tokenizers with the same hash encode identically."""
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def prepare_tokenizer(cfg: TrainConfig, ds: Any, fingerprint: str) -> PreTrainedTokenizerFast:
+    """The run's tokenizer: the user's, a cached one for this data, or a newly trained one."""
+    if cfg.tokenizer:
+        return load_tokenizer(cfg.tokenizer)
+    column = COLUMNS[cfg.format]
+    cached = cfg.resolved_cache_dir() / "tokenizers" / f"{fingerprint}-{column}-v{cfg.vocab_size}"
+    if (cached / "tokenizer.json").is_file():
+        return load_tokenizer(cached)
+    texts = ds["train"].select_columns([column])
+    batches = (texts[i : i + 1000][column] for i in range(0, texts.num_rows, 1000))
+    return train_tokenizer(batches, vocab_size=cfg.vocab_size, out_dir=cached)
