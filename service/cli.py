@@ -1,7 +1,211 @@
-"""Command-line commands of the service package."""
+"""Command-line commands of the service: serve, worker, jobs, db, demo."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
 
 import typer
+
+jobs_app = typer.Typer(
+    help="Submit and manage generation jobs (through the REST API).", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database: migrations and the embedded server.", no_args_is_help=True)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _settings(**overrides: Any) -> Any:
+    from pydantic import ValidationError
+
+    from service.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
+
+
+def _logging() -> None:
+    from service.logformat import configure_from_env
+
+    configure_from_env()
+
+
+def serve(
+    host: str | None = typer.Option(None, help="Address to bind (TINYSTORIES_HOST)."),
+    port: int | None = typer.Option(None, help="Port (TINYSTORIES_PORT)."),
+    with_worker: bool = typer.Option(False, "--with-worker", help="Also run one worker process."),
+    concurrency: int | None = typer.Option(None, help="Worker concurrency with --with-worker."),
+) -> None:
+    """Run the REST API (and optionally a worker in the same process group)."""
+    _logging()
+    from service.process import serve_forever
+
+    settings = _settings(host=host, port=port)
+    serve_forever(settings, with_worker=with_worker, concurrency=concurrency)
+
+
+def worker(
+    concurrency: int | None = typer.Option(
+        None, help="Tasks in flight (TINYSTORIES_WORKER_CONCURRENCY)."
+    ),
+    exit_when_idle: bool = typer.Option(False, help="Exit once no task is left to claim."),
+) -> None:
+    """Run an asyncio worker that claims tasks and writes stories until SIGTERM."""
+    import asyncio
+
+    _logging()
+    from service.runner import run_worker, worker_config
+
+    settings = _settings(worker_concurrency=concurrency)
+    config = worker_config(settings, idle_exit=exit_when_idle)
+    stats = asyncio.run(run_worker(settings, config=config))
+    typer.echo(
+        f"worker done: stories={stats.stories} failed={stats.failed} released={stats.released}"
+    )
+
+
+def _client() -> Any:
+    from service.client import ApiClient, ApiError
+
+    try:
+        return ApiClient.from_settings(_settings())
+    except ApiError as exc:
+        _fail(str(exc))
+
+
+def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    from service.client import ApiError
+
+    try:
+        return fn(*args, **kwargs)
+    except ApiError as exc:
+        _fail(str(exc))
+
+
+@jobs_app.command("submit")
+def jobs_submit(
+    n_stories: int = typer.Option(..., "--n", "--n-stories", help="Stories to make."),
+    budget_usd: float = typer.Option(..., "--budget", help="Spending cap in USD."),
+    model: list[str] = typer.Option([], help="Model, or MODEL=WEIGHT repeated for a mix."),
+    instruct: bool = typer.Option(False, help="Also write summaries (TinyStories-Instruct)."),
+    summary_model: str | None = typer.Option(None, help="Model of the summaries."),
+    seed: int = typer.Option(0, help="Recipe seed."),
+    priority: int = typer.Option(0, help="Higher runs first."),
+    wait: bool = typer.Option(False, help="Show progress until the job ends."),
+) -> None:
+    """Queue a generation job."""
+    body: dict[str, Any] = {
+        "n_stories": n_stories,
+        "budget_usd": budget_usd,
+        "instruct": instruct,
+        "seed": seed,
+        "priority": priority,
+    }
+    if summary_model:
+        body["summary_model"] = summary_model
+    if len(model) == 1 and "=" not in model[0]:
+        body["model"] = model[0]
+    elif model:
+        mix = {}
+        for item in model:
+            name, _, weight = item.partition("=")
+            try:
+                mix[name] = float(weight or 1)
+            except ValueError:
+                _fail(f"--model {item!r}: weight must be a number")
+        body["models"] = mix
+    client = _client()
+    job = _call(client.submit, body)
+    typer.echo(
+        f"job {job['id']} {job['status']} n_stories={job['n_stories']} provider={job['provider']}"
+    )
+    if wait:
+        from service.process import follow_job
+
+        follow_job(client, job["id"])
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """Jobs, newest first."""
+    data = _call(_client().list)
+    for job in data["items"]:
+        typer.echo(
+            f"{job['id']}  {job['status']:<16} {job['completed']:>7}/{job['n_stories']:<7} "
+            f"rejected={job['rejected']} failed={job['failed']} "
+            f"cost=${job['cost_usd']:.4f}"
+        )
+    if data.get("simulator"):
+        typer.echo("(provider: built-in simulator)")
+
+
+@jobs_app.command("show")
+def jobs_show(job_id: str) -> None:
+    """One job as JSON."""
+    typer.echo(json.dumps(_call(_client().show, job_id), indent=2))
+
+
+def _action(action: str) -> Any:
+    def command(job_id: str) -> None:
+        job = _call(_client().action, job_id, action)
+        typer.echo(f"job {job['id']} {job['status']}")
+
+    command.__doc__ = f"{action.capitalize()} a job."
+    return command
+
+
+for _name in ("pause", "resume", "cancel"):
+    jobs_app.command(_name)(_action(_name))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations (starting the embedded server if DATABASE_URL is unset)."""
+    _logging()
+    from service.db import resolve_database_url
+    from service.migrate import upgrade
+
+    settings = _settings()
+    try:
+        upgrade(resolve_database_url(settings))
+    except Exception as exc:
+        _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    typer.echo("database at head")
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded Postgres server of TINYSTORIES_HOME."""
+    from service.pgserver import EmbeddedPostgres
+
+    settings = _settings()
+    if settings.database_url:
+        _fail("DATABASE_URL is set: that server is not managed here")
+    stopped = EmbeddedPostgres(settings.pg_dir).stop()
+    typer.echo("embedded postgres stopped" if stopped else "embedded postgres was not running")
+
+
+def demo(
+    n_stories: int = typer.Option(500, help="Stories in the demo job."),
+    budget_usd: float = typer.Option(5.0, help="Budget of the demo job."),
+) -> None:
+    """Start everything (database, simulator, API, worker), make a job over REST, stop all."""
+    _logging()
+    from service.process import run_demo
+
+    run_demo(_settings(), n_stories=n_stories, budget_usd=budget_usd)
 
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `tinystories` application."""
+    app.command()(serve)
+    app.command()(worker)
+    app.command()(demo)
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,128 @@
+"""The FastAPI application: `create_app(settings)`; everything heavy is built in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_admin_token(settings: Settings) -> str:
+    """TINYSTORIES_ADMIN_TOKEN, or one generated once and kept (0600) under TINYSTORIES_HOME."""
+    if settings.admin_token is not None:
+        return settings.admin_token.get_secret_value()
+    path: Path = settings.admin_token_path
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    logger.warning("generated an admin token; it is stored in %s", path.resolve())
+    return token
+
+
+def _field_of(loc: Any) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> FastAPI:
+    """Build the API; database, pricing and the token are prepared at startup."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from generator.pricing import PriceTable
+        from service.db import make_engine, make_sessionmaker, resolve_database_url
+        from service.runtime import SIMULATOR_BANNER, provider_info
+
+        url = database_url or await asyncio.to_thread(resolve_database_url, settings)
+        engine = make_engine(url, pool_size=settings.db_pool_size)
+        app.state.engine = engine
+        app.state.sessionmaker = make_sessionmaker(engine)
+        app.state.admin_token = ensure_admin_token(settings)
+        app.state.pricing = PriceTable.load()
+        app.state.provider_info = provider_info(settings)
+        if app.state.provider_info["simulator"]:
+            logger.warning(SIMULATOR_BANNER)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="TinyStories factory",
+        version="1",
+        lifespan=lifespan,
+        description="Generate TinyStories-style datasets: jobs, stories, progress and cost.",
+    )
+    app.state.settings = settings
+    _install_handlers(app)
+
+    from service.api import health, jobs, stories
+
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(stories.router)
+
+    from service.dashboard import install as install_dashboard
+    from service.metrics import install_metrics
+
+    install_dashboard(app)
+    install_metrics(app)
+    return app
+
+
+def _install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": _field_of(e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            status_code=422,
+            content={
+                "error": "invalid request",
+                "field": errors[0]["field"] if errors else None,
+                "detail": errors,
+            },
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        field = detail.get("field") if isinstance(detail, dict) else None
+        message = detail.get("message") if isinstance(detail, dict) else detail
+        return JSONResponse(
+            status_code=exc.status_code,
+            content={"error": message, "field": field, "detail": detail},
+            headers=getattr(exc, "headers", None),
+        )
+
+
+async def database_ready(app: FastAPI) -> bool:
+    """True when the database answers."""
+    try:
+        async with app.state.sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        return False

@@ -1,0 +1,155 @@
+"""/v1/exports (create, progress, download) and /v1/stats/duplicates.
+
+Exports run as background asyncio tasks of the API process, the writer itself in a thread:
+exports are rare, user-initiated and need no provider budget, so a second queue kind for
+workers would buy nothing; an export interrupted by an API restart is marked failed at startup
+(the row says so) and is simply requested again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import StreamingResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.api.deps import get_session, require_token
+from service.exporter import ExportOptions, run_export
+from service.store import dedup as dedup_store
+from service.store import exports as exports_store
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1", tags=["exports"], dependencies=[Depends(require_token)])
+
+
+def exports_dir(request: Request) -> Path:
+    return Path(request.app.state.settings.home) / "exports"
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "status": row["status"],
+        "options": row["options"],
+        "rows_done": row["rows_done"],
+        "rows_total": row["rows_total"],
+        "progress": row["progress"],
+        "counts": row["counts"],
+        "fingerprint": row["fingerprint"],
+        "error": row["error"],
+        "created_at": exports_store.iso(row["created_at"]),
+        "finished_at": exports_store.iso(row["finished_at"]),
+    }
+
+
+async def _run_in_background(
+    request: Request, export_id: uuid.UUID, options: ExportOptions
+) -> None:
+    url = request.app.state.engine.url.render_as_string(hide_password=False)
+    out = exports_dir(request) / str(export_id)
+    try:
+        await asyncio.to_thread(run_export, url, out, options, export_id=export_id)
+    except Exception:
+        logger.exception("export failed id=%s", export_id)
+
+
+@router.post("/exports", status_code=202)
+async def create_export(
+    body: ExportOptions, request: Request, session: AsyncSession = Depends(get_session)
+) -> dict[str, Any]:
+    """Start an export in the background; poll GET /v1/exports/{id}."""
+    missing = await exports_store.unknown_jobs(session=session, job_ids=body.jobs or [])
+    if missing:
+        raise HTTPException(
+            status_code=422,
+            detail={"field": "jobs", "message": f"unknown job(s): {', '.join(missing)}"},
+        )
+    export_id = await exports_store.create_export(session=session, options=body.filters())
+    await session.commit()  # the background thread updates this row
+    tasks: set[asyncio.Task[None]] | None = getattr(request.app.state, "export_tasks", None)
+    if tasks is None:
+        tasks = request.app.state.export_tasks = set()
+    task = asyncio.create_task(_run_in_background(request, export_id, body))
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return {"id": str(export_id), "status": "queued"}
+
+
+async def _get(session: AsyncSession, export_id: uuid.UUID) -> dict[str, Any]:
+    row = await exports_store.get_export(session=session, export_id=export_id)
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"export {export_id} not found")
+    return row
+
+
+@router.get("/exports/{export_id}")
+async def get_export(
+    export_id: uuid.UUID, session: AsyncSession = Depends(get_session)
+) -> dict[str, Any]:
+    """Status and progress of an export."""
+    return _public(await _get(session, export_id))
+
+
+class _Chunks:
+    """Write-only file object collecting what tarfile writes, drained between files."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> Iterator[bytes]:
+        parts, self.parts = self.parts, []
+        yield from parts
+
+
+def tar_stream(root: Path, name: str) -> Iterator[bytes]:
+    """A tar.gz of `root`, produced on the fly while it is sent."""
+    sink = _Chunks()
+    with tarfile.open(fileobj=sink, mode="w|gz") as tar:  # type: ignore[call-overload]
+        for path in sorted(root.rglob("*")):
+            tar.add(path, arcname=f"{name}/{path.relative_to(root)}", recursive=False)
+            yield from sink.drain()
+    yield from sink.drain()
+
+
+@router.get("/exports/{export_id}/download")
+async def download_export(
+    export_id: uuid.UUID, session: AsyncSession = Depends(get_session)
+) -> StreamingResponse:
+    """The export directory as a streamed tar.gz archive (409 until it is completed)."""
+    row = await _get(session, export_id)
+    if row["status"] != "completed" or not row["path"]:
+        raise HTTPException(status_code=409, detail=f"export {export_id} is {row['status']}")
+    name = f"tinystories-export-{export_id}"
+    return StreamingResponse(
+        tar_stream(Path(row["path"]), name),
+        media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{name}.tar.gz"'},
+    )
+
+
+@router.get("/stats/duplicates")
+async def duplicate_stats(
+    job_id: uuid.UUID | None = None, session: AsyncSession = Depends(get_session)
+) -> dict[str, Any]:
+    """Duplicate rate per job and model, and overall."""
+    rows = await dedup_store.duplicate_stats(session=session, job_id=job_id)
+    checked = sum(r["checked"] for r in rows)
+    dups = sum(r["duplicates"] for r in rows)
+    return {
+        "items": rows,
+        "checked": checked,
+        "duplicates": dups,
+        "duplicate_rate": round(dups / checked, 6) if checked else 0.0,
+        "params": await dedup_store.stored_params(session=session),
+    }

@@ -1,0 +1,242 @@
+"""/v1/jobs: submit, list, show, pause, resume, cancel, and a job's stories."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import uuid
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import store
+from service.api.deps import get_session, require_token
+from service.api.schemas import JobCreate, JobList, JobOut, StoryOut, StoryPage
+from service.models import Job
+from service.store.jobs import TaskSpec, money
+
+JobStatus = Literal[
+    "queued", "running", "paused", "completed", "cancelled", "failed", "budget_exhausted"
+]
+
+router = APIRouter(prefix="/v1", tags=["jobs"], dependencies=[Depends(require_token)])
+
+
+def _unprocessable(field: str, message: str) -> HTTPException:
+    return HTTPException(status_code=422, detail={"field": field, "message": message})
+
+
+def pick_model(models: list[dict[str, Any]], seed: int, index: int) -> str:
+    """The model of task `index`: a weighted draw that depends only on (seed, index)."""
+    if len(models) == 1:
+        return str(models[0]["model"])
+    digest = hashlib.sha256(f"tinystories-model:{seed}:{index}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    return str(rng.choices([m["model"] for m in models], [m["weight"] for m in models])[0])
+
+
+def _build_tasks(body: JobCreate, models: list[dict[str, Any]]) -> list[TaskSpec]:
+    from vocab import RecipeSampler
+
+    sampler = RecipeSampler(feature_probs=body.feature_probs)
+    return [
+        TaskSpec(
+            index=i,
+            recipe=sampler.recipe(body.seed, i).to_dict(),
+            model=pick_model(models, body.seed, i),
+        )
+        for i in range(body.n_stories)
+    ]
+
+
+def job_out(request: Request, job: Job, rates: store.jobs.JobRates | None) -> JobOut:
+    """A job row as the API shows it."""
+    done = job.completed + job.rejected + job.failed
+    remaining = max(job.n_stories - done, 0)
+    per_min = rates.stories_per_minute if rates else 0.0
+    eta = None
+    if job.status in ("queued", "running") and per_min > 0:
+        eta = remaining / per_min * 60.0
+    elif remaining == 0:
+        eta = 0.0
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        n_stories=job.n_stories,
+        completed=job.completed,
+        rejected=job.rejected,
+        failed=job.failed,
+        pending=remaining,
+        models=job.models,
+        instruct=job.instruct,
+        summary_model=job.summary_model,
+        template_version=job.template_version,
+        seed=job.seed,
+        priority=job.priority,
+        budget_usd=float(job.budget_usd),
+        cost_usd=float(job.spent_usd),
+        reserved_usd=float(job.reserved_usd),
+        n_requests=job.n_requests,
+        prompt_tokens=job.prompt_tokens,
+        completion_tokens=job.completion_tokens,
+        requests_per_minute=rates.requests_per_minute if rates else 0.0,
+        tokens_per_minute=rates.tokens_per_minute if rates else 0.0,
+        stories_per_minute=per_min,
+        eta_seconds=eta,
+        provider=job.provider,
+        simulator=job.provider == "simulator",
+        last_error=job.last_error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+    )
+
+
+async def _one(request: Request, session: AsyncSession, job: Job) -> JobOut:
+    rates = await store.job_rates(session=session, job_ids=[job.id])
+    out = job_out(request, job, rates.get(job.id))
+    out.rejections_by_reason = await store.jobs.rejections_by_reason(session=session, job_id=job.id)
+    return out
+
+
+async def _get(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    try:
+        return await store.get_job(session=session, job_id=job_id)
+    except store.JobNotFound:
+        raise HTTPException(status_code=404, detail=f"job {job_id} not found") from None
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut)
+async def submit_job(
+    body: JobCreate, request: Request, session: AsyncSession = Depends(get_session)
+) -> JobOut:
+    """Queue a generation job: one task per story."""
+    from generator.prompts import DEFAULT_TEMPLATE_VERSION, available_versions
+
+    settings = request.app.state.settings
+    pricing = request.app.state.pricing
+    if body.n_stories > settings.max_job_stories:
+        raise _unprocessable("n_stories", f"at most {settings.max_job_stories} stories per job")
+    if body.model is not None and body.models is not None:
+        raise _unprocessable("models", "give either model or models, not both")
+    if body.models is not None:
+        models = [{"model": m, "weight": w} for m, w in body.models.items()]
+    else:
+        models = [{"model": body.model or settings.story_model, "weight": 1.0}]
+    summary_model = (body.summary_model or settings.summary_model) if body.instruct else None
+    for m in [*(x["model"] for x in models), *([summary_model] if summary_model else [])]:
+        if not pricing.has(m):
+            field = "summary_model" if m == summary_model else "model"
+            raise _unprocessable(field, f"no price known for model {m!r}")
+    template_version = body.template_version or DEFAULT_TEMPLATE_VERSION
+    if template_version not in available_versions("story"):
+        raise _unprocessable("template_version", f"unknown template version {template_version!r}")
+    try:
+        tasks = await asyncio.to_thread(_build_tasks, body, models)
+    except ValueError as exc:
+        raise _unprocessable("feature_probs", str(exc)) from None
+    job = await store.create_job(
+        session=session,
+        job_id=uuid.uuid4(),
+        fields={
+            "name": body.name,
+            "n_stories": body.n_stories,
+            "models": models,
+            "template_version": template_version,
+            "feature_probs": body.feature_probs,
+            "instruct": body.instruct,
+            "summary_model": summary_model,
+            "max_tokens": body.max_tokens or settings.story_max_tokens,
+            "seed": body.seed,
+            "budget_usd": money(body.budget_usd),
+            "priority": body.priority,
+            "provider": request.app.state.provider_info["provider"],
+        },
+        tasks=tasks,
+    )
+    return await _one(request, session, job)
+
+
+@router.get("/jobs", response_model=JobList)
+async def list_jobs(
+    request: Request,
+    status: JobStatus | None = None,
+    limit: int = Query(default=100, ge=1, le=1000),
+    session: AsyncSession = Depends(get_session),
+) -> JobList:
+    """Newest jobs first."""
+    jobs = await store.list_jobs(session=session, status=status, limit=limit)
+    rates = await store.job_rates(session=session, job_ids=[j.id for j in jobs])
+    info = request.app.state.provider_info
+    return JobList(
+        items=[job_out(request, j, rates.get(j.id)) for j in jobs],
+        provider=info["provider"],
+        simulator=info["simulator"],
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+async def show_job(
+    job_id: uuid.UUID, request: Request, session: AsyncSession = Depends(get_session)
+) -> JobOut:
+    """One job with progress, cost and rates."""
+    return await _one(request, session, await _get(session, job_id))
+
+
+async def _transition(
+    request: Request, session: AsyncSession, job_id: uuid.UUID, action: str
+) -> JobOut:
+    await _get(session, job_id)
+    try:
+        job = await store.transition_job(session=session, job_id=job_id, action=action)
+    except store.InvalidTransition as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    return await _one(request, session, job)
+
+
+@router.post("/jobs/{job_id}/pause", response_model=JobOut)
+async def pause_job(
+    job_id: uuid.UUID, request: Request, session: AsyncSession = Depends(get_session)
+) -> JobOut:
+    """Stop handing out the job's tasks; in-flight ones finish."""
+    return await _transition(request, session, job_id, "pause")
+
+
+@router.post("/jobs/{job_id}/resume", response_model=JobOut)
+async def resume_job(
+    job_id: uuid.UUID, request: Request, session: AsyncSession = Depends(get_session)
+) -> JobOut:
+    """Continue a paused job."""
+    return await _transition(request, session, job_id, "resume")
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
+async def cancel_job(
+    job_id: uuid.UUID, request: Request, session: AsyncSession = Depends(get_session)
+) -> JobOut:
+    """Cancel the job's pending tasks; stored stories stay."""
+    return await _transition(request, session, job_id, "cancel")
+
+
+@router.get("/jobs/{job_id}/stories", response_model=StoryPage)
+async def job_stories(
+    job_id: uuid.UUID,
+    cursor: str | None = Query(default=None, max_length=32, pattern=r"^[0-9]+$"),
+    limit: int = Query(default=50, ge=1, le=500),
+    accepted: bool | None = None,
+    session: AsyncSession = Depends(get_session),
+) -> StoryPage:
+    """A page of the job's stories; `next_cursor` is null on the last page."""
+    await _get(session, job_id)
+    after = int(cursor) if cursor else None
+    if after is not None and after > 2**62:
+        raise _unprocessable("cursor", "cursor out of range")
+    stories = await store.list_stories(
+        session=session, job_id=job_id, after_id=after, limit=limit, accepted=accepted
+    )
+    items = [StoryOut.model_validate(s) for s in stories]
+    next_cursor = str(stories[-1].id) if len(stories) == limit else None
+    return StoryPage(items=items, next_cursor=next_cursor)

@@ -1,0 +1,148 @@
+"""Request and response bodies of the REST API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class JobCreate(BaseModel):
+    """POST /v1/jobs body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_stories: int = Field(ge=1, le=10_000_000)
+    model: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00]+$")
+    models: dict[str, float] | None = Field(
+        default=None, description="weighted mix, e.g. {'gpt-4': 0.5, 'gpt-3.5-turbo': 0.5}"
+    )
+    instruct: bool = False
+    summary_model: str | None = Field(
+        default=None, min_length=1, max_length=200, pattern=r"^[^\x00]+$"
+    )
+    seed: int = Field(default=0, ge=0, le=2**62)
+    budget_usd: float = Field(gt=0, le=1_000_000)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    template_version: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
+    )
+    feature_probs: dict[str, float] | None = None
+    max_tokens: int | None = Field(default=None, ge=16, le=8192)
+    name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00]*$")
+
+    @field_validator("models")
+    @classmethod
+    def _weights(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("models must name at least one model")
+        for name, weight in value.items():
+            if not name or len(name) > 200 or "\x00" in name:
+                raise ValueError("model names must be 1-200 characters")
+            if not weight > 0 or weight > 1e6:
+                raise ValueError(f"weight of {name!r} must be > 0")
+        return value
+
+    @field_validator("feature_probs")
+    @classmethod
+    def _probs(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for name, prob in (value or {}).items():
+            if not 0.0 <= prob <= 1.0:
+                raise ValueError(f"probability of {name!r} must be in [0, 1]")
+        return value
+
+
+class JobOut(BaseModel):
+    """A job with its progress, cost and live rates."""
+
+    id: uuid.UUID
+    name: str | None
+    status: str
+    n_stories: int
+    completed: int
+    rejected: int
+    failed: int
+    pending: int
+    models: list[dict[str, Any]]
+    instruct: bool
+    summary_model: str | None
+    template_version: str
+    seed: int
+    priority: int
+    budget_usd: float
+    cost_usd: float
+    reserved_usd: float
+    n_requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    requests_per_minute: float
+    tokens_per_minute: float
+    stories_per_minute: float
+    eta_seconds: float | None
+    rejections_by_reason: dict[str, int] = Field(default_factory=dict)
+    provider: str
+    simulator: bool
+    last_error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobList(BaseModel):
+    """GET /v1/jobs body."""
+
+    items: list[JobOut]
+    provider: str
+    simulator: bool
+
+
+class StoryOut(BaseModel):
+    """One stored story."""
+
+    id: int
+    job_id: uuid.UUID | None
+    task_id: int | None
+    text: str
+    verb: str | None
+    noun: str | None
+    adjective: str | None
+    features: list[str]
+    model: str | None
+    provider: str | None
+    prompt: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_s: float | None
+    finish_reason: str | None
+    accepted: bool
+    rejection_reasons: list[str]
+    checks: dict[str, Any] | None
+    summary: str | None
+    instruction: str | None
+    text_hash: str
+    dedup_status: str | None
+    dedup_cluster_id: int | None
+    source: str
+    created_at: datetime
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class StoryPage(BaseModel):
+    """A page of stories; pass next_cursor back as ?cursor= for the next one."""
+
+    items: list[StoryOut]
+    next_cursor: str | None
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx body."""
+
+    error: str
+    detail: Any = None
+    field: str | None = None

@@ -1,0 +1,77 @@
+"""A small synchronous client of the REST API, used by the CLI and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from service.settings import Settings
+
+
+class ApiError(RuntimeError):
+    """The API could not be reached or answered with an error."""
+
+
+class ApiClient:
+    """Bearer-authenticated calls to /v1."""
+
+    def __init__(self, base_url: str, token: str, *, timeout_s: float = 30.0) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout_s,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiClient:
+        """Token from TINYSTORIES_ADMIN_TOKEN or the file the server generated."""
+        if settings.admin_token is not None:
+            token = settings.admin_token.get_secret_value()
+        elif settings.admin_token_path.exists():
+            token = settings.admin_token_path.read_text().strip()
+        else:
+            raise ApiError(
+                f"no admin token: set TINYSTORIES_ADMIN_TOKEN or start the server once "
+                f"(it writes {settings.admin_token_path})"
+            )
+        return cls(settings.api_url, token)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the API at {self._http.base_url}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                message = body.get("error") or body
+                if body.get("field"):
+                    message = f"{body['field']}: {body.get('detail')}"
+            except ValueError:
+                message = response.text[:200]
+            raise ApiError(f"HTTP {response.status_code}: {message}")
+        return response.json()
+
+    def submit(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /v1/jobs."""
+        return self._request("POST", "/v1/jobs", json=body)
+
+    def list(self) -> dict[str, Any]:
+        """GET /v1/jobs."""
+        return self._request("GET", "/v1/jobs")
+
+    def show(self, job_id: str) -> dict[str, Any]:
+        """GET /v1/jobs/{id}."""
+        return self._request("GET", f"/v1/jobs/{job_id}")
+
+    def action(self, job_id: str, action: str) -> dict[str, Any]:
+        """POST /v1/jobs/{id}/{pause|resume|cancel}."""
+        return self._request("POST", f"/v1/jobs/{job_id}/{action}")
+
+    def healthy(self) -> bool:
+        """GET /healthz answered."""
+        try:
+            return self._http.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -1,0 +1,219 @@
+"""The admin dashboard at /admin: a server-rendered page that polls JSON data endpoints.
+
+`install(app)` adds the routes to the API app. Authentication is the API's admin token, sent
+as `Authorization: Bearer` or in the HttpOnly cookie the login form sets.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.api.deps import get_session
+from service.dashboard import data
+from service.dashboard.history import SinceStart
+
+logger = logging.getLogger(__name__)
+
+COOKIE_NAME = "tinystories_admin"
+COOKIE_MAX_AGE_S = 12 * 3600
+# Browsers cannot add custom headers to cross-site form posts: requiring one on job actions
+# keeps a cookie-authenticated click from being forged by another site.
+ACTION_HEADER = "x-dashboard-action"
+SECTIONS = ("overview", "rates", "cost", "health", "jobs")
+STATIC_TYPES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+_HERE = Path(__file__).parent
+_templates = Environment(
+    loader=FileSystemLoader(_HERE / "templates"),
+    autoescape=select_autoescape(["html"]),
+)
+
+
+def token_matches(request: Request) -> bool:
+    """True when the bearer header or the dashboard cookie carries the admin token."""
+    expected = getattr(request.app.state, "admin_token", None)
+    if not expected:
+        return False
+    candidates: list[str] = []
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        candidates.append(credentials.strip())
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie:
+        candidates.append(cookie)
+    return any(secrets.compare_digest(c.encode(), expected.encode()) for c in candidates)
+
+
+def _unauthorized_json() -> JSONResponse:
+    return JSONResponse(
+        status_code=401,
+        content={"error": "missing or wrong admin token", "field": "authorization"},
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def _login_page(request: Request, *, status_code: int, error: str | None = None) -> HTMLResponse:
+    html = _templates.get_template("login.html").render(error=error)
+    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
+
+
+async def _section(request: Request, session: AsyncSession, name: str) -> dict[str, Any]:
+    settings = request.app.state.settings
+    if name == "overview":
+        provider = getattr(request.app.state, "provider_info", {})
+        return await data.overview(session=session, settings=settings, provider=provider)
+    history = history_of(request.app)
+    if name == "rates":
+        return await data.rates(session=session, settings=settings, history=history)
+    if name == "cost":
+        return await data.cost(session=session, history=history)
+    if name == "health":
+        return await data.health(session=session, history=history)
+    return await data.jobs(session=session)
+
+
+def history_of(app: FastAPI) -> SinceStart:
+    """The app's since-start totals keeper (made on first use)."""
+    history = getattr(app.state, "dashboard_history", None)
+    if history is None:
+        history = app.state.dashboard_history = SinceStart()
+    return history
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
+
+
+def _script_json(value: Any) -> str:
+    """JSON safe inside a <script> element (no closing tag can appear)."""
+    return _dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+
+@router.get("", response_class=HTMLResponse)
+async def dashboard_page(request: Request, session: AsyncSession = Depends(get_session)) -> Any:
+    """The dashboard, or the login form (401) without a valid token."""
+    if not token_matches(request):
+        return _login_page(request, status_code=401)
+    sections = {name: await _section(request, session, name) for name in SECTIONS}
+    html = _templates.get_template("dashboard.html").render(
+        overview=sections["overview"],
+        jobs=sections["jobs"]["jobs"],
+        initial=_script_json(sections),
+    )
+    return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request) -> HTMLResponse:
+    """The login form."""
+    return _login_page(request, status_code=200)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    """Check the posted token; on success set it as an HttpOnly cookie and go to /admin."""
+    form = await request.form()
+    token = str(form.get("token") or "").strip()
+    expected = getattr(request.app.state, "admin_token", "")
+    if not token or not secrets.compare_digest(token.encode(), expected.encode()):
+        logger.warning("dashboard login refused client=%s", request.client and request.client.host)
+        return _login_page(request, status_code=401, error="Wrong token.")
+    response = RedirectResponse("/admin", status_code=303)
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        max_age=COOKIE_MAX_AGE_S,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    logger.info("dashboard login client=%s", request.client and request.client.host)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    """Forget the cookie."""
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+@router.get("/data/{section}")
+async def section_data(
+    section: str, request: Request, session: AsyncSession = Depends(get_session)
+) -> Response:
+    """One block of the dashboard's figures as JSON."""
+    if not token_matches(request):
+        return _unauthorized_json()
+    if section not in SECTIONS:
+        return JSONResponse(
+            status_code=404,
+            content={"error": f"unknown section {section!r}", "field": "section"},
+        )
+    payload = await _section(request, session, section)
+    return Response(_dumps(payload), media_type="application/json")
+
+
+@router.post("/jobs/{job_id}/{action}")
+async def job_action(
+    job_id: str, action: str, request: Request, session: AsyncSession = Depends(get_session)
+) -> Response:
+    """Pause, resume or cancel a job from the page (same rules as the REST API)."""
+    from service import store
+
+    if not token_matches(request):
+        return _unauthorized_json()
+    if request.headers.get(ACTION_HEADER) != action:
+        return JSONResponse(
+            status_code=403, content={"error": "missing action header", "field": ACTION_HEADER}
+        )
+    if action not in ("pause", "resume", "cancel"):
+        return JSONResponse(
+            status_code=404, content={"error": f"unknown action {action!r}", "field": "action"}
+        )
+    parsed = data.parse_job_id(job_id)
+    if parsed is None:
+        return JSONResponse(
+            status_code=422, content={"error": "job id is not a UUID", "field": "job_id"}
+        )
+    try:
+        job = await store.transition_job(session=session, job_id=parsed, action=action)
+    except store.JobNotFound:
+        return JSONResponse(
+            status_code=404, content={"error": f"job {job_id} not found", "field": "job_id"}
+        )
+    except store.InvalidTransition as exc:
+        return JSONResponse(status_code=409, content={"error": str(exc), "field": "action"})
+    logger.info("dashboard job action job=%s action=%s status=%s", job_id, action, job.status)
+    return JSONResponse({"id": str(job.id), "status": job.status})
+
+
+@router.get("/static/{name}")
+async def static_file(name: str) -> Response:
+    """The page's own script and stylesheet (public: they hold no data)."""
+    media_type = STATIC_TYPES.get(name)
+    if media_type is None:
+        return JSONResponse(status_code=404, content={"error": "not found", "field": "name"})
+    body = (_HERE / "static" / name).read_bytes()
+    return Response(body, media_type=media_type, headers={"Cache-Control": "max-age=300"})
+
+
+def install(app: FastAPI) -> None:
+    """Add /admin (page, login, logout, data, job actions, static files) to `app` (once)."""
+    if getattr(app.state, "dashboard_installed", False):
+        return
+    app.state.dashboard_installed = True
+    app.include_router(router)

@@ -1,0 +1,237 @@
+// TinyStories factory dashboard: renders the JSON sections and polls them every few seconds.
+// No dependencies; charts are inline SVG.
+(function () {
+  "use strict";
+  var POLL_MS = 5000;
+  var SECTIONS = ["overview", "rates", "cost", "health", "jobs"];
+  var SVG = "http://www.w3.org/2000/svg";
+  var state = JSON.parse(document.getElementById("initial-data").textContent);
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+  function svg(tag, attrs) {
+    var node = document.createElementNS(SVG, tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    return node;
+  }
+  function usd(v) { return v === null || v === undefined ? "n/a" : "$" + Number(v).toFixed(v >= 100 ? 2 : 4); }
+  function num(v, d) { return v === null || v === undefined ? "n/a" : Number(v).toLocaleString(undefined, { maximumFractionDigits: d === undefined ? 1 : d }); }
+  function pct(v) { return v === null || v === undefined ? "n/a" : (100 * v).toFixed(1) + "%"; }
+  function secs(v) {
+    if (v === null || v === undefined) return "n/a";
+    if (v < 1) return (v * 1000).toFixed(0) + " ms";
+    if (v < 120) return v.toFixed(1) + " s";
+    if (v < 7200) return (v / 60).toFixed(1) + " min";
+    return (v / 3600).toFixed(1) + " h";
+  }
+  function setText(id, value) { var n = document.getElementById(id); if (n) n.textContent = value; }
+  function fillBody(tableId, rows) {
+    var body = document.querySelector("#" + tableId + " tbody");
+    body.replaceChildren.apply(body, rows.map(function (cells) {
+      var tr = el("tr");
+      cells.forEach(function (c) { tr.appendChild(c instanceof Node ? wrapCell(c) : el("td", {}, c)); });
+      return tr;
+    }));
+  }
+  function wrapCell(node) { var td = el("td"); td.appendChild(node); return td; }
+
+  // A line chart of one series over the window; a dashed line marks the limit when known.
+  function lineChart(points, key, limit, label) {
+    var w = 420, h = 120, pad = 28;
+    var values = points.map(function (p) { return p[key]; });
+    var max = Math.max(1, limit || 0, Math.max.apply(null, values));
+    var root = svg("svg", { viewBox: "0 0 " + w + " " + h, "class": "chart", role: "img", "aria-label": label });
+    var x = function (i) { return pad + (w - pad - 6) * i / Math.max(points.length - 1, 1); };
+    var y = function (v) { return h - 16 - (h - 26) * v / max; };
+    root.appendChild(svg("line", { x1: pad, y1: y(0), x2: w - 6, y2: y(0), "class": "axis" }));
+    var top = svg("text", { x: 2, y: 12, "class": "tick" }); top.textContent = num(max, 0); root.appendChild(top);
+    var bottom = svg("text", { x: pad, y: h - 2, "class": "tick" }); bottom.textContent = "-60 min"; root.appendChild(bottom);
+    var end = svg("text", { x: w - 30, y: h - 2, "class": "tick" }); end.textContent = "now"; root.appendChild(end);
+    if (limit) root.appendChild(svg("line", { x1: pad, y1: y(limit), x2: w - 6, y2: y(limit), "class": "limit" }));
+    var path = points.map(function (p, i) { return (i ? "L" : "M") + x(i).toFixed(1) + " " + y(p[key]).toFixed(1); }).join(" ");
+    root.appendChild(svg("path", { d: path, "class": "series" }));
+    points.forEach(function (p, i) {
+      if (p[key] > 0) root.appendChild(svg("circle", { cx: x(i).toFixed(1), cy: y(p[key]).toFixed(1), r: 2, "class": "point" }));
+    });
+    return root;
+  }
+
+  function barChart(labels, counts) {
+    var w = 420, h = 140, pad = 4, bw = (w - 2 * pad) / counts.length;
+    var max = Math.max(1, Math.max.apply(null, counts));
+    var root = svg("svg", { viewBox: "0 0 " + w + " " + h, "class": "chart", role: "img", "aria-label": "latency histogram" });
+    counts.forEach(function (c, i) {
+      var bh = (h - 34) * c / max;
+      root.appendChild(svg("rect", { x: pad + i * bw + 3, y: h - 20 - bh, width: bw - 6, height: bh, "class": c ? "bar-fill point" : "bar-fill" }));
+      var t = svg("text", { x: pad + i * bw + 4, y: h - 6, "class": "tick" }); t.textContent = labels[i]; root.appendChild(t);
+      var v = svg("text", { x: pad + i * bw + 4, y: h - 24 - bh, "class": "tick" }); v.textContent = num(c, 0); root.appendChild(v);
+    });
+    return root;
+  }
+
+  function renderOverview(o) {
+    document.getElementById("simulator-banner").hidden = !o.simulator;
+    setText("provider-name", o.provider);
+    setText("kpi-pending", num(o.queue.pending, 0));
+    setText("kpi-running", num(o.queue.running, 0));
+    setText("kpi-workers", num(o.workers_alive, 0));
+    setText("kpi-inflight", num(o.in_flight, 0));
+    setText("kpi-accepted", num(o.stories.accepted, 0));
+    setText("kpi-rejected", num(o.stories.rejected, 0));
+    setText("kpi-failed", num(o.stories.failed, 0));
+    fillBody("workers", o.workers.map(function (w) {
+      return [w.id, el("span", { "class": w.alive ? "status s-running" : "status s-failed" }, w.alive ? "alive" : w.status),
+        secs(w.heartbeat_age_s), num(w.in_flight, 0), num(w.concurrency, 0)];
+    }));
+  }
+
+  function renderRates(r) {
+    var box = document.getElementById("rates");
+    box.replaceChildren();
+    if (!r.models.length) { box.appendChild(el("p", { "class": "muted" }, "No requests yet.")); return; }
+    r.models.forEach(function (m) {
+      var card = el("div", { "class": "model", "data-model": m.model });
+      card.appendChild(el("h3", {}, m.model));
+      var charts = el("div", { "class": "charts" });
+      var left = el("figure"); left.appendChild(lineChart(m.series, "requests", m.limits.rpm, m.model + " requests per minute")); left.appendChild(el("figcaption", {}, "requests/min"));
+      var right = el("figure"); right.appendChild(lineChart(m.series, "tokens", m.limits.tpm, m.model + " tokens per minute")); right.appendChild(el("figcaption", {}, "tokens/min"));
+      charts.appendChild(left); charts.appendChild(right); card.appendChild(charts);
+      var t = el("table", { "class": "compact" });
+      t.innerHTML = "<thead><tr><th></th><th>last hour</th><th>since start</th><th>limit</th><th>use (last hour)</th></tr></thead>";
+      var body = el("tbody");
+      [["req/min", "requests_per_minute", m.limits.rpm], ["tokens/min", "tokens_per_minute", m.limits.tpm]].forEach(function (row) {
+        var tr = el("tr");
+        tr.appendChild(el("th", {}, row[0]));
+        tr.appendChild(el("td", {}, num(m.last_hour[row[1]])));
+        tr.appendChild(el("td", {}, num(m.since_start[row[1]])));
+        tr.appendChild(el("td", {}, row[2] ? num(row[2], 0) : "none"));
+        tr.appendChild(el("td", {}, row[2] ? pct(m.last_hour[row[1]] / row[2]) : "n/a"));
+        body.appendChild(tr);
+      });
+      t.appendChild(body); card.appendChild(t); box.appendChild(card);
+    });
+  }
+
+  function renderCost(c) {
+    setText("kpi-spent", usd(c.spent_usd));
+    setText("kpi-per1k", usd(c.cost_per_1000_accepted));
+    setText("kpi-budget", usd(c.budget_left_usd));
+    setText("kpi-projected", usd(c.projected_to_finish_usd));
+    fillBody("cost-models", c.per_model.map(function (m) {
+      return [m.model, usd(m.cost_usd), num(m.accepted, 0), usd(m.cost_per_1000_accepted)];
+    }));
+  }
+
+  // Bucket bound first (what the histogram knows), then the interpolated estimate.
+  function quantile(lat, p) {
+    var est = lat[p + "_s"], bound = lat[p + "_le_s"];
+    if (est === null || est === undefined) return "n/a";
+    var head = bound === null ? "> " + secs(est) : "\u2264 " + secs(bound);
+    return head + " (est. " + secs(est) + ")";
+  }
+
+  function renderHealth(h) {
+    var a = h.last_hour, b = h.since_start;
+    var rows = [
+      ["Requests", num(a.requests, 0), num(b.requests, 0)],
+      ["Errors", num(a.errors, 0) + " (" + pct(a.error_rate) + ")", num(b.errors, 0) + " (" + pct(b.error_rate) + ")"],
+      ["429s", num(a.rate_limited, 0), num(b.rate_limited, 0)],
+      ["Retries", num(a.retries, 0), num(b.retries, 0)],
+      ["Failed tasks", num(a.tasks_failed, 0), num(b.tasks_failed, 0)],
+      ["Acceptance", pct(a.acceptance_rate), pct(b.acceptance_rate)],
+      ["Duplicate rate", pct(a.duplicate_rate), pct(b.duplicate_rate)],
+      ["Latency p50", quantile(a.latency, "p50"), quantile(b.latency, "p50")],
+      ["Latency p90", quantile(a.latency, "p90"), quantile(b.latency, "p90")],
+      ["Latency p99", quantile(a.latency, "p99"), quantile(b.latency, "p99")],
+      ["Latency mean", secs(a.latency.mean_s), secs(b.latency.mean_s)]
+    ];
+    fillBody("health", rows);
+    function byKey(x, y) {
+      var keys = Object.keys(Object.assign({}, x, y)).sort();
+      if (!keys.length) return [["none", "0", "0"]];
+      return keys.map(function (k) { return [k, num(x[k] || 0, 0), num(y[k] || 0, 0)]; });
+    }
+    fillBody("errors", byKey(a.errors_by_class, b.errors_by_class));
+    fillBody("rejections", byKey(a.rejections_by_reason, b.rejections_by_reason));
+    var labels = b.latency.buckets_le_s.map(function (le, i) {
+      return le === null ? ">" + b.latency.buckets_le_s[i - 1] + "s" : "\u2264" + le + "s";
+    });
+    var box = document.getElementById("latency-chart");
+    box.replaceChildren(barChart(labels, b.latency.counts));
+  }
+
+  function renderJobs(j) {
+    var projected = {};
+    (state.cost ? state.cost.per_job : []).forEach(function (p) { projected[p.id] = p; });
+    var body = document.getElementById("jobs-body");
+    body.replaceChildren.apply(body, j.jobs.map(function (job) {
+      var tr = el("tr", { "data-job": job.id, "data-status": job.status });
+      var name = el("td"); name.appendChild(el("span", { "class": "name" }, job.name || job.id.slice(0, 8)));
+      name.appendChild(el("br")); name.appendChild(el("code", {}, job.id.slice(0, 8))); tr.appendChild(name);
+      tr.appendChild(wrapCell(el("span", { "class": "status s-" + job.status }, job.status)));
+      var prog = el("td"); var bar = el("div", { "class": "bar" });
+      bar.appendChild(el("div", { style: "width:" + (100 * job.progress).toFixed(1) + "%" }));
+      prog.appendChild(bar); prog.appendChild(document.createTextNode(num(job.done, 0) + " / " + num(job.n_stories, 0)));
+      tr.appendChild(prog);
+      var eta = job.status === "completed" ? "done" : job.actions.length === 0 ? "\u2014"
+        : job.status === "paused" ? "paused" : secs(job.eta_seconds);
+      tr.appendChild(el("td", {}, eta));
+      tr.appendChild(el("td", {}, num(job.requests_per_minute)));
+      tr.appendChild(el("td", {}, usd(job.spent_usd) + " / " + usd(job.budget_usd)));
+      var p = projected[job.id];
+      tr.appendChild(el("td", {}, p ? usd(p.projected_total_usd) : "n/a"));
+      var actions = el("td");
+      job.actions.forEach(function (a) {
+        actions.appendChild(el("button", { type: "button", "class": "action a-" + a, "data-action": a, "data-job": job.id }, a));
+      });
+      tr.appendChild(actions);
+      return tr;
+    }));
+    document.getElementById("jobs-empty").hidden = j.jobs.length > 0;
+  }
+
+  var RENDER = { overview: renderOverview, rates: renderRates, cost: renderCost, health: renderHealth, jobs: renderJobs };
+
+  function renderAll() {
+    SECTIONS.forEach(function (s) { if (state[s]) RENDER[s](state[s]); });
+  }
+
+  function poll() {
+    Promise.all(SECTIONS.map(function (s) {
+      return fetch("/admin/data/" + s, { credentials: "same-origin", cache: "no-store" }).then(function (r) {
+        if (r.status === 401) { window.location.assign("/admin/login"); throw new Error("logged out"); }
+        if (!r.ok) throw new Error(s + ": HTTP " + r.status);
+        return r.json();
+      });
+    })).then(function (results) {
+      SECTIONS.forEach(function (s, i) { state[s] = results[i]; });
+      renderAll();
+      setText("updated", "updated " + new Date().toLocaleTimeString());
+      document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
+    }).catch(function (err) { setText("updated", "update failed: " + err.message); });
+  }
+
+  document.getElementById("jobs-body").addEventListener("click", function (ev) {
+    var button = ev.target.closest("button.action");
+    if (!button) return;
+    var action = button.dataset.action, job = button.dataset.job;
+    if (action === "cancel" && !window.confirm("Cancel this job? Pending stories will not be made.")) return;
+    button.disabled = true;
+    var headers = {}; headers["X-Dashboard-Action"] = action;
+    fetch("/admin/jobs/" + encodeURIComponent(job) + "/" + action, { method: "POST", credentials: "same-origin", headers: headers })
+      .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
+      .then(function (res) {
+        var box = document.getElementById("action-error");
+        box.hidden = res.ok;
+        if (!res.ok) box.textContent = action + " failed: " + (res.body.error || "error");
+        poll();
+      });
+  });
+
+  renderAll();
+  window.setInterval(poll, POLL_MS);
+})();

@@ -1,0 +1,99 @@
+"""Database URL resolution, async engine and session factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def normalize_url(url: str) -> str:
+    """Use the psycopg 3 driver whatever scheme the user wrote."""
+    for prefix in (
+        "postgresql+psycopg://",
+        "postgresql+asyncpg://",
+        "postgresql://",
+        "postgres://",
+    ):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """DATABASE_URL if set, else the embedded server under TINYSTORIES_HOME (started on demand)."""
+    if settings.database_url:
+        return normalize_url(settings.database_url)
+    from service.pgserver import embedded_url
+
+    return embedded_url(settings.pg_dir, extra_options=settings.pg_extra_options)
+
+
+def make_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> AsyncEngine:
+    """Async engine; pre-ping so connections broken by a database restart are replaced.
+
+    `durable=False` turns off synchronous commit for its sessions: for short bookkeeping
+    (rate buckets, budget reservations) whose loss in a Postgres crash only frees capacity.
+    """
+    connect_args = {} if durable else {"options": "-c synchronous_commit=off"}
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded values after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """True for errors a database restart or network blip causes."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | ConnectionError | OSError)
+
+
+async def with_reconnect(
+    op: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    give_up_s: float = 300.0,
+    stop: Callable[[], bool] | None = None,
+) -> T:
+    """Run `op` again while the database is unreachable, with capped backoff."""
+    delay = 0.1
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + give_up_s
+    while True:
+        try:
+            return await op()
+        except Exception as exc:
+            if not is_disconnect(exc) or loop.time() > deadline or (stop and stop()):
+                raise
+            logger.warning(
+                "database unavailable op=%s error=%s retry_in=%.1fs",
+                what,
+                type(exc).__name__,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)

@@ -1,0 +1,110 @@
+"""Wiring of a worker process: database, provider, limiter, budget guard, engines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from service.processor import StoryProcessor
+from service.settings import Settings
+from service.worker import Worker, WorkerConfig, WorkerStats
+
+logger = logging.getLogger(__name__)
+
+
+class EngineCache:
+    """One StoryEngine per prompt template version, sharing client, limiter and budget."""
+
+    def __init__(self, **parts: Any) -> None:
+        self.parts = parts
+        self._engines: dict[str, Any] = {}
+
+    def __call__(self, template_version: str) -> Any:
+        engine = self._engines.get(template_version)
+        if engine is None:
+            from generator.engine import StoryEngine
+
+            engine = StoryEngine(template_version=template_version, **self.parts)
+            self._engines[template_version] = engine
+        return engine
+
+
+def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
+    """WorkerConfig from the settings."""
+    values: dict[str, Any] = {
+        "concurrency": settings.worker_concurrency,
+        "claim_batch": settings.claim_batch,
+        "lease_s": settings.lease_seconds,
+        "heartbeat_s": settings.heartbeat_seconds,
+        "reaper_s": settings.reaper_seconds,
+        "max_attempts": settings.max_attempts,
+        "shutdown_grace_s": settings.shutdown_grace_seconds,
+    }
+    values.update(overrides)
+    return WorkerConfig(**values)
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    config: WorkerConfig | None = None,
+    processor_factory: Any = StoryProcessor,
+    install_signals: bool = True,
+) -> WorkerStats:
+    """Run one worker until it is stopped (SIGTERM) or, with idle_exit, the queue is empty."""
+    from generator.checks import StoryChecker
+    from generator.pricing import PriceTable
+    from generator.retry import RetryPolicy
+    from service.db import make_engine, make_sessionmaker, resolve_database_url
+    from service.limits import (
+        PostgresBudgetGuard,
+        PostgresRateLimiter,
+        limits_from_settings,
+        record_request,
+    )
+    from service.runtime import build_client, open_provider
+    from vocab import default_vocabulary
+
+    config = config or worker_config(settings)
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    engine = make_engine(url, pool_size=settings.db_pool_size)
+    sessionmaker = make_sessionmaker(engine)
+    # Rate and budget bookkeeping commit without waiting for the WAL flush: one per request,
+    # on a hot job row, and a crash of Postgres itself only loses some reservations.
+    fast_engine = make_engine(url, pool_size=settings.db_pool_size, durable=False)
+    fast_sessionmaker = make_sessionmaker(fast_engine)
+    try:
+        with open_provider(settings) as provider:
+            client = build_client(provider, settings)
+            limiter = PostgresRateLimiter(
+                fast_sessionmaker,
+                limits_from_settings(settings.model_limits),
+                lease_s=settings.limiter_lease_seconds,
+            )
+            await limiter.setup()
+            engines = EngineCache(
+                client=client,
+                limiter=limiter,
+                pricing=PriceTable.load(),
+                retry=RetryPolicy(max_attempts=settings.max_attempts),
+                checker=StoryChecker(default_vocabulary()),
+                on_request=record_request,
+                budget=PostgresBudgetGuard(fast_sessionmaker),
+            )
+            worker = Worker(
+                sessionmaker=sessionmaker, processor=processor_factory(engines), config=config
+            )
+            if install_signals:
+                worker.install_signal_handlers()
+            try:
+                return await worker.run()
+            finally:
+                close = getattr(client, "aclose", None) or getattr(client, "close", None)
+                if close is not None:
+                    result = close()
+                    if asyncio.iscoroutine(result):
+                        await result
+    finally:
+        await engine.dispose()
+        await fast_engine.dispose()

@@ -1,0 +1,110 @@
+"""The service's one settings object, read from the environment (and an optional .env file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_STORY_MODEL = "simulator-story-1"
+DEFAULT_SUMMARY_MODEL = "simulator-story-mini-1"
+
+
+class Settings(BaseSettings):
+    """Everything the API, the workers and the CLI need to start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TINYSTORIES_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "openai_api_key")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "openai_base_url")
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TINYSTORIES_ADMIN_TOKEN", "admin_token"),
+    )
+    home: Path = Field(
+        default=Path(".tinystories"), validation_alias=AliasChoices("TINYSTORIES_HOME", "home")
+    )
+
+    api_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Unset: the simulator's models without a provider, else gpt-4o / gpt-4o-mini.
+    default_model: str | None = None
+    default_summary_model: str | None = None
+    # {"gpt-4": {"rpm": 500, "tpm": 300000}}; models not listed are not limited locally.
+    model_limits: dict[str, dict[str, int | None]] = Field(default_factory=dict)
+    worker_concurrency: int = Field(default=64, ge=1, le=4096)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    reaper_seconds: float = Field(default=5.0, gt=0)
+    claim_batch: int = Field(default=32, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Largest job one request may submit (its tasks are written in the request).
+    max_job_stories: int = Field(default=1_000_000, ge=1)
+    story_max_tokens: int = Field(default=600, ge=16)
+    request_timeout_s: float = Field(default=60.0, gt=0)
+    # Seconds of a model's shared rate budget one process takes per round trip (service/limits.py).
+    limiter_lease_seconds: float = Field(default=0.2, gt=0, le=5)
+    db_pool_size: int = Field(default=10, ge=1)
+    # Simulator knobs, used only when no provider is configured.
+    simulator_rpm: int | None = None
+    simulator_tpm: int | None = None
+    simulator_latency_s: float = 0.0
+    simulator_rate_limit_rate: float = 0.0
+    simulator_error_rate: float = 0.0
+    simulator_base_url: str | None = None
+    pg_extra_options: str = ""
+
+    @field_validator("model_limits", mode="before")
+    @classmethod
+    def _parse_limits(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def uses_simulator(self) -> bool:
+        """True when no real provider is configured."""
+        return self.openai_api_key is None and self.openai_base_url is None
+
+    @property
+    def story_model(self) -> str:
+        """Model a job uses when it names none."""
+        if self.default_model:
+            return self.default_model
+        return DEFAULT_STORY_MODEL if self.uses_simulator else "gpt-4o"
+
+    @property
+    def summary_model(self) -> str:
+        """Model instruct summaries use when the job names none (a cheaper one)."""
+        if self.default_summary_model:
+            return self.default_summary_model
+        return DEFAULT_SUMMARY_MODEL if self.uses_simulator else "gpt-4o-mini"
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where a generated admin token is kept."""
+        return self.home / "admin_token"
+
+    @property
+    def pg_dir(self) -> Path:
+        """Embedded Postgres directory."""
+        return self.home / "pg"
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment, with explicit overrides."""
+    return Settings(**overrides)

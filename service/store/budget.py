@@ -1,0 +1,186 @@
+"""Shared budgets: per-model token buckets (RPM/TPM) and per-job cost reservations."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def ensure_buckets(
+    *, session: AsyncSession, limits: dict[str, tuple[int | None, int | None]], burst_s: float
+) -> None:
+    """Create or update each model's bucket row with its configured limits."""
+    for model, (rpm, tpm) in limits.items():
+        await session.execute(
+            text(
+                "INSERT INTO rate_buckets (model, rpm, tpm, req_avail, tok_avail, updated_at) "
+                "VALUES (:model, :rpm, :tpm, :r0, :t0, clock_timestamp()) "
+                "ON CONFLICT (model) DO UPDATE SET rpm = EXCLUDED.rpm, tpm = EXCLUDED.tpm"
+            ),
+            {
+                "model": model,
+                "rpm": rpm,
+                "tpm": tpm,
+                "r0": (rpm or 0) * burst_s / 60.0,
+                "t0": (tpm or 0) * burst_s / 60.0,
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Capacity taken from a shared bucket; `wait_s` says how long until more is there."""
+
+    requests: int
+    tokens: float
+    wait_s: float
+
+
+# Refill, cap at `burst_s` seconds of capacity, and take what is asked for (or nothing), all in
+# one row-locked statement, so concurrent processes never double-spend the bucket.
+_TAKE = text(
+    """
+    WITH cur AS (
+        SELECT model, rpm, tpm, blocked_until,
+            GREATEST(1.0, rpm * :burst_s / 60.0) AS r_cap,
+            LEAST(GREATEST(1.0, rpm * :burst_s / 60.0), req_avail + rpm / 60.0
+                  * EXTRACT(EPOCH FROM clock_timestamp() - updated_at)) AS r,
+            LEAST(COALESCE(tpm, 0) * :burst_s / 60.0, tok_avail + COALESCE(tpm, 0) / 60.0
+                  * EXTRACT(EPOCH FROM clock_timestamp() - updated_at)) AS t
+        FROM rate_buckets WHERE model = :model FOR UPDATE
+    ), g AS (
+        SELECT model, rpm, tpm, r, t,
+            CASE WHEN (blocked_until IS NULL OR blocked_until <= clock_timestamp())
+                      AND (rpm IS NULL OR r >= LEAST(:want_r, floor(r_cap)))
+                      AND (tpm IS NULL OR t >= :min_tokens)
+                 THEN 1 ELSE 0 END AS ok,
+            GREATEST(EXTRACT(EPOCH FROM blocked_until - clock_timestamp()), 0) AS blocked_s
+        FROM cur
+    )
+    UPDATE rate_buckets b SET
+        req_avail = CASE WHEN g.rpm IS NULL THEN 0
+                         ELSE g.r - g.ok * LEAST(:want_r, floor(g.r)) END,
+        tok_avail = CASE WHEN g.tpm IS NULL THEN 0
+                         ELSE g.t - g.ok * LEAST(:want_t, g.t) END,
+        updated_at = clock_timestamp()
+    FROM g WHERE b.model = g.model
+    RETURNING g.ok,
+        CASE WHEN g.rpm IS NULL THEN :want_r ELSE LEAST(:want_r, floor(g.r)) END,
+        CASE WHEN g.tpm IS NULL THEN :want_t ELSE LEAST(:want_t, g.t) END,
+        g.rpm, g.tpm, g.r, g.t, g.blocked_s
+    """
+)
+
+
+async def take_rate_capacity(
+    *,
+    session: AsyncSession,
+    model: str,
+    want_requests: int,
+    want_tokens: float,
+    min_tokens: float,
+) -> Grant | None:
+    """Take up to `want_*` from the model's bucket; None when the model has no bucket."""
+    row = (
+        await session.execute(
+            _TAKE,
+            {
+                "model": model,
+                "want_r": want_requests,
+                "want_t": float(want_tokens),
+                "min_tokens": float(min_tokens),
+                "burst_s": _BURST_S,
+            },
+        )
+    ).first()
+    if row is None:
+        return None
+    ok, got_r, got_t, rpm, tpm, avail_r, avail_t, blocked_s = row
+    if ok:
+        return Grant(requests=int(got_r), tokens=float(got_t), wait_s=0.0)
+    waits = [float(blocked_s or 0.0)]
+    if rpm:
+        # Wait for a whole lease, not one request: fewer polls while the bucket is saturated.
+        need_r = min(float(want_requests), max(1.0, rpm * _BURST_S / 60.0))
+        waits.append(max(0.0, (need_r - float(avail_r)) * 60.0 / rpm))
+    if tpm:
+        waits.append(max(0.0, (float(min_tokens) - float(avail_t)) * 60.0 / tpm))
+    return Grant(requests=0, tokens=0.0, wait_s=max(waits))
+
+
+# Seconds of capacity a bucket can hold: small, so a burst never exceeds a sliding-minute limit
+# by more than one second's worth of requests.
+_BURST_S = 1.0
+
+
+async def block_model(*, session: AsyncSession, model: str, seconds: float) -> None:
+    """After a 429 with Retry-After: nobody sends to this model for `seconds`."""
+    await session.execute(
+        text(
+            "UPDATE rate_buckets SET blocked_until = GREATEST(COALESCE(blocked_until, "
+            "clock_timestamp()), clock_timestamp() + make_interval(secs => :s)), "
+            "req_avail = LEAST(req_avail, 0) WHERE model = :model"
+        ),
+        {"model": model, "s": seconds},
+    )
+
+
+async def reserve_budget(
+    *, session: AsyncSession, job_id: uuid.UUID, task_id: int, worker_id: str, usd: Decimal
+) -> str:
+    """Reserve `usd` of the job's budget for one request of a task this worker holds.
+
+    Returns "ok", "exhausted" (it would not fit the budget) or "lost" (the lease is gone).
+    """
+    row = (
+        await session.execute(
+            text(
+                """
+                WITH t AS (
+                    SELECT id FROM tasks
+                    WHERE id = :task_id AND lease_owner = :worker_id AND status = 'running'
+                    FOR UPDATE
+                ), j AS (
+                    UPDATE jobs SET reserved_usd = reserved_usd + :usd
+                    WHERE id = :job_id AND EXISTS (SELECT 1 FROM t)
+                      AND spent_usd + reserved_usd + :usd <= budget_usd
+                    RETURNING id
+                ), u AS (
+                    UPDATE tasks SET reserved_usd = reserved_usd + :usd
+                    WHERE id = :task_id AND EXISTS (SELECT 1 FROM j)
+                    RETURNING id
+                )
+                SELECT EXISTS (SELECT 1 FROM t), EXISTS (SELECT 1 FROM u)
+                """
+            ),
+            {"usd": usd, "job_id": job_id, "task_id": task_id, "worker_id": worker_id},
+        )
+    ).one()
+    held, reserved = row
+    if not held:
+        return "lost"
+    return "ok" if reserved else "exhausted"
+
+
+async def release_task_budget(*, session: AsyncSession, job_id: uuid.UUID, task_id: int) -> Decimal:
+    """Hand back everything a task still has reserved."""
+    row = (
+        await session.execute(
+            text(
+                """
+                WITH old AS (SELECT id, reserved_usd FROM tasks WHERE id = :task_id FOR UPDATE),
+                t AS (UPDATE tasks SET reserved_usd = 0 FROM old WHERE tasks.id = old.id
+                      RETURNING old.reserved_usd AS amount)
+                UPDATE jobs SET reserved_usd = GREATEST(reserved_usd - (SELECT amount FROM t), 0)
+                WHERE id = :job_id AND EXISTS (SELECT 1 FROM t)
+                RETURNING (SELECT amount FROM t)
+                """
+            ),
+            {"task_id": task_id, "job_id": job_id},
+        )
+    ).first()
+    return Decimal(row[0]) if row else Decimal(0)

@@ -1,0 +1,345 @@
+"""Dedup index in Postgres: exact duplicates by text hash, near duplicates by MinHash LSH bands.
+
+Every worker process, the importer and `tinystories dedup` share one index: `story_hashes`
+(unique normalised-text hash), `story_bands` (band_no, band_hash, story_id) and
+`story_signatures`. Callers run :func:`index_stories` in the transaction that inserted the
+stories, with signatures computed beforehand (outside the transaction).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.minhash import (
+    Candidate,
+    MinHashParams,
+    band_keys_batch,
+    is_empty_signature,
+    resolve_cluster,
+    signature_from_bytes,
+    signature_to_bytes,
+)
+
+# Advisory locks of the band index: (namespace, slot); slot -1 is the whole index.
+LOCK_NAMESPACE = 0x74534444  # "tSDD"
+LOCK_SLOTS = 1024
+# A batch touching more slots than this takes the whole index: fewer locks in the shared table.
+MAX_SLOT_LOCKS = 64
+
+
+class DedupParamsMismatch(RuntimeError):
+    """The stored band index was built with other MinHash parameters."""
+
+
+@dataclass(frozen=True)
+class DedupItem:
+    """A stored story to index; `signature` None skips the near-duplicate check."""
+
+    story_id: int
+    text_hash: str
+    signature: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class DedupOutcome:
+    status: str  # unique | near_duplicate | exact_duplicate
+    cluster_id: int | None
+
+
+async def ensure_params(*, session: AsyncSession, params: MinHashParams) -> None:
+    """Record the parameters on first use; DedupParamsMismatch when they changed since."""
+    wanted = params.to_dict()
+    await session.execute(
+        text(
+            "INSERT INTO dedup_params (id, params) VALUES (1, CAST(:p AS jsonb)) "
+            "ON CONFLICT (id) DO NOTHING"
+        ),
+        {"p": _json(wanted)},
+    )
+    stored = (await session.execute(text("SELECT params FROM dedup_params WHERE id = 1"))).scalar()
+    if stored != wanted:
+        raise DedupParamsMismatch(
+            f"the dedup index was built with {stored}, not {wanted}; "
+            "run `tinystories dedup --rebuild` to rebuild it"
+        )
+
+
+async def stored_params(*, session: AsyncSession) -> dict[str, Any] | None:
+    """Parameters of the stored index, None before the first story is indexed."""
+    return (await session.execute(text("SELECT params FROM dedup_params WHERE id = 1"))).scalar()
+
+
+async def reset_index(*, session: AsyncSession, params: MinHashParams) -> None:
+    """Forget the whole index and every story's status (parameters changed)."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:ns, -1)"), {"ns": LOCK_NAMESPACE})
+    await session.execute(text("TRUNCATE story_bands, story_hashes, story_signatures"))
+    await session.execute(
+        text(
+            "UPDATE stories SET dedup_status = NULL, dedup_cluster_id = NULL "
+            "WHERE dedup_status IS NOT NULL"
+        )
+    )
+    await session.execute(
+        text(
+            "INSERT INTO dedup_params (id, params) VALUES (1, CAST(:p AS jsonb)) "
+            "ON CONFLICT (id) DO UPDATE SET params = EXCLUDED.params, updated_at = now()"
+        ),
+        {"p": _json(params.to_dict())},
+    )
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+async def _lock_bands(session: AsyncSession, keys: np.ndarray) -> None:
+    """Serialise writers of the same bands; ascending order so two batches never deadlock."""
+    slots = sorted({int(k) % LOCK_SLOTS for k in keys.ravel().tolist()})
+    if len(slots) > MAX_SLOT_LOCKS:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:ns, -1)"), {"ns": LOCK_NAMESPACE})
+        return
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock_shared(:ns, -1)"), {"ns": LOCK_NAMESPACE}
+    )
+    await session.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(:ns, s)) FROM "
+            "(SELECT s FROM unnest(CAST(:slots AS int[])) AS s ORDER BY s) AS ordered"
+        ),
+        {"ns": LOCK_NAMESPACE, "slots": slots},
+    )
+
+
+_CANDIDATES = text(
+    """
+    SELECT b.band_no, b.band_hash, b.story_id, g.minhash, s.dedup_cluster_id
+    FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[])) AS q(band_no, band_hash)
+    JOIN story_bands b ON b.band_no = q.band_no AND b.band_hash = q.band_hash
+    JOIN story_signatures g ON g.story_id = b.story_id
+    JOIN stories s ON s.id = b.story_id
+    """
+)
+
+
+async def index_stories(
+    *, session: AsyncSession, items: Sequence[DedupItem], params: MinHashParams
+) -> dict[int, DedupOutcome]:
+    """Set dedup_status / dedup_cluster_id of stored stories and add them to the index."""
+    if not items:
+        return {}
+    await ensure_params(session=session, params=params)
+    items = sorted(items, key=lambda it: it.story_id)
+    first_rows = await session.execute(
+        text(
+            """
+            INSERT INTO story_hashes (text_hash, story_id)
+            SELECT h, i FROM unnest(CAST(:hashes AS text[]), CAST(:ids AS bigint[])) AS u(h, i)
+            ORDER BY i
+            ON CONFLICT (text_hash) DO NOTHING
+            RETURNING story_id
+            """
+        ),
+        {"hashes": [it.text_hash for it in items], "ids": [it.story_id for it in items]},
+    )
+    firsts = {row[0] for row in first_rows}
+    # A story indexed before (e.g. by an import) owns its hash already: still the first.
+    if len(firsts) < len(items):
+        owners = await session.execute(
+            text("SELECT story_id FROM story_hashes WHERE story_id = ANY(CAST(:ids AS bigint[]))"),
+            {"ids": [it.story_id for it in items if it.story_id not in firsts]},
+        )
+        firsts |= {row[0] for row in owners}
+    fresh = [it for it in items if it.story_id in firsts]
+    exact = [it for it in items if it.story_id not in firsts]
+
+    outcomes: dict[int, DedupOutcome] = {}
+    near = [it for it in fresh if it.signature is not None and not is_empty_signature(it.signature)]
+    for it in fresh:
+        outcomes[it.story_id] = DedupOutcome("unique", None)
+    if near:
+        await _near_duplicates(session, near, params, outcomes)
+
+    if exact:
+        rows = await session.execute(
+            text(
+                "SELECT h.text_hash, h.story_id, s.dedup_cluster_id FROM story_hashes h "
+                "LEFT JOIN stories s ON s.id = h.story_id WHERE h.text_hash = ANY(:hashes)"
+            ),
+            {"hashes": sorted({it.text_hash for it in exact})},
+        )
+        first_of = {}
+        for h, first_id, cluster in rows:
+            known = outcomes.get(first_id)
+            if known is not None:
+                cluster = known.cluster_id
+            first_of[h] = cluster if cluster is not None else first_id
+        for it in exact:
+            outcomes[it.story_id] = DedupOutcome("exact_duplicate", first_of[it.text_hash])
+
+    ids = list(outcomes)
+    await session.execute(
+        text(
+            """
+            UPDATE stories s SET dedup_status = u.status, dedup_cluster_id = u.cluster
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]),
+                        CAST(:clusters AS bigint[])) AS u(id, status, cluster)
+            WHERE s.id = u.id
+            """
+        ),
+        {
+            "ids": ids,
+            "statuses": [outcomes[i].status for i in ids],
+            "clusters": [outcomes[i].cluster_id for i in ids],
+        },
+    )
+    return outcomes
+
+
+async def _near_duplicates(
+    session: AsyncSession,
+    items: list[DedupItem],
+    params: MinHashParams,
+    outcomes: dict[int, DedupOutcome],
+) -> None:
+    sigs = np.stack([it.signature for it in items])  # type: ignore[misc]
+    keys = band_keys_batch(sigs, params.bands, params.rows)
+    await _lock_bands(session, keys)
+    band_nos = np.tile(np.arange(params.bands, dtype=np.int16), len(items))
+    flat_keys = keys.ravel()
+    rows = await session.execute(_CANDIDATES, {"bn": band_nos.tolist(), "bh": flat_keys.tolist()})
+    buckets: dict[tuple[int, int], list[int]] = {}
+    known_sigs: dict[int, np.ndarray] = {}
+    clusters: dict[int, int | None] = {}
+    for band_no, band_hash, story_id, minhash, cluster in rows:
+        buckets.setdefault((band_no, band_hash), []).append(story_id)
+        if story_id not in known_sigs:
+            known_sigs[story_id] = signature_from_bytes(minhash)
+            clusters[story_id] = cluster
+    for it, row_keys in zip(items, keys.tolist(), strict=True):
+        seen: set[int] = set()
+        cands = []
+        for band_no, key in enumerate(row_keys):
+            for other in buckets.get((band_no, key), ()):
+                if other not in seen and other != it.story_id:
+                    seen.add(other)
+                    cands.append(Candidate(other, known_sigs[other], clusters[other]))
+        cluster = resolve_cluster(it.signature, cands, params.threshold)  # type: ignore[arg-type]
+        outcomes[it.story_id] = DedupOutcome(
+            "unique" if cluster is None else "near_duplicate", cluster
+        )
+        # Later stories of this batch must see this one.
+        for band_no, key in enumerate(row_keys):
+            buckets.setdefault((band_no, key), []).append(it.story_id)
+        known_sigs[it.story_id] = it.signature  # type: ignore[assignment]
+        clusters[it.story_id] = cluster
+    await session.execute(
+        text(
+            """
+            INSERT INTO story_bands (band_no, band_hash, story_id)
+            SELECT * FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[]),
+                                 CAST(:ids AS bigint[]))
+            ON CONFLICT DO NOTHING
+            """
+        ),
+        {
+            "bn": band_nos.tolist(),
+            "bh": flat_keys.tolist(),
+            "ids": np.repeat([it.story_id for it in items], params.bands).tolist(),
+        },
+    )
+    await session.execute(
+        text(
+            """
+            INSERT INTO story_signatures (story_id, minhash)
+            SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:sigs AS bytea[]))
+            ON CONFLICT (story_id) DO UPDATE SET minhash = EXCLUDED.minhash
+            """
+        ),
+        {
+            "ids": [it.story_id for it in items],
+            "sigs": [signature_to_bytes(it.signature) for it in items],  # type: ignore[arg-type]
+        },
+    )
+
+
+async def undeduped_stories(
+    *, session: AsyncSession, after_id: int, limit: int
+) -> list[tuple[int, str]]:
+    """(id, text) of accepted stories without a dedup status, in id order."""
+    rows = await session.execute(
+        text(
+            "SELECT id, text FROM stories WHERE dedup_status IS NULL AND accepted AND id > :after "
+            "ORDER BY id LIMIT :limit"
+        ),
+        {"after": after_id, "limit": limit},
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def count_undeduped(*, session: AsyncSession) -> int:
+    return int(
+        (
+            await session.execute(
+                text("SELECT count(*) FROM stories WHERE dedup_status IS NULL AND accepted")
+            )
+        ).scalar_one()
+    )
+
+
+async def duplicate_stats(
+    *, session: AsyncSession, job_id: uuid.UUID | None = None
+) -> list[dict[str, Any]]:
+    """Per job and model: stories checked, exact and near duplicates, duplicate rate."""
+    rows = await session.execute(
+        text(
+            """
+            SELECT job_id, model,
+                   count(*) FILTER (WHERE dedup_status IS NOT NULL) AS checked,
+                   count(*) FILTER (WHERE dedup_status = 'exact_duplicate') AS exact,
+                   count(*) FILTER (WHERE dedup_status = 'near_duplicate') AS near
+            FROM stories
+            WHERE CAST(:job_id AS uuid) IS NULL OR job_id = CAST(:job_id AS uuid)
+            GROUP BY job_id, model
+            ORDER BY job_id NULLS LAST, model
+            """
+        ),
+        {"job_id": job_id},
+    )
+    out = []
+    for jid, model, checked, exact, near in rows:
+        dups = exact + near
+        out.append(
+            {
+                "job_id": str(jid) if jid is not None else None,
+                "model": model,
+                "checked": checked,
+                "exact_duplicates": exact,
+                "near_duplicates": near,
+                "duplicates": dups,
+                "duplicate_rate": round(dups / checked, 6) if checked else 0.0,
+            }
+        )
+    return out
+
+
+async def stories_of_tasks(
+    *, session: AsyncSession, task_ids: Sequence[int]
+) -> list[tuple[int, int, str]]:
+    """(story id, task id, text hash) of the accepted stories stored for these tasks."""
+    rows = await session.execute(
+        text(
+            "SELECT id, task_id, text_hash FROM stories "
+            "WHERE task_id = ANY(CAST(:ids AS bigint[])) AND accepted ORDER BY id"
+        ),
+        {"ids": list(task_ids)},
+    )
+    return [(r[0], r[1], r[2]) for r in rows]

@@ -1,0 +1,193 @@
+"""Jobs: creation with their tasks, reads, state transitions, live rates from rollups."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.models import Job
+
+ACTIVE_STATUSES = ("queued", "running")
+FINAL_STATUSES = ("completed", "cancelled", "failed", "budget_exhausted")
+
+
+class JobNotFound(LookupError):
+    """No job with that id."""
+
+
+class InvalidTransition(ValueError):
+    """The job's state does not allow the requested action."""
+
+    def __init__(self, job_id: uuid.UUID, status: str, action: str) -> None:
+        super().__init__(f"cannot {action} a job that is {status}")
+        self.job_id = job_id
+        self.status = status
+        self.action = action
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task of a new job."""
+
+    index: int
+    recipe: dict[str, Any]
+    model: str
+
+
+async def create_job(
+    *, session: AsyncSession, job_id: uuid.UUID, fields: dict[str, Any], tasks: list[TaskSpec]
+) -> Job:
+    """Insert a job and all its tasks (one statement for the tasks)."""
+    job = Job(id=job_id, **fields)
+    session.add(job)
+    await session.flush()
+    await session.execute(
+        text(
+            "INSERT INTO tasks (job_id, index, recipe, model) "
+            "SELECT :job_id, i, r::jsonb, m "
+            "FROM unnest(CAST(:indexes AS integer[]), CAST(:recipes AS text[]), "
+            "CAST(:models AS text[])) AS u(i, r, m)"
+        ),
+        {
+            "job_id": job_id,
+            "indexes": [t.index for t in tasks],
+            "recipes": [json.dumps(t.recipe) for t in tasks],
+            "models": [t.model for t in tasks],
+        },
+    )
+    await session.refresh(job)
+    return job
+
+
+async def get_job(*, session: AsyncSession, job_id: uuid.UUID) -> Job:
+    """One job or JobNotFound."""
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise JobNotFound(str(job_id))
+    return job
+
+
+async def list_jobs(
+    *, session: AsyncSession, status: str | None = None, limit: int = 100
+) -> list[Job]:
+    """Newest jobs first."""
+    query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return list((await session.execute(query)).scalars())
+
+
+_TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "pause": (("queued", "running"), "paused"),
+    "resume": (("paused",), "resumed"),
+    "cancel": (("queued", "running", "paused"), "cancelled"),
+}
+
+
+async def transition_job(*, session: AsyncSession, job_id: uuid.UUID, action: str) -> Job:
+    """pause / resume / cancel in one guarded UPDATE; InvalidTransition when not allowed."""
+    allowed, target = _TRANSITIONS[action]
+    if target == "resumed":
+        new_status = "CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END"
+    else:
+        new_status = f"'{target}'"
+    row = (
+        await session.execute(
+            text(
+                f"UPDATE jobs SET status = {new_status}, updated_at = now(), "
+                "finished_at = CASE WHEN :final THEN now() ELSE finished_at END "
+                "WHERE id = :id AND status = ANY(:allowed) RETURNING id"
+            ),
+            {"id": job_id, "allowed": list(allowed), "final": target == "cancelled"},
+        )
+    ).first()
+    if row is None:
+        job = await get_job(session=session, job_id=job_id)
+        raise InvalidTransition(job_id, job.status, action)
+    if target == "cancelled":
+        await session.execute(
+            text(
+                "UPDATE tasks SET status = 'cancelled', updated_at = now() "
+                "WHERE job_id = :id AND status = 'pending'"
+            ),
+            {"id": job_id},
+        )
+    return await get_job(session=session, job_id=job_id)
+
+
+async def mark_budget_exhausted(*, session: AsyncSession, job_id: uuid.UUID) -> bool:
+    """Stop a job whose budget cannot pay for another request."""
+    row = (
+        await session.execute(
+            text(
+                "UPDATE jobs SET status = 'budget_exhausted', updated_at = now(), "
+                "finished_at = now(), last_error = 'budget exhausted' "
+                "WHERE id = :id AND status IN ('queued', 'running', 'paused') RETURNING id"
+            ),
+            {"id": job_id},
+        )
+    ).first()
+    return row is not None
+
+
+@dataclass(frozen=True)
+class JobRates:
+    """Recent throughput of one job, from the per-minute rollups."""
+
+    requests_per_minute: float
+    tokens_per_minute: float
+    stories_per_minute: float
+
+
+async def job_rates(
+    *, session: AsyncSession, job_ids: list[uuid.UUID], window_minutes: int = 5
+) -> dict[uuid.UUID, JobRates]:
+    """Average rates over the last `window_minutes` whole-or-partial minutes."""
+    if not job_ids:
+        return {}
+    rows = await session.execute(
+        text(
+            "SELECT job_id, COALESCE(SUM(requests), 0), "
+            "COALESCE(SUM(prompt_tokens + completion_tokens), 0), "
+            "COALESCE(SUM(stories_accepted + stories_rejected + tasks_failed), 0), "
+            "EXTRACT(EPOCH FROM (now() - MIN(minute))) "
+            "FROM rollups_minute WHERE job_id = ANY(:ids) "
+            "AND minute >= date_trunc('minute', now()) - make_interval(mins => :window) "
+            "GROUP BY job_id"
+        ),
+        {"ids": job_ids, "window": window_minutes - 1},
+    )
+    rates: dict[uuid.UUID, JobRates] = {}
+    for job_id, requests, tokens, stories, span_s in rows:
+        minutes = max(float(span_s or 0.0), 1.0) / 60.0
+        rates[job_id] = JobRates(
+            requests_per_minute=float(requests) / minutes,
+            tokens_per_minute=float(tokens) / minutes,
+            stories_per_minute=float(stories) / minutes,
+        )
+    return rates
+
+
+def money(value: float | Decimal) -> Decimal:
+    """USD as the exact decimal stored in Postgres (9 places)."""
+    if isinstance(value, Decimal):
+        return value.quantize(Decimal("1e-9"))
+    return Decimal(repr(float(value))).quantize(Decimal("1e-9"))
+
+
+async def rejections_by_reason(*, session: AsyncSession, job_id: uuid.UUID) -> dict[str, int]:
+    """Rejected stories of a job by check name, from the rollups."""
+    rows = await session.execute(
+        text(
+            "SELECT key, SUM(value::bigint) FROM rollups_minute, "
+            "jsonb_each_text(rejections_by_reason) WHERE job_id = :id GROUP BY key"
+        ),
+        {"id": job_id},
+    )
+    return {key: int(total) for key, total in rows}

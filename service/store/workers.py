@@ -1,0 +1,39 @@
+"""Worker registry rows: started, heartbeat, stopped."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+
+async def register_worker(
+    *, session: AsyncSession, worker_id: str, host: str, pid: int, concurrency: int
+) -> None:
+    """Insert (or revive) this process's worker row."""
+    await session.execute(
+        text(
+            "INSERT INTO workers (id, host, pid, concurrency, status) "
+            "VALUES (:id, :host, :pid, :concurrency, 'running') "
+            "ON CONFLICT (id) DO UPDATE SET status = 'running', heartbeat_at = now()"
+        ),
+        {"id": worker_id, "host": host, "pid": pid, "concurrency": concurrency},
+    )
+
+
+async def heartbeat_worker(*, session: AsyncSession, worker_id: str, in_flight: int) -> None:
+    """Mark this worker alive with its in-flight count."""
+    await session.execute(
+        text("UPDATE workers SET heartbeat_at = now(), in_flight = :n WHERE id = :id"),
+        {"id": worker_id, "n": in_flight},
+    )
+
+
+async def stop_worker(*, session: AsyncSession, worker_id: str) -> None:
+    """Mark this worker stopped."""
+    await session.execute(
+        text(
+            "UPDATE workers SET status = 'stopped', in_flight = 0, heartbeat_at = now() "
+            "WHERE id = :id"
+        ),
+        {"id": worker_id},
+    )

@@ -1,0 +1,86 @@
+"""The embedded server shared by processes, and the CLI around it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from service.pgserver import EmbeddedPostgres
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def home() -> Path:
+    # Outside pytest's 0700 tmp tree: the Postgres user must reach it.
+    path = Path(tempfile.mkdtemp(prefix="tinystories-home-"))
+    yield path
+    EmbeddedPostgres(path / "pg").stop(mode="immediate")
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "TINYSTORIES_ADMIN_TOKEN")
+    }
+    env["TINYSTORIES_HOME"] = str(home)
+    env.update(extra)
+    return env
+
+
+def test_concurrent_processes_share_one_embedded_server(home: Path) -> None:
+    env = _env(home)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "service", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert all("database at head" in out for out, _ in outs)
+    state = json.loads((home / "pg" / "server.json").read_text())
+    info = EmbeddedPostgres(home / "pg").running()
+    assert info is not None and (info.port, info.pid) == (state["port"], state["pid"])
+    with psycopg.connect(info.url("tinystories", driver="postgresql")) as conn:
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    from tests.service.test_migrations import head_revision
+
+    assert version == (head_revision(),)
+    stopped = _run(["db", "stop"], env)
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert EmbeddedPostgres(home / "pg").running() is None
+
+
+def test_cli_errors_are_one_line_and_exit_2(home: Path) -> None:
+    env = _env(home, TINYSTORIES_API_URL="http://127.0.0.1:9", TINYSTORIES_ADMIN_TOKEN="t")
+    result = _run(["jobs", "list"], env)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot reach the API")
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    result = _run(["jobs", "show", "x"], _env(home))
+    assert result.returncode == 2 and "no admin token" in result.stderr
+    bad = _run(["worker", "--concurrency", "0"], _env(home))
+    assert bad.returncode == 2 and "worker_concurrency" in bad.stderr

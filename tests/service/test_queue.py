@@ -1,0 +1,219 @@
+"""The queue in the store: claims, leases, reaping, finishing, budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from service import store
+from service.store.jobs import TaskSpec
+
+
+async def _job(sessionmaker, n: int = 10, *, priority: int = 0, budget: str = "1") -> uuid.UUID:
+    job_id = uuid.uuid4()
+    async with sessionmaker() as s, s.begin():
+        await store.create_job(
+            session=s,
+            job_id=job_id,
+            fields={
+                "n_stories": n,
+                "models": [{"model": "m", "weight": 1.0}],
+                "template_version": "v1",
+                "max_tokens": 100,
+                "seed": 0,
+                "budget_usd": Decimal(budget),
+                "priority": priority,
+                "provider": "simulator",
+            },
+            tasks=[
+                TaskSpec(
+                    index=i,
+                    recipe={"verb": "run", "noun": "dog", "adjective": "big", "features": []},
+                    model="m",
+                )
+                for i in range(n)
+            ],
+        )
+    return job_id
+
+
+async def _claim(sessionmaker, worker: str, limit: int, lease_s: float = 60.0):
+    async with sessionmaker() as s, s.begin():
+        return await store.claim_tasks(session=s, worker_id=worker, limit=limit, lease_s=lease_s)
+
+
+def _story(text_: str = "Once upon a time.") -> dict:
+    return {"text": text_, "accepted": True, "model": "m", "provider": "simulator"}
+
+
+async def test_concurrent_claims_are_disjoint_and_follow_priority(sessionmaker) -> None:
+    low = await _job(sessionmaker, 30)
+    high = await _job(sessionmaker, 5, priority=10)
+    batches = await asyncio.gather(*[_claim(sessionmaker, f"w{i}", 7) for i in range(5)])
+    ids = [t.id for b in batches for t in b]
+    assert len(ids) == len(set(ids)) == 35
+    first = await _claim(sessionmaker, "late", 5)
+    assert first == []
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=high)
+        assert job.status == "running" and job.started_at is not None
+        owners = (
+            await s.execute(
+                text("SELECT count(DISTINCT lease_owner) FROM tasks WHERE status='running'")
+            )
+        ).scalar_one()
+    assert owners == 5
+    assert low != high
+
+
+async def test_priority_first_and_paused_jobs_are_skipped(sessionmaker) -> None:
+    low = await _job(sessionmaker, 5)
+    high = await _job(sessionmaker, 5, priority=5)
+    got = await _claim(sessionmaker, "w", 5)
+    assert {t.job_id for t in got} == {high}
+    async with sessionmaker() as s, s.begin():
+        await store.transition_job(session=s, job_id=low, action="pause")
+    assert await _claim(sessionmaker, "w", 5) == []
+    async with sessionmaker() as s, s.begin():
+        await store.transition_job(session=s, job_id=low, action="resume")
+    assert {t.job_id for t in await _claim(sessionmaker, "w", 5)} == {low}
+
+
+async def test_expired_leases_return_and_exhausted_attempts_fail(sessionmaker) -> None:
+    job_id = await _job(sessionmaker, 2)
+    for attempt in (1, 2):
+        got = await _claim(sessionmaker, f"dead{attempt}", 2, lease_s=0.01)
+        assert len(got) == 2 and all(t.attempts == attempt for t in got)
+        await asyncio.sleep(0.05)
+        async with sessionmaker() as s, s.begin():
+            reaped = await store.reap_expired(session=s, max_attempts=2)
+        assert reaped == ((2, 0) if attempt == 1 else (0, 2))
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+        errors = (await s.execute(text("SELECT DISTINCT last_error FROM tasks"))).scalars().all()
+    assert job.failed == 2 and job.status == "failed"
+    assert errors == ["lease expired"]
+
+
+async def test_one_reaper_at_a_time(sessionmaker) -> None:
+    async with sessionmaker() as a, a.begin():
+        assert await store.reap_expired(session=a, max_attempts=3) == (0, 0)
+        async with sessionmaker() as b, b.begin():
+            assert await store.reap_expired(session=b, max_attempts=3) is None
+
+
+async def test_finish_is_once_per_task_and_story_unique(sessionmaker) -> None:
+    job_id = await _job(sessionmaker, 1)
+    (task,) = await _claim(sessionmaker, "w", 1)
+    result = store.TaskResult(outcome="story", story=_story())
+    async with sessionmaker() as s, s.begin():
+        status = await store.finish_task(
+            session=s, task=task, worker_id="w", result=result, max_attempts=3
+        )
+    assert status == "done"
+    async with sessionmaker() as s, s.begin():
+        again = await store.finish_task(
+            session=s, task=task, worker_id="w", result=result, max_attempts=3
+        )
+    assert again == "lost"
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+        n = (await s.execute(text("SELECT count(*) FROM stories"))).scalar_one()
+    assert n == 1 and job.completed == 1 and job.status == "completed"
+    with pytest.raises(IntegrityError):
+        async with sessionmaker() as s, s.begin():
+            await s.execute(
+                text(
+                    "INSERT INTO stories (task_id, job_id, text, accepted, text_hash) "
+                    "VALUES (:t, :j, 'x', true, 'h')"
+                ),
+                {"t": task.id, "j": job_id},
+            )
+
+
+async def test_requests_cost_and_rollups_add_up(sessionmaker) -> None:
+    from generator.engine import RequestRecord
+
+    job_id = await _job(sessionmaker, 2)
+    tasks = await _claim(sessionmaker, "w", 2)
+    now = datetime.now(UTC)
+
+    def rec(outcome: str, cost: float, status: int, attempt: int) -> RequestRecord:
+        return RequestRecord(
+            kind="story",
+            model="m",
+            provider="simulator",
+            outcome=outcome,
+            error_class={200: None, 429: "rate_limit"}.get(status, "bad_request"),
+            status=status,
+            attempt=attempt,
+            prompt_tokens=10,
+            completion_tokens=20 if outcome == "ok" else 0,
+            cost_usd=cost,
+            latency_s=0.3,
+            finish_reason="stop",
+            started_at=now,
+        )
+
+    results = [
+        store.TaskResult(
+            outcome="story",
+            story=_story("A."),
+            requests=[rec("error", 0.0, 429, 1), rec("ok", 0.00012345, 200, 2)],
+        ),
+        store.TaskResult(
+            outcome="fail", error="bad_request", requests=[rec("error", 0.00000001, 400, 1)]
+        ),
+    ]
+    for task, result in zip(tasks, results, strict=True):
+        async with sessionmaker() as s, s.begin():
+            await store.finish_task(
+                session=s, task=task, worker_id="w", result=result, max_attempts=3
+            )
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+        total = (await s.execute(text("SELECT sum(cost_usd) FROM requests"))).scalar_one()
+        roll = await store.rollup_totals(session=s, job_id=job_id)
+    assert job.spent_usd == total == Decimal("0.000123460")
+    assert roll["requests"] == 3 and roll["rate_limited"] == 1 and roll["errors"] == 2
+    assert roll["cost_usd"] == total
+    assert (roll["stories_accepted"], roll["tasks_failed"]) == (1, 1)
+    assert job.status == "completed" and job.failed == 1 and job.n_requests == 3
+
+
+async def test_budget_reservation_never_exceeds_and_reaper_returns_it(sessionmaker) -> None:
+    job_id = await _job(sessionmaker, 3, budget="0.001")
+    tasks = await _claim(sessionmaker, "w", 3, lease_s=0.01)
+    granted = 0
+    for task in tasks:
+        for _ in range(5):
+            async with sessionmaker() as s, s.begin():
+                ok = await store.reserve_budget(
+                    session=s,
+                    job_id=job_id,
+                    task_id=task.id,
+                    worker_id="w",
+                    usd=Decimal("0.0003"),
+                )
+            granted += ok == "ok"
+        async with sessionmaker() as s, s.begin():
+            other = await store.reserve_budget(
+                session=s, job_id=job_id, task_id=task.id, worker_id="x", usd=Decimal(0)
+            )
+        assert other == "lost"
+    assert granted == 3
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+    assert job.reserved_usd == Decimal("0.0009")
+    await asyncio.sleep(0.05)
+    async with sessionmaker() as s, s.begin():
+        await store.reap_expired(session=s, max_attempts=5)
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+    assert job.reserved_usd == 0
