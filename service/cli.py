@@ -206,6 +206,9 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to the `tinystories` application."""
     app.command()(serve)
     app.command()(worker)
-    app.command()(demo)
+    app.command("demo-service")(demo)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(db_app, name="db")
+    from service import cli_data
+
+    cli_data.register(app)

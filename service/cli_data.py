@@ -24,14 +24,18 @@ def _database_url() -> str:
 
 
 def _progress() -> Any:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+    console = Console(stderr=True)  # stdout keeps just the summary line
     return Progress(
         "[progress.description]{task.description}",
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         transient=True,
+        console=console,
+        disable=not console.is_terminal,
     )
 
 
@@ -61,6 +65,7 @@ def import_(
     if not path.is_file():
         _fail(f"{path}: no such file")
     url = _database_url()
+    error = None
     with _progress() as bar:
         task = bar.add_task(f"import {path.name}", total=path.stat().st_size)
 
@@ -77,7 +82,9 @@ def import_(
                 )
             )
         except ImportFormatError as exc:
-            _fail(str(exc))
+            error = str(exc)
+    if error:  # after the progress bar is gone: the error is the only line
+        _fail(error)
     if summary.already_done:
         typer.echo(f"{path}: already imported, nothing to do")
         return
@@ -98,6 +105,7 @@ def dedup(
     from service.store.dedup import DedupParamsMismatch
 
     url = _database_url()
+    error = None
     with _progress() as bar:
         task = bar.add_task("dedup", total=None)
 
@@ -114,7 +122,9 @@ def dedup(
                 )
             )
         except DedupParamsMismatch as exc:
-            _fail(str(exc))
+            error = str(exc)
+    if error:
+        _fail(error)
     typer.echo(
         f"dedup: checked={s.checked} unique={s.unique} near_duplicates={s.near_duplicate} "
         f"exact_duplicates={s.exact_duplicate} duplicate_rate={s.duplicate_rate:.4f}"
@@ -165,6 +175,7 @@ def export(
         missing = asyncio.run(_with_sessions(url, lambda sm: _unknown_jobs(sm, jobs)))
         if missing:
             _fail(f"jobs: unknown job(s): {', '.join(missing)}")
+    error = None
     with _progress() as bar:
         task = bar.add_task("export", total=None)
 
@@ -174,7 +185,9 @@ def export(
         try:
             result = run_export(url, out, options, on_progress=progress)
         except ExportError as exc:
-            _fail(str(exc))
+            error = str(exc)
+    if error:
+        _fail(error)
     c = result.counts
     typer.echo(
         f"exported {c['total']} stories to {out} (train {c['train']}, validation "

@@ -11,10 +11,12 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.minhash import MinHasher, MinHashParams, text_hash
+from service.processor import StoryProcessor
 from service.store import dedup as dedup_store
+from service.store.dedup import SIGNATURE_KEY
+from service.store.queue import ClaimedTask
 
 logger = logging.getLogger(__name__)
-SIGNATURE_KEY = "minhash_signature"  # story dict key carrying the signature to the store
 
 
 @dataclass
@@ -59,28 +61,17 @@ def prepare_story(story: dict[str, Any], params: MinHashParams) -> None:
         story[SIGNATURE_KEY] = signatures([story["text"]], params)[0]
 
 
-def take_signatures(stories: Sequence[dict[str, Any]]) -> dict[int, np.ndarray | None]:
-    """Remove the signatures from story dicts (not a column), keyed by task id."""
-    return {s["task_id"]: s.pop(SIGNATURE_KEY, None) for s in stories if "task_id" in s}
+class DedupStoryProcessor(StoryProcessor):
+    """StoryProcessor that prepares each story for dedup on arrival (hash and signature here,
+    outside the transaction; the store indexes it in the transaction that writes it)."""
 
+    def __init__(self, engines: Any, params: MinHashParams | None = None) -> None:
+        super().__init__(engines)
+        self.params = params or MinHashParams()
 
-async def index_task_stories(
-    *,
-    session: AsyncSession,
-    signatures_by_task: dict[int, np.ndarray | None],
-    params: MinHashParams | None = None,
-) -> dict[int, dedup_store.DedupOutcome]:
-    """Dedup the accepted stories just inserted for these tasks (same transaction)."""
-    wanted = {t: s for t, s in signatures_by_task.items() if s is not None}
-    if not wanted:
-        return {}
-    rows = await dedup_store.stories_of_tasks(session=session, task_ids=list(wanted))
-    items = [
-        dedup_store.DedupItem(story_id, hash_, wanted[task_id]) for story_id, task_id, hash_ in rows
-    ]
-    return await dedup_store.index_stories(
-        session=session, items=items, params=params or MinHashParams()
-    )
+    async def after_story(self, task: ClaimedTask, story: dict[str, Any]) -> None:
+        await super().after_story(task, story)
+        prepare_story(story, self.params)
 
 
 async def run_dedup_pass(

@@ -36,6 +36,13 @@ class ExportOptions(BaseModel):
     seed: int = 0
     decontaminate: bool = True
 
+    @field_validator("models")
+    @classmethod
+    def _plain_names(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any("\x00" in m or not m.strip() for m in v):
+            raise ValueError("model names must be non-empty text without NUL characters")
+        return v
+
     @field_validator("until")
     @classmethod
     def _until_after_since(cls, v: datetime | None, info: Any) -> datetime | None:

@@ -218,6 +218,8 @@ class RollupMinute(Base):
     stories_accepted: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     stories_rejected: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     tasks_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # Accepted stories found to be exact or near duplicates on arrival.
+    duplicates: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     rejections_by_reason: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default="{}"
     )

@@ -113,8 +113,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_demo(settings: Settings, *, n_stories: int, budget_usd: float) -> None:
-    """Everything on one machine, one job over REST, a summary, nothing left running."""
+def run_demo(
+    settings: Settings, *, n_stories: int, budget_usd: float, keep_database: bool = False
+) -> dict[str, Any]:
+    """Everything on one machine, one job over REST, a summary, nothing left running.
+
+    With keep_database the embedded Postgres stays up for the next pipeline stage (export).
+    """
     import typer
 
     from service.client import ApiClient
@@ -159,9 +164,10 @@ def run_demo(settings: Settings, *, n_stories: int, budget_usd: float) -> None:
             f"cost=${job['cost_usd']:.4f} rate={job['completed'] / elapsed:.1f} stories/s "
             f"provider={job['provider']}"
         )
+        return job
     finally:
         stop_process(server, settings.shutdown_grace_seconds + 10)
-        if started_pg and embedded is not None:
+        if started_pg and embedded is not None and not keep_database:
             embedded.stop()
 
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from service.processor import StoryProcessor
+from service.dedup import DedupStoryProcessor
 from service.settings import Settings
 from service.worker import Worker, WorkerConfig, WorkerStats
 
@@ -49,7 +49,7 @@ async def run_worker(
     settings: Settings,
     *,
     config: WorkerConfig | None = None,
-    processor_factory: Any = StoryProcessor,
+    processor_factory: Any = None,
     install_signals: bool = True,
 ) -> WorkerStats:
     """Run one worker until it is stopped (SIGTERM) or, with idle_exit, the queue is empty."""
@@ -92,9 +92,9 @@ async def run_worker(
                 on_request=record_request,
                 budget=PostgresBudgetGuard(fast_sessionmaker),
             )
-            worker = Worker(
-                sessionmaker=sessionmaker, processor=processor_factory(engines), config=config
-            )
+            # Stories are deduplicated on arrival unless a caller brings its own processor.
+            processor = (processor_factory or DedupStoryProcessor)(engines)
+            worker = Worker(sessionmaker=sessionmaker, processor=processor, config=config)
             if install_signals:
                 worker.install_signal_handlers()
             try:

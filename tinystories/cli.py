@@ -5,6 +5,7 @@ import typer
 from generator import cli as generator_cli
 from grader import cli as grader_cli
 from service import cli as service_cli
+from tinystories import demo
 from trainer import cli as trainer_cli
 from vocab import cli as vocab_cli
 
@@ -18,6 +19,7 @@ app = typer.Typer(
 
 for module in (vocab_cli, generator_cli, service_cli, trainer_cli, grader_cli):
     module.register(app)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

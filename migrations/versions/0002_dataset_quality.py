@@ -19,6 +19,10 @@ NOW = sa.text("now()")
 
 
 def upgrade() -> None:
+    op.add_column(
+        "rollups_minute",
+        sa.Column("duplicates", sa.Integer(), server_default="0", nullable=False),
+    )
     op.create_table(
         "story_hashes",
         sa.Column("text_hash", sa.String(length=64), nullable=False),
@@ -91,3 +95,4 @@ def downgrade() -> None:
     op.drop_table("story_signatures")
     op.drop_table("story_bands")
     op.drop_table("story_hashes")
+    op.drop_column("rollups_minute", "duplicates")

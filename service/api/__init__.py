@@ -76,11 +76,12 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app.state.settings = settings
     _install_handlers(app)
 
-    from service.api import health, jobs, stories
+    from service.api import exports, health, jobs, stories
 
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(stories.router)
+    app.include_router(exports.router)
 
     from service.dashboard import install as install_dashboard
     from service.metrics import install_metrics

@@ -2,8 +2,8 @@
 
 Exports run as background asyncio tasks of the API process, the writer itself in a thread:
 exports are rare, user-initiated and need no provider budget, so a second queue kind for
-workers would buy nothing; an export interrupted by an API restart is marked failed at startup
-(the row says so) and is simply requested again.
+workers would buy nothing. The price: an export whose API process stops is not resumed (its
+row keeps its last progress); request it again, the result is the same directory.
 """
 
 from __future__ import annotations

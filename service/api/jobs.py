@@ -15,6 +15,7 @@ from service import store
 from service.api.deps import get_session, require_token
 from service.api.schemas import JobCreate, JobList, JobOut, StoryOut, StoryPage
 from service.models import Job
+from service.store.dedup import duplicate_stats as dedup_stats
 from service.store.jobs import TaskSpec, money
 
 JobStatus = Literal[
@@ -99,6 +100,11 @@ async def _one(request: Request, session: AsyncSession, job: Job) -> JobOut:
     rates = await store.job_rates(session=session, job_ids=[job.id])
     out = job_out(request, job, rates.get(job.id))
     out.rejections_by_reason = await store.jobs.rejections_by_reason(session=session, job_id=job.id)
+    by_model = await dedup_stats(session=session, job_id=job.id)
+    checked = sum(m["checked"] for m in by_model)
+    out.duplicates = sum(m["duplicates"] for m in by_model)
+    out.duplicate_rate = round(out.duplicates / checked, 6) if checked else 0.0
+    out.duplicates_by_model = {str(m["model"]): m for m in by_model}
     return out
 
 

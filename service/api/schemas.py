@@ -84,6 +84,9 @@ class JobOut(BaseModel):
     stories_per_minute: float
     eta_seconds: float | None
     rejections_by_reason: dict[str, int] = Field(default_factory=dict)
+    duplicates: int = 0
+    duplicate_rate: float = 0.0
+    duplicates_by_model: dict[str, dict[str, Any]] = Field(default_factory=dict)
     provider: str
     simulator: bool
     last_error: str | None

@@ -199,8 +199,9 @@ def _health_view(h: reads.HealthTotals) -> dict[str, Any]:
         "acceptance_rate": h.stories_accepted / finished if finished else None,
         "errors_by_class": h.errors_by_class,
         "rejections_by_reason": h.rejections_by_reason,
-        # The rollups carry no duplicate counter: the rate is unknown here, not zero.
-        "duplicate_rate": None,
+        "duplicates": h.duplicates,
+        # Share of accepted stories that duplicate an earlier one (exact or near).
+        "duplicate_rate": h.duplicates / h.stories_accepted if h.stories_accepted else None,
         "latency": {
             "buckets_le_s": [*LATENCY_BUCKETS_S, None],
             "counts": h.latency_buckets,

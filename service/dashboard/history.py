@@ -75,6 +75,7 @@ def merge_health(a: reads.HealthTotals, b: reads.HealthTotals) -> reads.HealthTo
         tasks_failed=a.tasks_failed + b.tasks_failed,
         stories_accepted=a.stories_accepted + b.stories_accepted,
         stories_rejected=a.stories_rejected + b.stories_rejected,
+        duplicates=a.duplicates + b.duplicates,
         latency_sum_s=a.latency_sum_s + b.latency_sum_s,
         latency_buckets=[x + y for x, y in zip(a.latency_buckets, b.latency_buckets, strict=True)],
         errors_by_class=_add_counts(a.errors_by_class, b.errors_by_class),

@@ -46,6 +46,7 @@ class HealthTotals:
     tasks_failed: int = 0
     stories_accepted: int = 0
     stories_rejected: int = 0
+    duplicates: int = 0
     latency_sum_s: float = 0.0
     latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_COLUMNS))
     errors_by_class: dict[str, int] = field(default_factory=dict)
@@ -138,13 +139,14 @@ async def health_totals(
             f"SELECT {key}, SUM(requests)::bigint, SUM(errors)::bigint, "
             "SUM(rate_limited)::bigint, SUM(retries)::bigint, SUM(tasks_failed)::bigint, "
             "SUM(stories_accepted)::bigint, SUM(stories_rejected)::bigint, "
-            f"SUM(latency_sum_s), {lat} FROM rollups_minute WHERE {where} GROUP BY 1"
+            f"SUM(duplicates)::bigint, SUM(latency_sum_s), {lat} "
+            f"FROM rollups_minute WHERE {where} GROUP BY 1"
         ),
         params,
     )
     out: dict[str, HealthTotals] = {}
     for row in rows:
-        name, req, err, rl, retries, failed, acc, rej, lat_sum, *buckets = row
+        name, req, err, rl, retries, failed, acc, rej, dups, lat_sum, *buckets = row
         out[name] = HealthTotals(
             requests=int(req or 0),
             errors=int(err or 0),
@@ -153,6 +155,7 @@ async def health_totals(
             tasks_failed=int(failed or 0),
             stories_accepted=int(acc or 0),
             stories_rejected=int(rej or 0),
+            duplicates=int(dups or 0),
             latency_sum_s=float(lat_sum or 0.0),
             latency_buckets=[int(b or 0) for b in buckets],
         )

@@ -2,8 +2,9 @@
 
 Every worker process, the importer and `tinystories dedup` share one index: `story_hashes`
 (unique normalised-text hash), `story_bands` (band_no, band_hash, story_id) and
-`story_signatures`. Callers run :func:`index_stories` in the transaction that inserted the
-stories, with signatures computed beforehand (outside the transaction).
+`story_signatures`; bands and signatures are kept for cluster roots only. Callers run
+:func:`index_stories` in the transaction that inserted the stories, with signatures computed
+beforehand (outside the transaction).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from service.minhash import (
     signature_to_bytes,
 )
 
+SIGNATURE_KEY = "minhash_signature"  # story dict key carrying the signature to the store
 # Advisory locks of the band index: (namespace, slot); slot -1 is the whole index.
 LOCK_NAMESPACE = 0x74534444  # "tSDD"
 LOCK_SLOTS = 1024
@@ -119,14 +121,15 @@ async def _lock_bands(session: AsyncSession, keys: np.ndarray) -> None:
     )
 
 
-_CANDIDATES = text(
+_BAND_MATCHES = text(
     """
-    SELECT b.band_no, b.band_hash, b.story_id, g.minhash, s.dedup_cluster_id
+    SELECT b.band_no, b.band_hash, b.story_id
     FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[])) AS q(band_no, band_hash)
     JOIN story_bands b ON b.band_no = q.band_no AND b.band_hash = q.band_hash
-    JOIN story_signatures g ON g.story_id = b.story_id
-    JOIN stories s ON s.id = b.story_id
     """
+)
+_SIGNATURES = text(
+    "SELECT story_id, minhash FROM story_signatures WHERE story_id = ANY(CAST(:ids AS bigint[]))"
 )
 
 
@@ -210,37 +213,45 @@ async def _near_duplicates(
     params: MinHashParams,
     outcomes: dict[int, DedupOutcome],
 ) -> None:
+    """Only cluster roots are indexed: a new story is compared with the earliest story of each
+    cluster, so a cluster of any size costs one candidate, and chains cannot drift away from it.
+    """
     sigs = np.stack([it.signature for it in items])  # type: ignore[misc]
     keys = band_keys_batch(sigs, params.bands, params.rows)
     await _lock_bands(session, keys)
-    band_nos = np.tile(np.arange(params.bands, dtype=np.int16), len(items))
-    flat_keys = keys.ravel()
-    rows = await session.execute(_CANDIDATES, {"bn": band_nos.tolist(), "bh": flat_keys.tolist()})
+    band_nos = np.arange(params.bands, dtype=np.int16)
+    rows = await session.execute(
+        _BAND_MATCHES,
+        {"bn": np.tile(band_nos, len(items)).tolist(), "bh": keys.ravel().tolist()},
+    )
     buckets: dict[tuple[int, int], list[int]] = {}
-    known_sigs: dict[int, np.ndarray] = {}
-    clusters: dict[int, int | None] = {}
-    for band_no, band_hash, story_id, minhash, cluster in rows:
+    for band_no, band_hash, story_id in rows:
         buckets.setdefault((band_no, band_hash), []).append(story_id)
-        if story_id not in known_sigs:
-            known_sigs[story_id] = signature_from_bytes(minhash)
-            clusters[story_id] = cluster
+    known: dict[int, np.ndarray] = {}
+    ids = sorted({i for members in buckets.values() for i in members})
+    if ids:
+        for story_id, minhash in await session.execute(_SIGNATURES, {"ids": ids}):
+            known[story_id] = signature_from_bytes(minhash)
+    roots: list[tuple[DedupItem, list[int]]] = []
     for it, row_keys in zip(items, keys.tolist(), strict=True):
         seen: set[int] = set()
         cands = []
         for band_no, key in enumerate(row_keys):
             for other in buckets.get((band_no, key), ()):
-                if other not in seen and other != it.story_id:
+                if other not in seen and other in known:
                     seen.add(other)
-                    cands.append(Candidate(other, known_sigs[other], clusters[other]))
+                    cands.append(Candidate(other, known[other], None))
         cluster = resolve_cluster(it.signature, cands, params.threshold)  # type: ignore[arg-type]
         outcomes[it.story_id] = DedupOutcome(
             "unique" if cluster is None else "near_duplicate", cluster
         )
-        # Later stories of this batch must see this one.
-        for band_no, key in enumerate(row_keys):
-            buckets.setdefault((band_no, key), []).append(it.story_id)
-        known_sigs[it.story_id] = it.signature  # type: ignore[assignment]
-        clusters[it.story_id] = cluster
+        if cluster is None:  # a new root: later stories of this batch must see it
+            roots.append((it, row_keys))
+            for band_no, key in enumerate(row_keys):
+                buckets.setdefault((band_no, key), []).append(it.story_id)
+            known[it.story_id] = it.signature  # type: ignore[assignment]
+    if not roots:
+        return
     await session.execute(
         text(
             """
@@ -251,9 +262,9 @@ async def _near_duplicates(
             """
         ),
         {
-            "bn": band_nos.tolist(),
-            "bh": flat_keys.tolist(),
-            "ids": np.repeat([it.story_id for it in items], params.bands).tolist(),
+            "bn": np.tile(band_nos, len(roots)).tolist(),
+            "bh": [k for _, row_keys in roots for k in row_keys],
+            "ids": np.repeat([it.story_id for it, _ in roots], params.bands).tolist(),
         },
     )
     await session.execute(
@@ -265,8 +276,8 @@ async def _near_duplicates(
             """
         ),
         {
-            "ids": [it.story_id for it in items],
-            "sigs": [signature_to_bytes(it.signature) for it in items],  # type: ignore[arg-type]
+            "ids": [it.story_id for it, _ in roots],
+            "sigs": [signature_to_bytes(it.signature) for it, _ in roots],  # type: ignore[arg-type]
         },
     )
 
@@ -343,3 +354,40 @@ async def stories_of_tasks(
         {"ids": list(task_ids)},
     )
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def take_signatures(stories: Sequence[dict[str, Any]]) -> dict[int, np.ndarray | None]:
+    """Remove the signatures from story dicts (not a column), keyed by task id."""
+    return {s["task_id"]: s.pop(SIGNATURE_KEY, None) for s in stories if "task_id" in s}
+
+
+async def index_task_stories(
+    *,
+    session: AsyncSession,
+    signatures_by_task: dict[int, np.ndarray | None],
+    params: MinHashParams | None = None,
+) -> dict[int, DedupOutcome]:
+    """Dedup the accepted stories just inserted for these tasks (same transaction).
+
+    Returns each indexed story's outcome keyed by its task id."""
+    wanted = {t: s for t, s in signatures_by_task.items() if s is not None}
+    if not wanted:
+        return {}
+    rows = await stories_of_tasks(session=session, task_ids=list(wanted))
+    items = [DedupItem(story_id, hash_, wanted[task_id]) for story_id, task_id, hash_ in rows]
+    outcomes = await index_stories(session=session, items=items, params=params or MinHashParams())
+    return {task_id: outcomes[story_id] for story_id, task_id, _ in rows}
+
+
+def count_duplicates(
+    *, batch: Any, stories: Sequence[dict[str, Any]], outcomes: dict[int, DedupOutcome]
+) -> None:
+    """Add the duplicates found among a worker's stories to its rollup batch."""
+    from service.store.rollups import minute_of
+
+    minute = minute_of(None)
+    for story in stories:
+        outcome = outcomes.get(story.get("task_id"))  # type: ignore[arg-type]
+        if outcome is not None and outcome.status != "unique" and story.get("job_id"):
+            key = {"minute": minute, "model": story.get("model") or "", "job_id": story["job_id"]}
+            batch.delta(**key).duplicates += 1

@@ -188,16 +188,5 @@ async def get_export(*, session: AsyncSession, export_id: uuid.UUID) -> dict[str
     return dict(row._mapping) if row is not None else None
 
 
-async def fail_interrupted(*, session: AsyncSession) -> int:
-    """Exports left queued/running by a stopped API process: they cannot finish any more."""
-    result = await session.execute(
-        text(
-            "UPDATE exports SET status = 'failed', error = 'interrupted: the API process stopped', "
-            "finished_at = now() WHERE status IN ('queued', 'running')"
-        )
-    )
-    return result.rowcount or 0
-
-
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None

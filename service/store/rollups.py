@@ -32,6 +32,7 @@ class RollupDelta:
     stories_accepted: int = 0
     stories_rejected: int = 0
     tasks_failed: int = 0
+    duplicates: int = 0
     rejections_by_reason: dict[str, int] = field(default_factory=dict)
     latency_sum_s: float = 0.0
     latency: list[int] = field(default_factory=lambda: [0] * len(LATENCY_COLUMNS))
@@ -118,6 +119,7 @@ _SUM_COLUMNS = (
     "stories_accepted",
     "stories_rejected",
     "tasks_failed",
+    "duplicates",
     "latency_sum_s",
     *LATENCY_COLUMNS,
 )
@@ -169,6 +171,7 @@ async def upsert_rollups(*, session: AsyncSession, batch: RollupBatch) -> None:
             "stories_accepted": d.stories_accepted,
             "stories_rejected": d.stories_rejected,
             "tasks_failed": d.tasks_failed,
+            "duplicates": d.duplicates,
             "latency_sum_s": d.latency_sum_s,
         }
         row.update(zip(LATENCY_COLUMNS, d.latency, strict=True))

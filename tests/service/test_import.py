@@ -94,3 +94,43 @@ async def test_unknown_format_is_a_clear_error(sessionmaker, tmp_path) -> None:
     with pytest.raises(ImportFormatError, match="binary"):
         await import_file(sessionmaker, junk)
     assert await count(sessionmaker) == 0
+
+
+def test_cli_import_and_dedup(database_url: str, tmp_path: Path, monkeypatch) -> None:
+    import psycopg
+    import typer
+    from typer.testing import CliRunner
+
+    from service import cli_data
+    from service.minhash import text_hash
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    app = typer.Typer()
+    cli_data.register(app)
+    run = lambda *a: CliRunner().invoke(app, list(a))  # noqa: E731
+    src = (DATA / "TinyStories-train-sample1200.txt").read_text(encoding="utf-8")
+    stories = [s.strip() for s in src.split("<|endoftext|>") if s.strip()][:12]
+    path = tmp_path / "train.txt"
+    path.write_text("<|endoftext|>".join(stories))
+    r = run("import", str(path))
+    assert r.exit_code == 0 and "imported 12 stories" in r.output, r.output
+    r = run("import", str(path), "--format", "text")
+    assert r.exit_code == 0 and "already imported" in r.output
+    r = run("import", str(path), "--format", "csv")
+    assert r.exit_code == 2 and "--format" in r.output
+    bad = tmp_path / "data02.json"
+    bad.write_text('[{"story": "Once upon a time", "instruction": {}}, {"story": "The')
+    r = run("import", str(bad))
+    assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1
+    # Stories stored without a dedup status: the pass finds the planted copy.
+    copy = stories[4].replace(".", "!", 1)
+    with psycopg.connect(database_url.replace("+psycopg", "")) as conn:
+        for t in (stories[0] + " The end.", copy, "A tiny new story about a blue bird. " * 6):
+            conn.execute(
+                "INSERT INTO stories (text, accepted, text_hash) VALUES (%s, true, %s)",
+                (t, text_hash(t)),
+            )
+    r = run("dedup")
+    assert r.exit_code == 0, r.output
+    assert "checked=3 " in r.output and "exact_duplicates=1" in r.output, r.output
+    assert "near_duplicates=1" in r.output

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import text
 
 from service.runner import run_worker, worker_config
@@ -78,3 +80,65 @@ async def test_instruct_job_summaries_costs_and_dedup(
     stats = (await api.get("/v1/stats/duplicates", params={"job_id": job_id})).json()
     assert stats["checked"] == len(accepted)
     assert stats["items"][0]["model"] == "simulator-story-1"
+
+
+async def test_worker_dedups_on_arrival(api, settings, simulator_url, sessionmaker) -> None:
+    """Two workers at once; every third story's text is replaced by one fixed story."""
+    from service.dedup import DedupStoryProcessor
+
+    fixed = (
+        "Once upon a time, a little dog named Sam found a red ball in the park. He ran and "
+        "ran with it all day. When the sun went down, Sam took the ball home and slept."
+    )
+
+    class Repeating(DedupStoryProcessor):
+        async def after_story(self, task, story) -> None:
+            if task.index % 3 == 0:
+                story["text"] = fixed
+            await super().after_story(task, story)
+
+    resp = await api.post(
+        "/v1/jobs",
+        json={"n_stories": 30, "model": "simulator-story-1", "seed": 5, "budget_usd": 10.0},
+    )
+    job_id = resp.json()["id"]
+    s = settings.model_copy(update={"simulator_base_url": simulator_url})
+    config = worker_config(s, idle_exit=True, concurrency=4, poll_s=0.05)
+    await asyncio.gather(
+        *(
+            run_worker(s, config=config, processor_factory=Repeating, install_signals=False)
+            for _ in range(2)
+        )
+    )
+    async with sessionmaker() as session:
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT id, text, dedup_status, dedup_cluster_id FROM stories "
+                    "WHERE job_id = :j AND accepted ORDER BY id"
+                ),
+                {"j": job_id},
+            )
+        ).all()
+        rolled = (
+            await session.execute(
+                text("SELECT sum(duplicates) FROM rollups_minute WHERE job_id = :j"), {"j": job_id}
+            )
+        ).scalar()
+    copies = [r for r in rows if r.text == fixed]
+    assert len(copies) >= 3
+    first = copies[0]
+    assert first.dedup_status == "unique"
+    assert all(
+        (r.dedup_status, r.dedup_cluster_id) == ("exact_duplicate", first.id) for r in copies[1:]
+    )
+    dups = sum(r.dedup_status != "unique" for r in rows)
+    assert dups >= len(copies) - 1 and rolled == dups
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    assert job["duplicates"] == dups
+    assert job["duplicate_rate"] == pytest.approx(dups / len(rows), abs=1e-5)
+    assert job["duplicates_by_model"]["simulator-story-1"]["duplicates"] == dups
+    # The dashboard reads the duplicate counter from the rollups.
+    health = (await api.get("/admin/data/health")).json()["since_start"]
+    assert health["duplicates"] == dups
+    assert health["duplicate_rate"] == pytest.approx(dups / health["stories_accepted"])

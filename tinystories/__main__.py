@@ -1,0 +1,5 @@
+"""`python -m tinystories` runs the command-line application."""
+
+from tinystories.cli import main
+
+main()
