@@ -62,9 +62,31 @@ def load_prompts(path: str | os.PathLike[str] | None = None) -> list[str]:
     return prompts
 
 
+def _ascii_table() -> bytes:
+    # ASCII letters and digits lowercased, every other byte a space: for ASCII text this is
+    # what normalize_text does (NFKC is the identity there, and \w is [A-Za-z0-9_]).
+    return bytes(c if chr(c).isalnum() else 0x20 for c in bytes(range(128)).lower()) + bytes(128)
+
+
+_ASCII_TABLE = _ascii_table()
+_ASCII_APOSTROPHES = b"'`"  # normalize_text drops these before splitting on punctuation
+
+
+def normalized_words(text: str) -> list[str]:
+    """``normalize_text(text).split()``, with a single-pass fast path for ASCII text."""
+    if text.isascii():
+        return text.encode("ascii").translate(_ASCII_TABLE, _ASCII_APOSTROPHES).decode().split()
+    return normalize_text(text).split()
+
+
 def word_ngrams(text: str, n: int) -> list[str]:
-    words = normalize_text(text).split()
+    words = normalized_words(text)
     return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def _gram_tuples(words: list[str], n: int) -> set[tuple[str, ...]]:
+    # n shifted views zipped together: every n-gram as a tuple, built and hashed in C
+    return set(zip(*(words[k:] for k in range(n)), strict=False))
 
 
 @dataclass(frozen=True)
@@ -75,7 +97,12 @@ class DecontamResult:
 
 
 class Decontaminator:
-    """Set-indexed n-gram lookup: one pass over the story, O(len(story))."""
+    """Set-indexed n-gram lookup: one pass over the story, O(len(story)).
+
+    N-grams are tuples of normalised words. A story position is only looked up when its
+    (first word, n-th word) pair starts and ends some prompt n-gram, which skips most
+    positions without building their n-gram.
+    """
 
     def __init__(
         self,
@@ -90,34 +117,40 @@ class Decontaminator:
         self.prompts = list(prompts) if prompts is not None else load_prompts()
         self.n = n
         self.threshold = threshold
-        self._index: dict[str, list[int]] = {}
+        self._index: dict[tuple[str, ...], list[int]] = {}
         self._sizes: list[int] = []
         self._short: list[tuple[int, str]] = []  # prompts with fewer than n words
         for i, prompt in enumerate(self.prompts):
-            grams = set(word_ngrams(prompt, n))
+            words = normalized_words(prompt)
+            grams = _gram_tuples(words, n)
             self._sizes.append(len(grams))
-            if not grams and normalize_text(prompt):
-                self._short.append((i, f" {normalize_text(prompt)} "))
+            if not grams and words:
+                self._short.append((i, f" {' '.join(words)} "))
             for g in grams:
                 self._index.setdefault(g, []).append(i)
+        self._ends = {(g[0], g[-1]) for g in self._index}
 
     def check(self, text: str) -> DecontamResult:
         """Whether `text` overlaps an evaluation prompt beyond the threshold."""
-        hits: dict[int, set[str]] = {}
-        index = self._index
-        for g in word_ngrams(text, self.n):
-            owners = index.get(g)
-            if owners:
-                for i in owners:
-                    hits.setdefault(i, set()).add(g)
+        words = normalized_words(text)
+        n, index, ends = self.n, self._index, self._ends
+        shared = {
+            g
+            for i, pair in enumerate(zip(words, words[n - 1 :], strict=False))
+            if pair in ends and (g := tuple(words[i : i + n])) in index
+        }
+        hits: dict[int, int] = {}  # prompt index -> distinct shared n-grams
+        for g in shared:
+            for i in index[g]:
+                hits[i] = hits.get(i, 0) + 1
         best_i: int | None = None
         best = 0.0
-        for i, grams in hits.items():
-            frac = len(grams) / self._sizes[i]
+        for i, found in hits.items():
+            frac = found / self._sizes[i]
             if frac > best or (frac == best and best_i is not None and i < best_i):
                 best, best_i = frac, i
         if self._short:
-            padded = f" {normalize_text(text)} "
+            padded = f" {' '.join(words)} "
             for i, needle in self._short:
                 if needle in padded and 1.0 >= best:
                     best, best_i = 1.0, i

@@ -1,10 +1,12 @@
 """Export directory writer: parquet shards, TinyStories release files, DatasetDict, card, manifest.
 
 Consumes an iterator of row dicts (the export columns) with bounded memory: rows are buffered in
-small batches, streamed into parquet shards and the release-format text/JSON files, and the
-``datasets.DatasetDict`` is built from the finished parquet shards (memory-mapped Arrow), then
-saved next to them so ``load_from_disk(out_dir)`` and
-``load_dataset("parquet", data_dir=out_dir / "parquet")`` both work.
+small batches and each batch is streamed at once into the parquet shards, the Arrow files of the
+saved ``datasets.DatasetDict`` (``<split>/data-0000i-of-0000N.arrow``, one per parquet shard,
+with the ``state.json`` / ``dataset_info.json`` / ``dataset_dict.json`` that
+``DatasetDict.save_to_disk`` writes) and the release-format text/JSON files. Nothing is read
+back, so memory does not grow with the number of stories, and both
+``load_from_disk(out_dir)`` and ``load_dataset("parquet", data_dir=out_dir / "parquet")`` work.
 """
 
 from __future__ import annotations
@@ -14,16 +16,18 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
+from service.export_card import (
+    ExportStats,
+    JsonChunks,
+    build_manifest,
+    release_record,
+    render_card,
+)
 from service.minhash import text_hash
 
 log = logging.getLogger(__name__)
@@ -50,7 +54,6 @@ STRING_COLUMNS = (
     "source",
 )
 COLUMNS = (*STRING_COLUMNS, "features", "cost_usd", "dedup_cluster", "story_hash")
-_HIST_MAX = 4096  # word/char counts above this share the last histogram bucket
 
 ProgressCallback = Callable[[int, int | None], None]
 
@@ -70,6 +73,40 @@ def _schema() -> Any:
         pa.field("story_hash", pa.string(), nullable=False),
     ]
     return pa.schema(fields)
+
+
+def _datasets_schema() -> Any:
+    """The schema of the saved Arrow files: what ``datasets`` writes for the export features
+    (every field nullable, the features JSON in the ``huggingface`` schema metadata)."""
+    from datasets import Features
+
+    return Features.from_arrow_schema(_schema()).arrow_schema
+
+
+def _dataset_files(split_dir: Path, fingerprint: str, n_files: int) -> None:
+    """``state.json`` and ``dataset_info.json`` of one split, as ``Dataset.save_to_disk``
+    writes them for a dataset with the export features and no transforms."""
+    from datasets import DatasetInfo, Features
+    from datasets.utils.py_utils import asdict
+
+    state = {
+        "_data_files": [
+            {"filename": f"data-{i:05d}-of-{n_files:05d}.arrow"} for i in range(n_files)
+        ],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split_dir.name,
+    }
+    (split_dir / "state.json").write_text(
+        json.dumps(state, indent=2, sort_keys=True), encoding="utf-8"
+    )
+    info = asdict(DatasetInfo(features=Features.from_arrow_schema(_schema())))
+    (split_dir / "dataset_info.json").write_text(
+        json.dumps({k: info[k] for k in sorted(info)}, indent=2), encoding="utf-8"
+    )
 
 
 def split_of(story_hash: str, *, seed: int, validation_fraction: float) -> str:
@@ -108,173 +145,83 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def release_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A TinyStories_all_data record for one export row."""
-    words = [w for w in (row["verb"], row["noun"], row["adjective"]) if w]
-    return {
-        "story": row["text"],
-        "instruction": {
-            "prompt:": row.get("prompt") or "",
-            "words": words,
-            "features": list(row["features"]),
-        },
-        "summary": row["summary"],
-        "source": row["model"] or row["source"],
-    }
-
-
-class _Stats:
-    """Running statistics with O(1) memory in the number of rows."""
-
-    def __init__(self) -> None:
-        self.words = np.zeros(_HIST_MAX + 1, dtype=np.int64)
-        self.chars = np.zeros(_HIST_MAX + 1, dtype=np.int64)
-        self.word_total = 0
-        self.char_total = 0
-        self.models: Counter[str] = Counter()
-        self.providers: Counter[str] = Counter()
-        self.cost = 0.0
-        self.near_dups = 0
-        self.with_summary = 0
-
-    def add(self, row: Mapping[str, Any]) -> None:
-        w = len(row["text"].split())
-        c = len(row["text"])
-        self.words[min(w, _HIST_MAX)] += 1
-        self.chars[min(c, _HIST_MAX)] += 1
-        self.word_total += w
-        self.char_total += c
-        self.models[row["model"] or "unknown"] += 1
-        self.providers[row["provider"] or "unknown"] += 1
-        self.cost += row["cost_usd"]
-        self.near_dups += row["dedup_cluster"] is not None
-        self.with_summary += bool(row["summary"])
-
-    @staticmethod
-    def _summary(hist: np.ndarray, total: int) -> dict[str, Any]:
-        n = int(hist.sum())
-        if n == 0:
-            return {"total": 0, "mean": 0.0, "min": 0, "median": 0, "p95": 0, "max": 0}
-        cum = np.cumsum(hist)
-        nz = np.flatnonzero(hist)
-
-        def pct(q: float) -> int:
-            return int(np.searchsorted(cum, q * n, side="left"))
-
-        return {
-            "total": total,
-            "mean": round(total / n, 2),
-            "min": int(nz[0]),
-            "median": pct(0.5),
-            "p95": pct(0.95),
-            "max": int(nz[-1]),  # capped at the histogram size
-        }
-
-    def token_stats(self) -> dict[str, Any]:
-        return {
-            "words_per_story": self._summary(self.words, self.word_total),
-            "characters_per_story": self._summary(self.chars, self.char_total),
-            "tokenization": "whitespace words; characters are Unicode code points",
-        }
-
-
 class _SplitWriter:
-    """Parquet shards + release text files for one split."""
+    """Parquet shards, the matching saved-dataset Arrow files and release text for one split."""
 
     def __init__(self, root: Path, split: str, shard_rows: int) -> None:
         self.root = root
         self.split = split
         self.shard_rows = shard_rows
         self.shards: list[Path] = []
+        self.arrow_files: list[Path] = []
         self._writer: Any = None
+        self._arrow: Any = None
         self._in_shard = 0
+        self._schema = _schema()
+        self._arrow_schema = _datasets_schema()
+        (root / split).mkdir()
         self.rows = 0
         plain, instruct = RELEASE_NAMES[split]
         self._plain = open(root / "tinystories" / plain, "w", encoding="utf-8", newline="\n")
         self._instruct = open(root / "tinystories" / instruct, "w", encoding="utf-8", newline="\n")
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def _open_shard(self) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = _schema()
+        i = len(self.shards)
+        path = self.root / "parquet" / f"{self.split}-{i:05d}.tmp"
+        self.shards.append(path)
+        self._writer = pq.ParquetWriter(path, self._schema)
+        arrow = self.root / self.split / f"data-{i:05d}.tmp"
+        self.arrow_files.append(arrow)
+        self._arrow = pa.ipc.new_stream(str(arrow), self._arrow_schema)
+        self._in_shard = 0
+
+    def _close_shard(self) -> None:
+        self._writer.close()
+        self._writer = None
+        self._arrow.close()
+        self._arrow = None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
         start = 0
         while start < len(rows):
             if self._writer is None:
-                path = self.root / "parquet" / f"{self.split}-{len(self.shards):05d}.tmp"
-                self.shards.append(path)
-                self._writer = pq.ParquetWriter(path, schema)
-                self._in_shard = 0
+                self._open_shard()
             take = rows[start : start + self.shard_rows - self._in_shard]
             cols = {c: [r[c] for r in take] for c in COLUMNS}
-            self._writer.write_table(pa.Table.from_pydict(cols, schema=schema))
+            table = pa.Table.from_pydict(cols, schema=self._schema)
+            self._writer.write_table(table)
+            # same buffers, the datasets schema: no copy
+            self._arrow.write_table(pa.Table.from_arrays(table.columns, schema=self._arrow_schema))
             self._in_shard += len(take)
             start += len(take)
             if self._in_shard >= self.shard_rows:
-                self._writer.close()
-                self._writer = None
+                self._close_shard()
         self._plain.write("".join(f"{r['text']}\n{SEPARATOR}\n" for r in rows))
         self._instruct.write("".join(f"{r['instruct_text']}\n{SEPARATOR}\n" for r in rows))
         self.rows += len(rows)
 
     def close(self) -> list[Path]:
-        import pyarrow.parquet as pq
-
+        if self._writer is None and not self.shards:  # keep the schema even for an empty split
+            self._open_shard()
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if not self.shards:  # keep the schema on disk even for an empty split
-            path = self.root / "parquet" / f"{self.split}-00000.tmp"
-            pq.ParquetWriter(path, _schema()).close()
-            self.shards.append(path)
+            self._close_shard()
         self._plain.close()
         self._instruct.close()
         n = len(self.shards)
-        final = []
-        for i, tmp in enumerate(self.shards):
-            dest = tmp.with_name(f"{self.split}-{i:05d}-of-{n:05d}.parquet")
-            tmp.rename(dest)
-            final.append(dest)
-        self.shards = final
-        return final
-
-
-class _JsonChunks:
-    """TinyStories_all_data/dataNN.json files, each a JSON list written record by record."""
-
-    def __init__(self, directory: Path, records_per_file: int) -> None:
-        self.dir = directory
-        self.per_file = records_per_file
-        self.files: list[Path] = []
-        self._f: Any = None
-        self._n = 0
-
-    def write(self, records: Iterable[dict[str, Any]]) -> None:
-        for rec in records:
-            if self._f is None:
-                path = self.dir / f"data{len(self.files):02d}.json"
-                self.files.append(path)
-                self._f = open(path, "w", encoding="utf-8")
-                self._f.write("[")
-                self._n = 0
-            self._f.write(("," if self._n else "") + json.dumps(rec, ensure_ascii=False))
-            self._n += 1
-            if self._n >= self.per_file:
-                self._close_file()
-
-    def _close_file(self) -> None:
-        self._f.write("]")
-        self._f.close()
-        self._f = None
-
-    def close(self) -> list[Path]:
-        if self._f is not None:
-            self._close_file()
-        if not self.files:
-            path = self.dir / "data00.json"
-            path.write_text("[]", encoding="utf-8")
-            self.files.append(path)
-        return self.files
+        self.shards = [
+            tmp.rename(tmp.with_name(f"{self.split}-{i:05d}-of-{n:05d}.parquet"))
+            for i, tmp in enumerate(self.shards)
+        ]
+        self.arrow_files = [
+            tmp.rename(tmp.with_name(f"data-{i:05d}-of-{n:05d}.arrow"))
+            for i, tmp in enumerate(self.arrow_files)
+        ]
+        return self.shards
 
 
 @dataclass
@@ -375,10 +322,10 @@ class ExportWriter:
         (out / "parquet").mkdir(parents=True, exist_ok=True)
         (out / "tinystories" / "TinyStories_all_data").mkdir(parents=True, exist_ok=True)
         splits = {s: _SplitWriter(out, s, self.shard_rows) for s in SPLITS}
-        chunks = _JsonChunks(
+        chunks = JsonChunks(
             out / "tinystories" / "TinyStories_all_data", self.json_records_per_file
         )
-        stats = {s: _Stats() for s in SPLITS}
+        stats = {s: ExportStats() for s in SPLITS}
         fp = hashlib.sha256(json.dumps(self.options(), sort_keys=True).encode())
         buffers: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
         release: list[dict[str, Any]] = []
@@ -433,8 +380,12 @@ class ExportWriter:
                     f"validation_fraction={self.validation_fraction}): export more stories or "
                     "change validation_fraction"
                 )
-        self._save_dataset_dict(shards)
         fingerprint = fp.hexdigest()
+        for s in SPLITS:
+            # datasets keys its cache files on this: distinct per export content and split
+            split_fp = hashlib.sha256(f"{fingerprint}:{s}".encode()).hexdigest()[:16]
+            _dataset_files(out / s, split_fp, len(splits[s].arrow_files))
+        (out / "dataset_dict.json").write_text(json.dumps({"splits": list(SPLITS)}), "utf-8")
         manifest = self._manifest(fingerprint, counts, stats, shards, json_files, metadata or {})
         (out / "export.json").write_text(
             json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
@@ -453,140 +404,27 @@ class ExportWriter:
         )
         return ExportResult(out, fingerprint, counts, manifest)
 
-    def _save_dataset_dict(self, shards: Mapping[str, list[Path]]) -> None:
-        import datasets
-        from datasets import Dataset, DatasetDict, Features, Sequence, Value
-
-        features = Features(
-            {c: Value("string") for c in STRING_COLUMNS}
-            | {
-                "features": Sequence(Value("string")),
-                "cost_usd": Value("float64"),
-                "dedup_cluster": Value("string"),
-                "story_hash": Value("string"),
-            }
-        )
-        cache = Path(tempfile.mkdtemp(prefix="ts-export-cache-", dir=self.out_dir.parent))
-        bars = datasets.is_progress_bar_enabled()
-        datasets.disable_progress_bars()  # progress is reported through on_progress
-        try:
-            dd = DatasetDict(
-                {
-                    s: Dataset.from_parquet(
-                        [str(p) for p in shards[s]],
-                        features=features,
-                        cache_dir=str(cache / s),
-                        split="train",
-                    )
-                    for s in SPLITS
-                }
-            )
-            dd.save_to_disk(str(self.out_dir))
-        finally:
-            if bars:
-                datasets.enable_progress_bars()
-            shutil.rmtree(cache, ignore_errors=True)
-
     def _manifest(
         self,
         fingerprint: str,
         counts: dict[str, int],
-        stats: Mapping[str, _Stats],
+        stats: Mapping[str, ExportStats],
         shards: Mapping[str, list[Path]],
         json_files: list[Path],
         metadata: Mapping[str, Any],
     ) -> dict[str, Any]:
-        both = _Stats()
-        for s in SPLITS:
-            st = stats[s]
-            both.words += st.words
-            both.chars += st.chars
-            both.word_total += st.word_total
-            both.char_total += st.char_total
-            both.models.update(st.models)
-            both.providers.update(st.providers)
-            both.cost += st.cost
-            both.near_dups += st.near_dups
-            both.with_summary += st.with_summary
-        total = counts["total"]
         rel = [str(p.relative_to(self.out_dir)) for s in SPLITS for p in shards[s]]
         rel += [str(p.relative_to(self.out_dir)) for p in json_files]
         rel += [f"tinystories/{name}" for s in SPLITS for name in RELEASE_NAMES[s]]
-        dedup = dict(metadata.get("dedup") or {})
-        dedup.update(
-            {
-                "near_duplicates_exported": both.near_dups,
-                "near_duplicate_rate": round(both.near_dups / total, 6) if total else 0.0,
-            }
+        return build_manifest(
+            format_version=FORMAT_VERSION,
+            fingerprint=fingerprint,
+            options=self.options(),
+            counts=counts,
+            stats=[stats[s] for s in SPLITS],
+            files=rel,
+            metadata=metadata,
+            decontamination=(
+                self.decontaminator.params() if self.decontaminator is not None else None
+            ),
         )
-        decon = dict(metadata.get("decontamination") or {})
-        if self.decontaminator is not None:
-            decon.update(self.decontaminator.params())
-        decon["excluded"] = counts["excluded_contaminated"]
-        return {
-            **{k: v for k, v in metadata.items() if k not in ("dedup", "decontamination")},
-            "format_version": FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "options": self.options(),
-            "counts": counts,
-            "token_stats": both.token_stats(),
-            "models": dict(both.models.most_common()),
-            "providers": dict(both.providers.most_common()),
-            "cost_usd": round(both.cost, 6),
-            "with_summary": both.with_summary,
-            "dedup": dedup,
-            "decontamination": decon,
-            "files": rel,
-        }
-
-
-def render_card(manifest: Mapping[str, Any]) -> str:
-    """Dataset card: YAML front matter (HF metadata + export facts) and a short body."""
-    import yaml
-
-    counts = manifest["counts"]
-    front = {
-        "pretty_name": manifest.get("name") or "TinyStories-style synthetic stories",
-        "language": ["en"],
-        "task_categories": ["text-generation"],
-        "configs": [
-            {
-                "config_name": "default",
-                "data_files": [
-                    {"split": "train", "path": "parquet/train-*.parquet"},
-                    {"split": "validation", "path": "parquet/validation-*.parquet"},
-                ],
-            }
-        ],
-        "counts": counts,
-        "token_stats": manifest["token_stats"],
-        "models": manifest["models"],
-        "providers": manifest["providers"],
-        "cost_usd": manifest["cost_usd"],
-        "dedup": manifest["dedup"],
-        "decontamination": manifest["decontamination"],
-        "template_version": manifest.get("template_version"),
-        "provenance": manifest.get("provenance", {}),
-        "format": manifest["options"]["format"],
-        "validation_fraction": manifest["options"]["validation_fraction"],
-        "split_seed": manifest["options"]["seed"],
-        "fingerprint": manifest["fingerprint"],
-    }
-    words = manifest["token_stats"]["words_per_story"]
-    body = (
-        "# TinyStories-style dataset export\n\n"
-        f"{counts['total']} stories ({counts['train']} train, {counts['validation']} validation), "
-        f"{words['mean']} words per story on average. Splits are stable: a story's split is a "
-        "hash of its normalised text and the split seed.\n\n"
-        "## Layout\n\n"
-        "- `dataset_dict.json`, `train/`, `validation/`: `datasets.load_from_disk(dir)`\n"
-        '- `parquet/`: `datasets.load_dataset("parquet", data_dir=dir + "/parquet")`\n'
-        "- `tinystories/`: files in the format of the TinyStories release "
-        "(`<|endoftext|>`-separated text, TinyStories-Instruct text, `TinyStories_all_data` JSON)\n"
-        "- `export.json`: manifest with the fingerprint of the exported stories and options\n\n"
-        f"Near-duplicates exported: {manifest['dedup']['near_duplicates_exported']}; "
-        f"stories excluded for overlap with the evaluation prompts: "
-        f"{manifest['decontamination']['excluded']}.\n"
-    )
-    return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + body

@@ -84,7 +84,8 @@ class PostgresRateLimiter:
                 async def take(
                     want_r: int = want_r, want_t: float = want_t, need_t: float = need_t
                 ) -> store.budget.Grant | None:
-                    async with self.sessionmaker() as session, session.begin():
+                    async with self.sessionmaker() as session:
+                        await _autocommit(session)
                         return await store.take_rate_capacity(
                             session=session,
                             model=model,
@@ -133,6 +134,16 @@ class PostgresRateLimiter:
                 lease.requests = 0
 
 
+async def _autocommit(session: AsyncSession) -> None:
+    """Run the session's next statement as its own transaction.
+
+    Rate takes and budget reservations are single statements on one hot row (the bucket, the
+    job); without BEGIN/COMMIT round trips the row lock ends with the statement instead of
+    waiting for this process's event loop to send COMMIT while every other worker queues.
+    """
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 class LeaseLost(Exception):
     """The task's lease expired and went to another worker: stop working on it."""
 
@@ -176,7 +187,8 @@ class PostgresBudgetGuard:
         amount = money(usd)
 
         async def reserve() -> str:
-            async with self.sessionmaker() as session, session.begin():
+            async with self.sessionmaker() as session:
+                await _autocommit(session)
                 return await store.reserve_budget(
                     session=session,
                     job_id=ctx.job_id,

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from service.settings import Settings
@@ -114,11 +115,17 @@ def _free_port() -> int:
 
 
 def run_demo(
-    settings: Settings, *, n_stories: int, budget_usd: float, keep_database: bool = False
+    settings: Settings,
+    *,
+    n_stories: int,
+    budget_usd: float,
+    keep_database: bool = False,
+    server_log: Path | None = None,
 ) -> dict[str, Any]:
     """Everything on one machine, one job over REST, a summary, nothing left running.
 
-    With keep_database the embedded Postgres stays up for the next pipeline stage (export).
+    With keep_database the embedded Postgres stays up for the next pipeline stage (export);
+    with server_log the API and worker log there instead of the terminal.
     """
     import typer
 
@@ -134,7 +141,13 @@ def run_demo(
         TINYSTORIES_HOST="127.0.0.1",
         TINYSTORIES_HOME=str(settings.home),
     )
-    server = subprocess.Popen([sys.executable, "-m", "service", "serve", "--with-worker"], env=env)
+    log_file = open(server_log, "ab") if server_log else None
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--with-worker"],
+        env=env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT if log_file else None,
+    )
     try:
         deadline = time.monotonic() + 120
         client = None
@@ -167,6 +180,8 @@ def run_demo(
         return job
     finally:
         stop_process(server, settings.shutdown_grace_seconds + 10)
+        if log_file is not None:
+            log_file.close()
         if started_pg and embedded is not None and not keep_database:
             embedded.stop()
 

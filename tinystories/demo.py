@@ -43,8 +43,20 @@ def run_pipeline(
     out.mkdir(parents=True)
     export_dir, model_dir, report_dir = out / "export", out / "model", out / "report"
     try:
-        typer.secho("== generation service: 1 job over REST", bold=True, err=True)
-        job = run_demo(settings, n_stories=n_stories, budget_usd=budget_usd, keep_database=True)
+        provider = "the LLM SIMULATOR" if settings.uses_simulator else "the configured provider"
+        typer.secho(
+            f"== generation service: 1 job over REST, stories from {provider} "
+            f"(API and worker logs: {out / 'service.log'})",
+            bold=True,
+            err=True,
+        )
+        job = run_demo(
+            settings,
+            n_stories=n_stories,
+            budget_usd=budget_usd,
+            keep_database=True,
+            server_log=out / "service.log",
+        )
         _stage("export", ["export", "--out", str(export_dir), "--job", str(job["id"])])
         if skip_train:
             return
@@ -52,7 +64,10 @@ def run_pipeline(
             "train",
             [
                 "train", "--data", str(export_dir), "--preset", "1M", "--out", str(model_dir),
-                "--seq-len", "256", "--batch-size", "8", "--vocab-size", "4096",
+                # Short windows, a small vocabulary and a high learning rate: what learns
+                # most in two CPU minutes.
+                "--seq-len", "128", "--batch-size", "16", "--vocab-size", "4096",
+                "--lr", "3e-3", "--warmup-steps", "30",
                 "--max-steps", "5000", "--time-limit-s", str(train_seconds),
                 "--eval-every", "100", "--checkpoint-every", "100000",
             ],

@@ -80,3 +80,55 @@ def test_user_sets_yaml_and_txt(tmp_path):
         load_prompts(bad)
     with pytest.raises(ValueError):
         Decontaminator(["x"], threshold=0)
+
+
+def _reference_check(prompts: list[str], text: str, n: int, threshold: float) -> tuple:
+    """The definition, computed the slow way: joined n-gram strings of the normalised text."""
+    from service.minhash import normalize_text
+
+    def grams(t: str) -> set[str]:
+        w = normalize_text(t).split()
+        return {" ".join(w[i : i + n]) for i in range(len(w) - n + 1)}
+
+    story = grams(text)
+    padded = f" {normalize_text(text)} "
+    best, best_i = 0.0, None
+    for i, p in enumerate(prompts):  # best overlap, lowest index on ties
+        pg = grams(p)
+        if pg and len(pg & story) / len(pg) > best:
+            best, best_i = len(pg & story) / len(pg), i
+    # a prompt shorter than n words counts as fully shared when it occurs as a phrase
+    short = [i for i, p in enumerate(prompts) if not grams(p) and normalize_text(p)]
+    for i in short:
+        if f" {normalize_text(prompts[i])} " in padded:
+            best, best_i = 1.0, i
+            break
+    return best >= threshold and best_i is not None, best, best_i
+
+
+def test_normalized_words_equal_normalize_text():
+    from service.decontam import normalized_words
+    from service.minhash import normalize_text
+
+    for s in (
+        "Tom's_dog\x1c\x00ran`quickly!!  x__y 3.5",
+        "Café ＡＢＣ naïve ‘quoted’ ﬁsh",
+        "\x0b\x0c\t\r\n",
+        "",
+        'Lily said, "Look! A big-red ball." {x} [y] ~z^',
+    ):
+        assert normalized_words(s) == normalize_text(s).split()
+
+
+def test_check_matches_reference_definition(real):
+    prompts = [*load_prompts()[:10], "short one", "the end"]
+    for n, threshold in ((10, 0.25), (3, 0.05)):
+        d = Decontaminator(prompts, n=n, threshold=threshold)
+        texts = [
+            prompts[i % 12][: (i * 37) % 400] + " " + real[i] + (" the end" if i % 5 == 0 else "")
+            for i in range(120)
+        ]
+        got = [d.check(t) for t in texts]
+        want = [_reference_check(prompts, t, n, threshold) for t in texts]
+        assert [(r.contaminated, r.overlap, r.prompt_index) for r in got] == want
+        assert 0 < sum(r.contaminated for r in got) < len(texts)

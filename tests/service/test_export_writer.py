@@ -204,3 +204,49 @@ def test_memory_bounded_for_many_rows(tmp_path):
     assert writer.max_buffered <= 1_000  # rows are held in small batches only
     assert len(list((tmp_path / "big" / "parquet").glob("train-*"))) == 3
     assert grown < 200 * 2**20
+
+
+def test_saved_dataset_is_what_save_to_disk_writes(export, real, tmp_path):
+    """The streamed Arrow files + JSON load back to exactly the written rows, in the layout
+    datasets' own save_to_disk produces for the same data."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    out, _, _ = export
+    dd = load_from_disk(str(out))
+    expected: dict[str, list[dict]] = {"train": [], "validation": []}
+    for row in make_rows(real):
+        split = split_of(row["story_hash"], seed=7, validation_fraction=0.2)
+        expected[split].append({c: row[c] for c in COLUMNS})
+    for s in ("train", "validation"):
+        assert dd[s].to_list() == expected[s]
+        assert dd[s].split == s
+    n = len(list((out / "parquet").glob("train-*.parquet")))
+    state = json.loads((out / "train" / "state.json").read_text(encoding="utf-8"))
+    assert [f["filename"] for f in state["_data_files"]] == [
+        f"data-{i:05d}-of-{n:05d}.arrow" for i in range(n)
+    ]
+    assert sorted(p.name for p in (out / "train").glob("*.arrow")) == [
+        f["filename"] for f in state["_data_files"]
+    ]
+
+    ref_dir = tmp_path / "ref"
+    DatasetDict(
+        {s: Dataset.from_list(expected[s], features=dd[s].features, split=s) for s in expected}
+    ).save_to_disk(str(ref_dir))
+    assert json.loads((out / "dataset_dict.json").read_text(encoding="utf-8")) == json.loads(
+        (ref_dir / "dataset_dict.json").read_text(encoding="utf-8")
+    )
+    for s in ("train", "validation"):
+        ours = (out / s / "dataset_info.json").read_text(encoding="utf-8")
+        assert ours == (ref_dir / s / "dataset_info.json").read_text(encoding="utf-8")
+        ours_state = json.loads((out / s / "state.json").read_text(encoding="utf-8"))
+        ref_state = json.loads((ref_dir / s / "state.json").read_text(encoding="utf-8"))
+        for k in ("_data_files", "_fingerprint"):
+            ours_state.pop(k), ref_state.pop(k)
+        assert ours_state == ref_state
+        with pa.memory_map(str(next((ref_dir / s).glob("*.arrow")))) as f:
+            ref_schema = pa.ipc.open_stream(f).schema
+        for path in (out / s).glob("*.arrow"):
+            with pa.memory_map(str(path)) as f:
+                assert pa.ipc.open_stream(f).schema.equals(ref_schema, check_metadata=True)
