@@ -31,10 +31,10 @@ class Settings(BaseSettings):
     )
     admin_token: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("TINYSTORIES_ADMIN_TOKEN", "admin_token"),
+        validation_alias=AliasChoices("TINYSTORIES_ADMIN_TOKEN"),
     )
     home: Path = Field(
-        default=Path(".tinystories"), validation_alias=AliasChoices("TINYSTORIES_HOME", "home")
+        default=Path(".tinystories"), validation_alias=AliasChoices("TINYSTORIES_HOME")
     )
 
     api_url: str = "http://127.0.0.1:8000"
