@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+
+from generator.checks import StoryChecker
 
 HEADER_KEYS = ("Summary", "Words", "Features", "Random sentence")
 
@@ -44,22 +45,6 @@ def parse_instruction(text: str) -> Instruction:
     )
 
 
-@lru_cache(maxsize=4096)
-def word_forms(word: str) -> frozenset[str]:
-    """The word and its inflections (play -> plays, played, playing)."""
-    from lemminflect import getAllInflections, getAllLemmas
-
-    w = word.lower()
-    forms = {w}
-    for tags in (
-        getAllInflections(w),
-        *(getAllInflections(lem) for lems in getAllLemmas(w).values() for lem in lems),
-    ):
-        for values in tags.values():
-            forms.update(v.lower() for v in values)
-    return frozenset(forms)
-
-
 _TOKEN = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*")
 
 
@@ -70,11 +55,6 @@ def required_words_present(story: str, words: tuple[str, ...] | list[str]) -> li
     word counts as present here exactly when it would there.
     """
     tokens = _TOKEN.findall(story)
-    try:
-        from generator.checks import StoryChecker
-    except ImportError:
-        lowered = {t.lower() for t in tokens}
-        return [bool(word_forms(w) & lowered) for w in words]
     missing = set(StoryChecker.missing_words(tokens, story, list(words)))
     return [w not in missing for w in words]
 

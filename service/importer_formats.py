@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from generator.instruct import parse_instruct_record
+
 Format = Literal["text", "instruct", "json", "jsonl"]
 FORMATS: tuple[str, ...] = ("text", "instruct", "json", "jsonl")
 SEPARATOR = "<|endoftext|>"
@@ -199,30 +201,6 @@ def iter_text(
         yield ImportedStory(text=text.strip(), line_or_record_no=no, end_offset=end)
 
 
-def parse_instruct_record(record: str) -> dict[str, Any]:
-    """Split one TinyStories-Instruct record into header fields and the story."""
-    lines = record.strip("\n").split("\n")
-    fields: dict[str, Any] = {}
-    header: list[str] = []
-    for i, line in enumerate(lines):
-        if line.startswith("Story:"):
-            story = "\n".join([line[len("Story:") :], *lines[i + 1 :]]).strip()
-            fields["story"] = story
-            fields["instruction_text"] = "".join(h + "\n" for h in header)
-            return fields
-        header.append(line)
-        key, sep, value = line.partition(":")
-        name = HEADER_FIELDS.get(key.strip()) if sep else None
-        if name is None:
-            raise ValueError(f"unexpected header line {line[:60]!r}")
-        value = value.strip()
-        if name in ("words", "features"):
-            fields[name] = tuple(v.strip() for v in value.split(",") if v.strip())
-        else:
-            fields[name] = value
-    raise ValueError("no 'Story:' line")
-
-
 def iter_instruct(
     path: str | os.PathLike[str],
     *,
@@ -240,11 +218,11 @@ def iter_instruct(
             ) from None
         yield ImportedStory(
             text=rec["story"],
-            summary=rec.get("summary"),
-            words=rec.get("words", ()),
-            features=rec.get("features", ()),
-            instruction_text=rec["instruction_text"],
-            random_sentence=rec.get("random_sentence"),
+            summary=rec["summary"],
+            words=tuple(rec["words"]),
+            features=tuple(rec["features"]),
+            instruction_text=rec["instruction"],
+            random_sentence=rec["random_sentence"],
             line_or_record_no=no,
             end_offset=end,
         )

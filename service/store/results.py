@@ -6,8 +6,6 @@ one transaction per story, which is what lets several workers share one job row.
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,18 +15,12 @@ from typing import Any, Literal
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.minhash import text_hash
 from service.models import RequestRow, Story
 from service.store import dedup
 from service.store.jobs import money
 from service.store.queue import ClaimedTask
 from service.store.rollups import RollupBatch, upsert_rollups
-
-_SPACE = re.compile(r"\s+")
-
-
-def text_hash(story: str) -> str:
-    """SHA-256 of the case-folded, whitespace-collapsed text."""
-    return hashlib.sha256(_SPACE.sub(" ", story.strip().lower()).encode()).hexdigest()
 
 
 @dataclass
