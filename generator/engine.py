@@ -138,6 +138,14 @@ class StoryEngine:
         self.budget = budget
         self.estimator = estimator or TokenEstimator()
 
+    def story_reservation(self, recipe: Any, *, model: str, max_tokens: int = 1024) -> float:
+        """USD that `story()`'s first attempt reserves: its prompt estimate at the full
+        `max_tokens`, so a caller can reserve it ahead (e.g. together with claiming the work)."""
+        from generator.prompts import render_story_prompt
+
+        messages = [{"role": "user", "content": render_story_prompt(recipe, self.template_version)}]
+        return self.pricing.cost(model, estimate_prompt_tokens(messages), max_tokens)
+
     async def story(
         self, recipe: Any, *, model: str, max_tokens: int = 1024, temperature: float = 1.0
     ) -> StoryOutcome:

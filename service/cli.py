@@ -57,14 +57,13 @@ def worker(
     exit_when_idle: bool = typer.Option(False, help="Exit once no task is left to claim."),
 ) -> None:
     """Run an asyncio worker that claims tasks and writes stories until SIGTERM."""
-    import asyncio
-
     _logging()
     from service.runner import run_worker, worker_config
+    from service.runtime import run_event_loop
 
     settings = _settings(worker_concurrency=concurrency)
     config = worker_config(settings, idle_exit=exit_when_idle)
-    stats = asyncio.run(run_worker(settings, config=config))
+    stats = run_event_loop(run_worker(settings, config=config))
     typer.echo(
         f"worker done: stories={stats.stories} failed={stats.failed} released={stats.released}"
     )

@@ -157,6 +157,7 @@ class TaskContext:
     worker_id: str
     requests: list[RequestRecord] = field(default_factory=list)
     reserved: Decimal = Decimal(0)
+    prepaid: Decimal = Decimal(0)  # reserved at claim time, not yet drawn on
     exhausted: bool = False
 
 
@@ -173,6 +174,9 @@ async def record_request(record: RequestRecord) -> None:
 class PostgresBudgetGuard:
     """Reserves each request's worst-case cost on the job row before it is sent.
 
+    A task's first story request was reserved when the task was claimed (`TaskContext.prepaid`);
+    only retries and summaries reserve here, one statement each.
+
     The reservation is also noted on the task row, so when a worker dies the reaper hands it
     back. Actual costs are added to `spent_usd` in the task's finishing transaction, together
     with the request rows, so a job's spend always equals the sum of its requests.
@@ -185,6 +189,10 @@ class PostgresBudgetGuard:
         """Reserve `usd` on the current task's job or raise BudgetExhausted."""
         ctx = current_task.get()
         amount = money(usd)
+        if amount <= ctx.prepaid:  # reserved with the claim: no round trip
+            ctx.prepaid -= amount
+            ctx.reserved += amount
+            return amount
 
         async def reserve() -> str:
             async with self.sessionmaker() as session:

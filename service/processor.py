@@ -18,6 +18,17 @@ class StoryProcessor:
     def __init__(self, engines: Any) -> None:
         self.engines = engines
 
+    def reservation(self, task: ClaimedTask) -> float:
+        """USD the task's first story request reserves (reserved ahead, at claim time)."""
+        from vocab import Recipe
+
+        engine = self.engines(task.template_version)
+        return float(
+            engine.story_reservation(
+                Recipe.from_dict(task.recipe), model=task.model, max_tokens=task.max_tokens
+            )
+        )
+
     async def process(self, task: ClaimedTask) -> store.TaskResult:
         """Run the provider calls of one task (requests are collected by the context)."""
         from vocab import Recipe

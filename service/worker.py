@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -155,11 +156,7 @@ class Worker:
             limit = min(free, self.config.claim_batch)
             try:
                 claimed = await self._db(
-                    "claim",
-                    lambda s, n=limit: store.claim_tasks(
-                        session=s, worker_id=self.worker_id, limit=n, lease_s=self.config.lease_s
-                    ),
-                    stoppable=True,
+                    "claim", lambda s, n=limit: self._claim(s, n), stoppable=True
                 )
             except Exception:
                 logger.exception("claim failed worker_id=%s", self.worker_id)
@@ -180,8 +177,28 @@ class Worker:
                     self._slot_freed.wait(), timeout=self.config.poll_s * min(idle_rounds, 5)
                 )
 
+    async def _claim(self, session: AsyncSession, limit: int) -> list[ClaimedTask]:
+        """Lease tasks and, in the same transaction, reserve their first request's budget."""
+        tasks = await store.claim_tasks(
+            session=session, worker_id=self.worker_id, limit=limit, lease_s=self.config.lease_s
+        )
+        amounts = []
+        for task in tasks:
+            try:
+                usd = store.jobs.money(self.processor.reservation(task))
+            except Exception:  # e.g. an unpriced model: the engine reports it on the request
+                continue
+            amounts.append((task.id, task.job_id, usd))
+        got = await store.prepay_tasks(session=session, amounts=amounts)
+        return [
+            dataclasses.replace(task, prepaid=got[task.id]) if task.id in got else task
+            for task in tasks
+        ]
+
     async def _run_task(self, task: ClaimedTask) -> None:
-        ctx = TaskContext(job_id=task.job_id, task_id=task.id, worker_id=self.worker_id)
+        ctx = TaskContext(
+            job_id=task.job_id, task_id=task.id, worker_id=self.worker_id, prepaid=task.prepaid
+        )
         current_task.set(ctx)
         try:
             try:

@@ -3,6 +3,7 @@
 from service.store.budget import (
     block_model,
     ensure_buckets,
+    prepay_tasks,
     release_task_budget,
     reserve_budget,
     take_rate_capacity,
@@ -49,6 +50,7 @@ __all__ = [
     "list_jobs",
     "list_stories",
     "mark_budget_exhausted",
+    "prepay_tasks",
     "reap_expired",
     "register_worker",
     "release_task_budget",

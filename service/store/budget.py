@@ -184,3 +184,52 @@ async def release_task_budget(*, session: AsyncSession, job_id: uuid.UUID, task_
         )
     ).first()
     return Decimal(row[0]) if row else Decimal(0)
+
+
+# Reserve each claimed task's first request in the claiming transaction: the job row is locked
+# once per claim batch instead of once per request. Per job, tasks are covered in id order
+# while the budget has room; the rest get nothing and reserve per request as usual.
+_PREPAY = text(
+    """
+    WITH want AS (
+        SELECT u.task_id, u.job_id, u.usd,
+               SUM(u.usd) OVER (PARTITION BY u.job_id ORDER BY u.task_id) AS running
+        FROM unnest(CAST(:task_ids AS bigint[]), CAST(:job_ids AS uuid[]),
+                    CAST(:usd AS numeric[])) AS u(task_id, job_id, usd)
+    ), room AS (
+        SELECT id, budget_usd - spent_usd - reserved_usd AS left_usd FROM jobs
+        WHERE id = ANY(CAST(:job_ids AS uuid[])) ORDER BY id FOR UPDATE
+    ), ok AS (
+        SELECT want.* FROM want JOIN room ON room.id = want.job_id
+        WHERE want.running <= room.left_usd AND want.usd > 0
+    ), t AS (
+        UPDATE tasks SET reserved_usd = tasks.reserved_usd + ok.usd
+        FROM ok WHERE tasks.id = ok.task_id
+    ), j AS (
+        UPDATE jobs SET reserved_usd = jobs.reserved_usd + s.total
+        FROM (SELECT job_id, SUM(usd) AS total FROM ok GROUP BY job_id) s
+        WHERE jobs.id = s.job_id
+    )
+    SELECT task_id, usd FROM ok
+    """
+)
+
+
+async def prepay_tasks(
+    *, session: AsyncSession, amounts: list[tuple[int, uuid.UUID, Decimal]]
+) -> dict[int, Decimal]:
+    """Reserve (task id, job id, usd) amounts of tasks this transaction just claimed.
+
+    Returns what each covered task got; a task missing from the result got nothing.
+    """
+    if not amounts:
+        return {}
+    rows = await session.execute(
+        _PREPAY,
+        {
+            "task_ids": [a[0] for a in amounts],
+            "job_ids": [a[1] for a in amounts],
+            "usd": [a[2] for a in amounts],
+        },
+    )
+    return {int(task_id): Decimal(usd) for task_id, usd in rows}

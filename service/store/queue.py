@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import text
@@ -28,6 +29,7 @@ class ClaimedTask:
     summary_model: str | None
     max_tokens: int
     seed: int
+    prepaid: Decimal = Decimal(0)  # budget reserved for it when it was claimed
 
 
 _CLAIM = text(

@@ -156,3 +156,24 @@ async def test_budget_guard_reserves_settles_and_stops(simulator) -> None:
             await engine.story(recipe, model=MODEL, max_tokens=1024)
     await engine.client.aclose()
     assert guard.spent <= guard.cap
+
+
+async def test_story_reservation_is_what_the_first_attempt_reserves(simulator) -> None:
+    class Recording(CapGuard):
+        def __init__(self) -> None:
+            super().__init__(cap=1.0)
+            self.asked: list[float] = []
+
+        async def reserve(self, usd: float) -> object:
+            self.asked.append(usd)
+            return await super().reserve(usd)
+
+    guard = Recording()
+    engine, _ = make_engine(simulator, budget=guard)
+    recipe = Recipe("hang", "foot", "cute", ("Dialogue",))
+    ahead = engine.story_reservation(recipe, model=MODEL, max_tokens=300)
+    outcome = await engine.story(recipe, model=MODEL, max_tokens=300)
+    await engine.client.aclose()
+    assert outcome.error is None
+    # Exactly equal: a worker that reserved `ahead` at claim time needs no further round trip.
+    assert guard.asked == [ahead] and ahead > outcome.cost_usd > 0

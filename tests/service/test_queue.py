@@ -217,3 +217,43 @@ async def test_budget_reservation_never_exceeds_and_reaper_returns_it(sessionmak
     async with sessionmaker() as s:
         job = await store.get_job(session=s, job_id=job_id)
     assert job.reserved_usd == 0
+
+
+async def test_prepay_covers_claimed_tasks_while_the_budget_lasts(sessionmaker) -> None:
+    job_id = await _job(sessionmaker, 5, budget="0.001")
+    tasks = await _claim(sessionmaker, "w", 5, lease_s=0.01)
+    # 0.0003 each: the first three fit a 0.001 budget, the fourth and fifth do not.
+    async with sessionmaker() as s, s.begin():
+        got = await store.prepay_tasks(
+            session=s, amounts=[(t.id, t.job_id, Decimal("0.0003")) for t in tasks]
+        )
+    assert sorted(got) == sorted(t.id for t in tasks)[:3]
+    assert set(got.values()) == {Decimal("0.0003")}
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+        per_task = dict(
+            (
+                await s.execute(
+                    text("SELECT id, reserved_usd FROM tasks WHERE job_id = :j"), {"j": job_id}
+                )
+            ).all()
+        )
+    assert job.reserved_usd == Decimal("0.0009")
+    assert sum(per_task.values()) == Decimal("0.0009")
+    # The rest of the budget still serves per-request reservations, and no more.
+    last = max(t.id for t in tasks)
+    async with sessionmaker() as s, s.begin():
+        ok = await store.reserve_budget(
+            session=s, job_id=job_id, task_id=last, worker_id="w", usd=Decimal("0.0001")
+        )
+        over = await store.reserve_budget(
+            session=s, job_id=job_id, task_id=last, worker_id="w", usd=Decimal("0.0001")
+        )
+    assert (ok, over) == ("ok", "exhausted")
+    # A dead worker's prepaid budget goes back with its expired leases.
+    await asyncio.sleep(0.05)
+    async with sessionmaker() as s, s.begin():
+        await store.reap_expired(session=s, max_attempts=5)
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+    assert job.reserved_usd == 0
