@@ -13,7 +13,7 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; the request owns the transaction."""
+    """One session per request; the request owns the transaction (use `session_dep`)."""
     async with request.app.state.sessionmaker() as session:
         try:
             yield session
@@ -37,3 +37,9 @@ async def require_token(
             detail="missing or wrong bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+# Commit before the response is sent (FastAPI's default "request" scope ends a yield dependency
+# after sending): a client that got 201 must find the job it created, and a failed commit must
+# not have been answered with a success.
+session_dep = Depends(get_session, scope="function")

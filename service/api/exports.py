@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_session, require_token
+from service.api.deps import require_token, session_dep
 from service.exporter import ExportOptions, run_export
 from service.store import dedup as dedup_store
 from service.store import exports as exports_store
@@ -62,7 +62,7 @@ async def _run_in_background(
 
 @router.post("/exports", status_code=202)
 async def create_export(
-    body: ExportOptions, request: Request, session: AsyncSession = Depends(get_session)
+    body: ExportOptions, request: Request, session: AsyncSession = session_dep
 ) -> dict[str, Any]:
     """Start an export in the background; poll GET /v1/exports/{id}."""
     missing = await exports_store.unknown_jobs(session=session, job_ids=body.jobs or [])
@@ -90,9 +90,7 @@ async def _get(session: AsyncSession, export_id: uuid.UUID) -> dict[str, Any]:
 
 
 @router.get("/exports/{export_id}")
-async def get_export(
-    export_id: uuid.UUID, session: AsyncSession = Depends(get_session)
-) -> dict[str, Any]:
+async def get_export(export_id: uuid.UUID, session: AsyncSession = session_dep) -> dict[str, Any]:
     """Status and progress of an export."""
     return _public(await _get(session, export_id))
 
@@ -124,7 +122,7 @@ def tar_stream(root: Path, name: str) -> Iterator[bytes]:
 
 @router.get("/exports/{export_id}/download")
 async def download_export(
-    export_id: uuid.UUID, session: AsyncSession = Depends(get_session)
+    export_id: uuid.UUID, session: AsyncSession = session_dep
 ) -> StreamingResponse:
     """The export directory as a streamed tar.gz archive (409 until it is completed)."""
     row = await _get(session, export_id)
@@ -140,7 +138,7 @@ async def download_export(
 
 @router.get("/stats/duplicates")
 async def duplicate_stats(
-    job_id: uuid.UUID | None = None, session: AsyncSession = Depends(get_session)
+    job_id: uuid.UUID | None = None, session: AsyncSession = session_dep
 ) -> dict[str, Any]:
     """Duplicate rate per job and model, and overall."""
     rows = await dedup_store.duplicate_stats(session=session, job_id=job_id)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import store
-from service.api.deps import get_session, require_token
+from service.api.deps import require_token, session_dep
 from service.api.schemas import JobCreate, JobList, JobOut, StoryOut, StoryPage
 from service.models import Job
 from service.store.dedup import duplicate_stats as dedup_stats
@@ -117,7 +117,7 @@ async def _get(session: AsyncSession, job_id: uuid.UUID) -> Job:
 
 @router.post("/jobs", status_code=201, response_model=JobOut)
 async def submit_job(
-    body: JobCreate, request: Request, session: AsyncSession = Depends(get_session)
+    body: JobCreate, request: Request, session: AsyncSession = session_dep
 ) -> JobOut:
     """Queue a generation job: one task per story."""
     from generator.prompts import DEFAULT_TEMPLATE_VERSION, available_versions
@@ -171,7 +171,7 @@ async def list_jobs(
     request: Request,
     status: JobStatus | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
-    session: AsyncSession = Depends(get_session),
+    session: AsyncSession = session_dep,
 ) -> JobList:
     """Newest jobs first."""
     jobs = await store.list_jobs(session=session, status=status, limit=limit)
@@ -186,7 +186,7 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
 async def show_job(
-    job_id: uuid.UUID, request: Request, session: AsyncSession = Depends(get_session)
+    job_id: uuid.UUID, request: Request, session: AsyncSession = session_dep
 ) -> JobOut:
     """One job with progress, cost and rates."""
     return await _one(request, session, await _get(session, job_id))
@@ -205,7 +205,7 @@ async def _transition(
 
 @router.post("/jobs/{job_id}/pause", response_model=JobOut)
 async def pause_job(
-    job_id: uuid.UUID, request: Request, session: AsyncSession = Depends(get_session)
+    job_id: uuid.UUID, request: Request, session: AsyncSession = session_dep
 ) -> JobOut:
     """Stop handing out the job's tasks; in-flight ones finish."""
     return await _transition(request, session, job_id, "pause")
@@ -213,7 +213,7 @@ async def pause_job(
 
 @router.post("/jobs/{job_id}/resume", response_model=JobOut)
 async def resume_job(
-    job_id: uuid.UUID, request: Request, session: AsyncSession = Depends(get_session)
+    job_id: uuid.UUID, request: Request, session: AsyncSession = session_dep
 ) -> JobOut:
     """Continue a paused job."""
     return await _transition(request, session, job_id, "resume")
@@ -221,7 +221,7 @@ async def resume_job(
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut)
 async def cancel_job(
-    job_id: uuid.UUID, request: Request, session: AsyncSession = Depends(get_session)
+    job_id: uuid.UUID, request: Request, session: AsyncSession = session_dep
 ) -> JobOut:
     """Cancel the job's pending tasks; stored stories stay."""
     return await _transition(request, session, job_id, "cancel")
@@ -233,7 +233,7 @@ async def job_stories(
     cursor: str | None = Query(default=None, max_length=32, pattern=r"^[0-9]+$"),
     limit: int = Query(default=50, ge=1, le=500),
     accepted: bool | None = None,
-    session: AsyncSession = Depends(get_session),
+    session: AsyncSession = session_dep,
 ) -> StoryPage:
     """A page of the job's stories; `next_cursor` is null on the last page."""
     await _get(session, job_id)

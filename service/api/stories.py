@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import store
-from service.api.deps import get_session, require_token
+from service.api.deps import require_token, session_dep
 from service.api.schemas import StoryOut
 
 router = APIRouter(prefix="/v1", tags=["stories"], dependencies=[Depends(require_token)])
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/v1", tags=["stories"], dependencies=[Depends(require
 
 @router.get("/stories/{story_id}", response_model=StoryOut)
 async def show_story(
-    story_id: int = Path(ge=1, le=2**62), session: AsyncSession = Depends(get_session)
+    story_id: int = Path(ge=1, le=2**62), session: AsyncSession = session_dep
 ) -> StoryOut:
     """One story with its recipe, checks and provenance."""
     try:

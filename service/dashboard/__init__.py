@@ -12,12 +12,12 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import get_session
+from service.api.deps import session_dep
 from service.dashboard import data
 from service.dashboard.history import SinceStart
 
@@ -101,7 +101,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 
 
 @router.get("", response_class=HTMLResponse)
-async def dashboard_page(request: Request, session: AsyncSession = Depends(get_session)) -> Any:
+async def dashboard_page(request: Request, session: AsyncSession = session_dep) -> Any:
     """The dashboard, or the login form (401) without a valid token."""
     if not token_matches(request):
         return _login_page(request, status_code=401)
@@ -153,7 +153,7 @@ async def logout(request: Request) -> Response:
 
 @router.get("/data/{section}")
 async def section_data(
-    section: str, request: Request, session: AsyncSession = Depends(get_session)
+    section: str, request: Request, session: AsyncSession = session_dep
 ) -> Response:
     """One block of the dashboard's figures as JSON."""
     if not token_matches(request):
@@ -169,7 +169,7 @@ async def section_data(
 
 @router.post("/jobs/{job_id}/{action}")
 async def job_action(
-    job_id: str, action: str, request: Request, session: AsyncSession = Depends(get_session)
+    job_id: str, action: str, request: Request, session: AsyncSession = session_dep
 ) -> Response:
     """Pause, resume or cancel a job from the page (same rules as the REST API)."""
     from service import store

@@ -7,6 +7,7 @@ import uuid
 import httpx
 
 from service.api import create_app
+from tests.service.conftest import TEST_TOKEN
 
 
 async def _submit(api: httpx.AsyncClient, **extra: object) -> dict:
@@ -138,3 +139,38 @@ async def test_story_pagination_walks_every_story_once(api, settings, simulator_
     one = (await api.get(f"/v1/stories/{seen[0]}")).json()
     assert one["job_id"] == job["id"] and one["text"]
     assert (await api.post(f"/v1/jobs/{job['id']}/resume")).status_code == 409
+
+
+async def test_writes_are_committed_before_the_answer_is_sent(settings, sessionmaker) -> None:
+    """A client that got 201 (or 200 for pause) must find the change from any connection."""
+    import json
+
+    from sqlalchemy import text
+
+    app = create_app(settings)
+    seen: list[tuple[str, object]] = []
+
+    async def probe(scope, receive, send):  # what another connection sees at the first byte
+        async def send_probed(message):
+            if message["type"] == "http.response.body" and scope["method"] == "POST":
+                body = json.loads(message["body"])
+                async with sessionmaker() as s:
+                    status = (
+                        await s.execute(
+                            text("SELECT status FROM jobs WHERE id = :id"), {"id": body["id"]}
+                        )
+                    ).scalar()
+                seen.append((scope["path"], status))
+            await send(message)
+
+        await app(scope, receive, send_probed)
+
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=probe),
+            base_url="http://test",
+            headers={"Authorization": f"Bearer {TEST_TOKEN}"},
+        ) as client:
+            job = await _submit(client, n_stories=50)
+            assert (await client.post(f"/v1/jobs/{job['id']}/pause")).status_code == 200
+    assert seen == [("/v1/jobs", "queued"), (f"/v1/jobs/{job['id']}/pause", "paused")]
