@@ -43,18 +43,29 @@ def resolve_database_url(settings: Settings) -> str:
     return embedded_url(settings.pg_dir, extra_options=settings.pg_extra_options)
 
 
-def make_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> AsyncEngine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    durable: bool = True,
+    pre_ping: bool = True,
+    application_name: str | None = None,
+) -> AsyncEngine:
     """Async engine; pre-ping so connections broken by a database restart are replaced.
 
     `durable=False` turns off synchronous commit for its sessions: for short bookkeeping
     (rate buckets, budget reservations) whose loss in a Postgres crash only frees capacity.
+    `pre_ping=False` saves a round trip per checkout for callers that retry every operation
+    with `with_reconnect` (the first failure invalidates the whole pool).
     """
-    connect_args = {} if durable else {"options": "-c synchronous_commit=off"}
+    connect_args: dict[str, str] = {} if durable else {"options": "-c synchronous_commit=off"}
+    if application_name:  # shown in pg_stat_activity: which process holds what
+        connect_args["application_name"] = application_name
     return create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         connect_args=connect_args,
     )
@@ -63,6 +74,16 @@ def make_engine(url: str, *, pool_size: int = 10, durable: bool = True) -> Async
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded values after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def autocommit(session: AsyncSession) -> None:
+    """Run the session's next statement as its own transaction.
+
+    For single statements on a hot row (a rate bucket, a job's budget): the row lock ends with
+    the statement instead of waiting for this process's event loop to send COMMIT while every
+    other worker queues behind it.
+    """
+    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def is_disconnect(exc: BaseException) -> bool:

@@ -1,20 +1,22 @@
-"""Dedup orchestration: signatures outside transactions, the index in Postgres (store.dedup)."""
+"""Dedup orchestration: the indexer of stored stories, the dedup pass (index in store.dedup)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.minhash import MinHasher, MinHashParams, text_hash
 from service.processor import StoryProcessor
 from service.store import dedup as dedup_store
-from service.store.dedup import SIGNATURE_KEY
 from service.store.queue import ClaimedTask
+from service.store.rollups import RollupBatch, minute_of, upsert_rollups
 
 logger = logging.getLogger(__name__)
 
@@ -54,16 +56,9 @@ def signatures(texts: Sequence[str], params: MinHashParams) -> np.ndarray:
     return hasher_for(params).signatures(texts)
 
 
-def prepare_story(story: dict[str, Any], params: MinHashParams) -> None:
-    """Add the normalised-text hash and the signature to a story dict before it is stored."""
-    story["text_hash"] = text_hash(story["text"])
-    if story.get("accepted", True):
-        story[SIGNATURE_KEY] = signatures([story["text"]], params)[0]
-
-
 class DedupStoryProcessor(StoryProcessor):
-    """StoryProcessor that prepares each story for dedup on arrival (hash and signature here,
-    outside the transaction; the store indexes it in the transaction that writes it)."""
+    """StoryProcessor that hashes each story's normalised text on arrival (outside the
+    transaction); the near-duplicate check follows within moments (:func:`index_pending`)."""
 
     def __init__(self, engines: Any, params: MinHashParams | None = None) -> None:
         super().__init__(engines)
@@ -71,7 +66,52 @@ class DedupStoryProcessor(StoryProcessor):
 
     async def after_story(self, task: ClaimedTask, story: dict[str, Any]) -> None:
         await super().after_story(task, story)
-        prepare_story(story, self.params)
+        story["text_hash"] = text_hash(story["text"])
+
+
+async def index_pending(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    params: MinHashParams,
+    *,
+    limit: int = 500,
+    lead: bool = False,
+) -> int | None:
+    """Check the oldest `limit` stored stories that have no dedup status yet, in one transaction.
+
+    Returns how many were checked; None when `lead` is set and another worker is the indexer.
+    Duplicates found among a job's stories are added to its rollups.
+    """
+    async with sessionmaker() as session, session.begin():
+        # A stalled indexer (paused process, lost host) must not hold the index for long:
+        # Postgres ends its session after this much silence mid-transaction.
+        await session.execute(text("SET LOCAL idle_in_transaction_session_timeout = '15s'"))
+        if lead and not await dedup_store.try_lead_indexer(session):
+            return None
+        # Lock first, then choose: a story is never indexed twice by concurrent writers.
+        await dedup_store.lock_index(session)
+        batch = await dedup_store.pending_stories(session=session, limit=limit)
+        if not batch:
+            return 0
+        texts = [t for _, t, _, _ in batch]
+        sigs = await asyncio.to_thread(signatures, texts, params)
+        items = [
+            dedup_store.DedupItem(sid, text_hash(t), sig)
+            for (sid, t, _, _), sig in zip(batch, sigs, strict=True)
+        ]
+        outcomes = await dedup_store.index_stories(
+            session=session, items=items, params=params, locked=True
+        )
+        rollups = RollupBatch()
+        minute = minute_of(None)
+        for sid, _, job_id, model in batch:
+            outcome = outcomes[sid]
+            if job_id is not None and outcome.status != "unique":
+                delta = rollups.delta(minute=minute, model=model or "", job_id=job_id)
+                delta.duplicates += 1
+                delta.exact_duplicates += outcome.status == "exact_duplicate"
+        if rollups.rows:
+            await upsert_rollups(session=session, batch=rollups)
+    return len(batch)
 
 
 async def run_dedup_pass(
@@ -89,28 +129,17 @@ async def run_dedup_pass(
             await dedup_store.reset_index(session=session, params=params)
     async with sessionmaker() as session:
         total = await dedup_store.count_undeduped(session=session)
-    summary = DedupSummary()
-    after = 0
-    while True:
-        async with sessionmaker() as session:
-            batch = await dedup_store.undeduped_stories(
-                session=session, after_id=after, limit=batch_size
-            )
-        if not batch:
-            break
-        texts = [t for _, t in batch]
-        sigs = signatures(texts, params)  # outside the transaction
-        items = [
-            dedup_store.DedupItem(sid, text_hash(t), sig)
-            for (sid, t), sig in zip(batch, sigs, strict=True)
-        ]
-        async with sessionmaker() as session, session.begin():
-            summary.add(
-                await dedup_store.index_stories(session=session, items=items, params=params)
-            )
-        after = batch[-1][0]
+        before = await _status_counts(session)
+    checked = 0
+    while n := await index_pending(sessionmaker, params, limit=batch_size):
+        checked += n
         if on_progress:
-            on_progress(summary.checked, total)
+            on_progress(checked, total)
+    async with sessionmaker() as session:
+        after = await _status_counts(session)
+    summary = DedupSummary(checked=checked)
+    for status in ("unique", "near_duplicate", "exact_duplicate"):
+        setattr(summary, status, after.get(status, 0) - before.get(status, 0))
     logger.info(
         "dedup pass checked=%d unique=%d near=%d exact=%d",
         summary.checked,
@@ -119,3 +148,10 @@ async def run_dedup_pass(
         summary.exact_duplicate,
     )
     return summary
+
+
+async def _status_counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        text("SELECT dedup_status, count(*) FROM stories WHERE accepted GROUP BY dedup_status")
+    )
+    return {status: int(n) for status, n in rows if status is not None}

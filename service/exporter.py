@@ -55,6 +55,24 @@ class ExportOptions(BaseModel):
         return self.model_dump(mode="json")
 
 
+def check_pending(database_url: str) -> int:
+    """Check the stories stored in the last moments that the workers' indexer has not reached,
+    so the export's duplicate filter and counts cover every story. Returns how many."""
+    import asyncio
+
+    from service.db import make_engine, make_sessionmaker
+    from service.dedup import run_dedup_pass
+
+    async def run() -> int:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            return (await run_dedup_pass(make_sessionmaker(engine))).checked
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
 def run_export(
     database_url: str,
     out_dir: str | Path,
@@ -70,6 +88,7 @@ def run_export(
     from service.decontam import Decontaminator
 
     opts = options.filters()
+    check_pending(database_url)
     url = exports_store.libpq_url(database_url)
     with psycopg.connect(url, autocommit=True) as status_conn, psycopg.connect(url) as conn:
         # One snapshot for the count, the facts and the rows.

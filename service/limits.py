@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from generator.engine import BudgetExhausted, RequestRecord
 from generator.ratelimit import ModelLimits, Permit
 from service import store
-from service.db import with_reconnect
+from service.db import autocommit, with_reconnect
 from service.store.jobs import money
 
 logger = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class PostgresRateLimiter:
                     want_r: int = want_r, want_t: float = want_t, need_t: float = need_t
                 ) -> store.budget.Grant | None:
                     async with self.sessionmaker() as session:
-                        await _autocommit(session)
+                        await autocommit(session)
                         return await store.take_rate_capacity(
                             session=session,
                             model=model,
@@ -132,16 +132,6 @@ class PostgresRateLimiter:
             await with_reconnect(block, what="rate_block")
             if lease is not None:
                 lease.requests = 0
-
-
-async def _autocommit(session: AsyncSession) -> None:
-    """Run the session's next statement as its own transaction.
-
-    Rate takes and budget reservations are single statements on one hot row (the bucket, the
-    job); without BEGIN/COMMIT round trips the row lock ends with the statement instead of
-    waiting for this process's event loop to send COMMIT while every other worker queues.
-    """
-    await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 class LeaseLost(Exception):
@@ -196,7 +186,7 @@ class PostgresBudgetGuard:
 
         async def reserve() -> str:
             async with self.sessionmaker() as session:
-                await _autocommit(session)
+                await autocommit(session)
                 return await store.reserve_budget(
                     session=session,
                     job_id=ctx.job_id,

@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
+from sqlalchemy import text as sql_text  # Story has a `text` column
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -167,7 +168,15 @@ class Story(Base):
     source: Mapped[str] = mapped_column(String(64), nullable=False, server_default="generated")
     created_at: Mapped[datetime] = _now()
 
-    __table_args__ = (Index("ix_stories_job_id_id", "job_id", "id"),)
+    __table_args__ = (
+        Index("ix_stories_job_id_id", "job_id", "id"),
+        # The dedup indexer's queue: accepted stories not yet checked (small, ordered by id).
+        Index(
+            "ix_stories_undeduped",
+            "id",
+            postgresql_where=sql_text("dedup_status IS NULL AND accepted"),
+        ),
+    )
 
 
 class RequestRow(Base):
@@ -218,8 +227,9 @@ class RollupMinute(Base):
     stories_accepted: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     stories_rejected: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     tasks_failed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-    # Accepted stories found to be exact or near duplicates on arrival.
+    # Accepted stories found to be exact or near duplicates on arrival (exact ones included).
     duplicates: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    exact_duplicates: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     rejections_by_reason: Mapped[dict[str, Any]] = mapped_column(
         JSONB, nullable=False, server_default="{}"
     )

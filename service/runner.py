@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 from service.dedup import DedupStoryProcessor
@@ -68,11 +69,17 @@ async def run_worker(
 
     config = config or worker_config(settings)
     url = await asyncio.to_thread(resolve_database_url, settings)
-    engine = make_engine(url, pool_size=settings.db_pool_size)
+    # Every worker operation goes through with_reconnect: no pre-ping round trip per checkout.
+    name = f"tinystories-worker:{os.getpid()}"
+    engine = make_engine(
+        url, pool_size=settings.db_pool_size, pre_ping=False, application_name=name
+    )
     sessionmaker = make_sessionmaker(engine)
     # Rate and budget bookkeeping commit without waiting for the WAL flush: one per request,
     # on a hot job row, and a crash of Postgres itself only loses some reservations.
-    fast_engine = make_engine(url, pool_size=settings.db_pool_size, durable=False)
+    fast_engine = make_engine(
+        url, pool_size=settings.db_pool_size, durable=False, pre_ping=False, application_name=name
+    )
     fast_sessionmaker = make_sessionmaker(fast_engine)
     try:
         with open_provider(settings) as provider:
@@ -94,7 +101,12 @@ async def run_worker(
             )
             # Stories are deduplicated on arrival unless a caller brings its own processor.
             processor = (processor_factory or DedupStoryProcessor)(engines)
-            worker = Worker(sessionmaker=sessionmaker, processor=processor, config=config)
+            worker = Worker(
+                sessionmaker=sessionmaker,
+                processor=processor,
+                config=config,
+                bookkeeping=fast_sessionmaker,
+            )
             if install_signals:
                 worker.install_signal_handlers()
             try:

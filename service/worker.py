@@ -17,8 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from generator.engine import BudgetExhausted
 from service import store
-from service.db import with_reconnect
+from service.db import autocommit, with_reconnect
+from service.dedup import index_pending
 from service.limits import LeaseLost, TaskContext, current_task
+from service.minhash import MinHashParams
 from service.processor import StoryProcessor, SummaryFailed
 from service.store.queue import ClaimedTask
 
@@ -37,6 +39,8 @@ class WorkerConfig:
     max_attempts: int = 5
     shutdown_grace_s: float = 20.0
     poll_s: float = 0.2
+    dedup_s: float = 0.25  # how often the indexer looks for stories to check
+    dedup_batch: int = 500
     idle_exit: bool = False  # exit once the queue is empty (benchmarks, one-shot runs)
 
 
@@ -63,12 +67,16 @@ class Worker:
         processor: StoryProcessor,
         config: WorkerConfig,
         worker_id: str | None = None,
+        bookkeeping: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        # Short autocommit statements on hot rows (budget prepay): may skip the WAL flush wait.
+        self.bookkeeping = bookkeeping or sessionmaker
         self.processor = processor
         self.config = config
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
+        self._dedup_params = getattr(processor, "params", None) or MinHashParams()
         self._running: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -115,6 +123,7 @@ class Worker:
         background = [
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._reaper_loop()),
+            asyncio.create_task(self._indexer_loop()),
         ]
         flusher = asyncio.create_task(self._flush_loop())
         try:
@@ -129,6 +138,7 @@ class Worker:
             for t in background:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
+            await self._index_rest()
             with contextlib.suppress(Exception):
                 await self._db(
                     "stop", lambda s: store.stop_worker(session=s, worker_id=self.worker_id)
@@ -156,8 +166,13 @@ class Worker:
             limit = min(free, self.config.claim_batch)
             try:
                 claimed = await self._db(
-                    "claim", lambda s, n=limit: self._claim(s, n), stoppable=True
+                    "claim",
+                    lambda s, n=limit: store.claim_tasks(
+                        session=s, worker_id=self.worker_id, limit=n, lease_s=self.config.lease_s
+                    ),
+                    stoppable=True,
                 )
+                claimed = await self._prepay(claimed)
             except Exception:
                 logger.exception("claim failed worker_id=%s", self.worker_id)
                 await asyncio.sleep(1.0)
@@ -177,11 +192,12 @@ class Worker:
                     self._slot_freed.wait(), timeout=self.config.poll_s * min(idle_rounds, 5)
                 )
 
-    async def _claim(self, session: AsyncSession, limit: int) -> list[ClaimedTask]:
-        """Lease tasks and, in the same transaction, reserve their first request's budget."""
-        tasks = await store.claim_tasks(
-            session=session, worker_id=self.worker_id, limit=limit, lease_s=self.config.lease_s
-        )
+    async def _prepay(self, tasks: list[ClaimedTask]) -> list[ClaimedTask]:
+        """Reserve the claimed tasks' first requests in one statement (see store.prepay_tasks).
+
+        Its own autocommit statement, not part of the claim: the job row is locked for that
+        statement only. A task left unpaid (budget short, or this failed) reserves per request.
+        """
         amounts = []
         for task in tasks:
             try:
@@ -189,7 +205,21 @@ class Worker:
             except Exception:  # e.g. an unpriced model: the engine reports it on the request
                 continue
             amounts.append((task.id, task.job_id, usd))
-        got = await store.prepay_tasks(session=session, amounts=amounts)
+        if not amounts:
+            return tasks
+
+        async def op() -> dict[int, Any]:
+            async with self.bookkeeping() as session:
+                await autocommit(session)
+                return await store.prepay_tasks(
+                    session=session, worker_id=self.worker_id, amounts=amounts
+                )
+
+        try:
+            got = await with_reconnect(op, what="prepay")
+        except Exception:
+            logger.exception("budget prepay failed worker_id=%s", self.worker_id)
+            return tasks
         return [
             dataclasses.replace(task, prepaid=got[task.id]) if task.id in got else task
             for task in tasks
@@ -359,6 +389,35 @@ class Worker:
                 await self._db("heartbeat", beat)
             except Exception:
                 logger.exception("heartbeat failed worker_id=%s", self.worker_id)
+
+    async def _index(self, *, lead: bool) -> int | None:
+        return await with_reconnect(
+            lambda: index_pending(
+                self.sessionmaker, self._dedup_params, limit=self.config.dedup_batch, lead=lead
+            ),
+            what="dedup",
+            stop=self._stopping.is_set,
+        )
+
+    async def _indexer_loop(self) -> None:
+        """Near-duplicate checks of stored stories, by one worker at a time (see index_pending):
+        one writer, big batches, and no dedup lock in the transactions that store stories."""
+        while True:
+            try:
+                n = await self._index(lead=True)
+            except Exception:
+                logger.exception("dedup indexer failed worker_id=%s", self.worker_id)
+                n = None
+            if n is None or n < self.config.dedup_batch:
+                await asyncio.sleep(self.config.dedup_s)
+
+    async def _index_rest(self) -> None:
+        """On the way out, check what this worker (and others) stored and nobody checked yet."""
+        try:
+            while await self._index(lead=False) == self.config.dedup_batch:
+                pass
+        except Exception:
+            logger.exception("dedup catch-up failed worker_id=%s", self.worker_id)
 
     async def _reaper_loop(self) -> None:
         while True:

@@ -15,8 +15,8 @@ from service import store
 from service.api.deps import require_token, session_dep
 from service.api.schemas import JobCreate, JobList, JobOut, StoryOut, StoryPage
 from service.models import Job
-from service.store.dedup import duplicate_stats as dedup_stats
 from service.store.jobs import TaskSpec, money
+from service.store.rollups import duplicates_by_model
 
 JobStatus = Literal[
     "queued", "running", "paused", "completed", "cancelled", "failed", "budget_exhausted"
@@ -100,7 +100,7 @@ async def _one(request: Request, session: AsyncSession, job: Job) -> JobOut:
     rates = await store.job_rates(session=session, job_ids=[job.id])
     out = job_out(request, job, rates.get(job.id))
     out.rejections_by_reason = await store.jobs.rejections_by_reason(session=session, job_id=job.id)
-    by_model = await dedup_stats(session=session, job_id=job.id)
+    by_model = await duplicates_by_model(session=session, job_id=job.id)
     checked = sum(m["checked"] for m in by_model)
     out.duplicates = sum(m["duplicates"] for m in by_model)
     out.duplicate_rate = round(out.duplicates / checked, 6) if checked else 0.0

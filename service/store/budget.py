@@ -186,16 +186,22 @@ async def release_task_budget(*, session: AsyncSession, job_id: uuid.UUID, task_
     return Decimal(row[0]) if row else Decimal(0)
 
 
-# Reserve each claimed task's first request in the claiming transaction: the job row is locked
-# once per claim batch instead of once per request. Per job, tasks are covered in id order
+# Reserve the first request of each task a worker just claimed: the job row is locked once per
+# claim batch instead of once per request. Per job, tasks are covered in id order
 # while the budget has room; the rest get nothing and reserve per request as usual.
 _PREPAY = text(
     """
-    WITH want AS (
+    WITH held AS (
+        SELECT id FROM tasks
+        WHERE id = ANY(CAST(:task_ids AS bigint[])) AND lease_owner = :worker_id
+          AND status = 'running'
+        ORDER BY id FOR UPDATE
+    ), want AS (
         SELECT u.task_id, u.job_id, u.usd,
                SUM(u.usd) OVER (PARTITION BY u.job_id ORDER BY u.task_id) AS running
         FROM unnest(CAST(:task_ids AS bigint[]), CAST(:job_ids AS uuid[]),
                     CAST(:usd AS numeric[])) AS u(task_id, job_id, usd)
+        JOIN held ON held.id = u.task_id
     ), room AS (
         SELECT id, budget_usd - spent_usd - reserved_usd AS left_usd FROM jobs
         WHERE id = ANY(CAST(:job_ids AS uuid[])) ORDER BY id FOR UPDATE
@@ -216,9 +222,9 @@ _PREPAY = text(
 
 
 async def prepay_tasks(
-    *, session: AsyncSession, amounts: list[tuple[int, uuid.UUID, Decimal]]
+    *, session: AsyncSession, worker_id: str, amounts: list[tuple[int, uuid.UUID, Decimal]]
 ) -> dict[int, Decimal]:
-    """Reserve (task id, job id, usd) amounts of tasks this transaction just claimed.
+    """Reserve (task id, job id, usd) amounts of tasks `worker_id` holds.
 
     Returns what each covered task got; a task missing from the result got nothing.
     """
@@ -230,6 +236,7 @@ async def prepay_tasks(
             "task_ids": [a[0] for a in amounts],
             "job_ids": [a[1] for a in amounts],
             "usd": [a[2] for a in amounts],
+            "worker_id": worker_id,
         },
     )
     return {int(task_id): Decimal(usd) for task_id, usd in rows}

@@ -2,9 +2,10 @@
 
 Every worker process, the importer and `tinystories dedup` share one index: `story_hashes`
 (unique normalised-text hash), `story_bands` (band_no, band_hash, story_id) and
-`story_signatures`; bands and signatures are kept for cluster roots only. Callers run
-:func:`index_stories` in the transaction that inserted the stories, with signatures computed
-beforehand (outside the transaction).
+`story_signatures`; bands and signatures are kept for cluster roots only. One writer at a time
+(:func:`lock_index`): the importer indexes each batch in the transaction that inserts it; stories
+the workers store are picked up in id order by one worker at a time acting as the indexer
+(:func:`try_lead_indexer`, :func:`pending_stories`) and by `tinystories dedup`.
 """
 
 from __future__ import annotations
@@ -28,12 +29,9 @@ from service.minhash import (
     signature_to_bytes,
 )
 
-SIGNATURE_KEY = "minhash_signature"  # story dict key carrying the signature to the store
-# Advisory locks of the band index: (namespace, slot); slot -1 is the whole index.
+# Advisory locks (namespace, key): key -1 is the whole index, INDEXER_KEY the workers' indexer.
 LOCK_NAMESPACE = 0x74534444  # "tSDD"
-LOCK_SLOTS = 1024
-# A batch touching more slots than this takes the whole index: fewer locks in the shared table.
-MAX_SLOT_LOCKS = 64
+INDEXER_KEY = 1
 
 
 class DedupParamsMismatch(RuntimeError):
@@ -55,17 +53,21 @@ class DedupOutcome:
     cluster_id: int | None
 
 
+_ENSURE_PARAMS = text(
+    """
+    WITH ins AS (
+        INSERT INTO dedup_params (id, params) VALUES (1, CAST(:p AS jsonb))
+        ON CONFLICT (id) DO NOTHING RETURNING params
+    )
+    SELECT params FROM ins UNION ALL SELECT params FROM dedup_params WHERE id = 1
+    """
+)
+
+
 async def ensure_params(*, session: AsyncSession, params: MinHashParams) -> None:
     """Record the parameters on first use; DedupParamsMismatch when they changed since."""
     wanted = params.to_dict()
-    await session.execute(
-        text(
-            "INSERT INTO dedup_params (id, params) VALUES (1, CAST(:p AS jsonb)) "
-            "ON CONFLICT (id) DO NOTHING"
-        ),
-        {"p": _json(wanted)},
-    )
-    stored = (await session.execute(text("SELECT params FROM dedup_params WHERE id = 1"))).scalar()
+    stored = (await session.execute(_ENSURE_PARAMS, {"p": _json(wanted)})).scalar()
     if stored != wanted:
         raise DedupParamsMismatch(
             f"the dedup index was built with {stored}, not {wanted}; "
@@ -103,44 +105,82 @@ def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-async def _lock_bands(session: AsyncSession, keys: np.ndarray) -> None:
-    """Serialise writers of the same bands; ascending order so two batches never deadlock."""
-    slots = sorted({int(k) % LOCK_SLOTS for k in keys.ravel().tolist()})
-    if len(slots) > MAX_SLOT_LOCKS:
-        await session.execute(text("SELECT pg_advisory_xact_lock(:ns, -1)"), {"ns": LOCK_NAMESPACE})
-        return
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock_shared(:ns, -1)"), {"ns": LOCK_NAMESPACE}
-    )
-    await session.execute(
-        text(
-            "SELECT count(pg_advisory_xact_lock(:ns, s)) FROM "
-            "(SELECT s FROM unnest(CAST(:slots AS int[])) AS s ORDER BY s) AS ordered"
-        ),
-        {"ns": LOCK_NAMESPACE, "slots": slots},
+async def lock_index(session: AsyncSession) -> None:
+    """Take the index for this transaction: its writers (the workers' indexer, imports, the
+    dedup pass) run one at a time, so a story always sees every story indexed before it."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:ns, -1)"), {"ns": LOCK_NAMESPACE})
+
+
+async def try_lead_indexer(session: AsyncSession) -> bool:
+    """Become the workers' indexer for this transaction, unless another process is."""
+    return bool(
+        (
+            await session.execute(
+                text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
+                {"ns": LOCK_NAMESPACE, "key": INDEXER_KEY},
+            )
+        ).scalar_one()
     )
 
 
 _BAND_MATCHES = text(
     """
-    SELECT b.band_no, b.band_hash, b.story_id
+    SELECT b.band_no, b.band_hash, b.story_id, s.minhash
     FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[])) AS q(band_no, band_hash)
     JOIN story_bands b ON b.band_no = q.band_no AND b.band_hash = q.band_hash
+    JOIN story_signatures s ON s.story_id = b.story_id
     """
-)
-_SIGNATURES = text(
-    "SELECT story_id, minhash FROM story_signatures WHERE story_id = ANY(CAST(:ids AS bigint[]))"
 )
 
 
 async def index_stories(
-    *, session: AsyncSession, items: Sequence[DedupItem], params: MinHashParams
+    *,
+    session: AsyncSession,
+    items: Sequence[DedupItem],
+    params: MinHashParams,
+    locked: bool = False,
 ) -> dict[int, DedupOutcome]:
-    """Set dedup_status / dedup_cluster_id of stored stories and add them to the index."""
+    """Set dedup_status / dedup_cluster_id of stored stories and add them to the index.
+
+    `locked`: the caller took :func:`lock_index` already (before choosing the stories)."""
     if not items:
         return {}
-    await ensure_params(session=session, params=params)
+    if not locked:
+        await lock_index(session)
+    outcomes, roots = await _classify(session=session, items=items, params=params)
+    await _store_signatures(session=session, roots=roots)
+    ids = list(outcomes)
+    await session.execute(
+        text(
+            """
+            UPDATE stories s SET dedup_status = u.status, dedup_cluster_id = u.cluster
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]),
+                        CAST(:clusters AS bigint[])) AS u(id, status, cluster)
+            WHERE s.id = u.id
+            """
+        ),
+        {
+            "ids": ids,
+            "statuses": [outcomes[i].status for i in ids],
+            "clusters": [outcomes[i].cluster_id for i in ids],
+        },
+    )
+    return outcomes
+
+
+async def _classify(
+    *, session: AsyncSession, items: Sequence[DedupItem], params: MinHashParams
+) -> tuple[dict[int, DedupOutcome], list[DedupItem]]:
+    """Dedup outcome of each item, indexing its hash and (for new cluster roots) its bands;
+    returns the outcomes and the new roots (whose signatures are stored next)."""
     items = sorted(items, key=lambda it: it.story_id)
+    near = [it for it in items if it.signature is not None and not is_empty_signature(it.signature)]
+    keys = (
+        band_keys_batch(np.stack([it.signature for it in near]), params.bands, params.rows)  # type: ignore[misc]
+        if near
+        else None
+    )
+    await ensure_params(session=session, params=params)
     first_rows = await session.execute(
         text(
             """
@@ -161,15 +201,18 @@ async def index_stories(
             {"ids": [it.story_id for it in items if it.story_id not in firsts]},
         )
         firsts |= {row[0] for row in owners}
-    fresh = [it for it in items if it.story_id in firsts]
     exact = [it for it in items if it.story_id not in firsts]
 
-    outcomes: dict[int, DedupOutcome] = {}
-    near = [it for it in fresh if it.signature is not None and not is_empty_signature(it.signature)]
-    for it in fresh:
-        outcomes[it.story_id] = DedupOutcome("unique", None)
-    if near:
-        await _near_duplicates(session, near, params, outcomes)
+    outcomes: dict[int, DedupOutcome] = {
+        it.story_id: DedupOutcome("unique", None) for it in items if it.story_id in firsts
+    }
+    roots: list[DedupItem] = []
+    if keys is not None:
+        fresh = [i for i, it in enumerate(near) if it.story_id in firsts]
+        if fresh:
+            roots = await _near_duplicates(
+                session, [near[i] for i in fresh], keys[fresh], params, outcomes
+            )
 
     if exact:
         rows = await session.execute(
@@ -187,50 +230,30 @@ async def index_stories(
             first_of[h] = cluster if cluster is not None else first_id
         for it in exact:
             outcomes[it.story_id] = DedupOutcome("exact_duplicate", first_of[it.text_hash])
-
-    ids = list(outcomes)
-    await session.execute(
-        text(
-            """
-            UPDATE stories s SET dedup_status = u.status, dedup_cluster_id = u.cluster
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]),
-                        CAST(:clusters AS bigint[])) AS u(id, status, cluster)
-            WHERE s.id = u.id
-            """
-        ),
-        {
-            "ids": ids,
-            "statuses": [outcomes[i].status for i in ids],
-            "clusters": [outcomes[i].cluster_id for i in ids],
-        },
-    )
-    return outcomes
+    return outcomes, roots
 
 
 async def _near_duplicates(
     session: AsyncSession,
     items: list[DedupItem],
+    keys: np.ndarray,
     params: MinHashParams,
     outcomes: dict[int, DedupOutcome],
-) -> None:
+) -> list[DedupItem]:
     """Only cluster roots are indexed: a new story is compared with the earliest story of each
     cluster, so a cluster of any size costs one candidate, and chains cannot drift away from it.
+    Returns the new roots (their bands are stored here, their signatures by the caller).
     """
-    sigs = np.stack([it.signature for it in items])  # type: ignore[misc]
-    keys = band_keys_batch(sigs, params.bands, params.rows)
-    await _lock_bands(session, keys)
     band_nos = np.arange(params.bands, dtype=np.int16)
     rows = await session.execute(
         _BAND_MATCHES,
         {"bn": np.tile(band_nos, len(items)).tolist(), "bh": keys.ravel().tolist()},
     )
     buckets: dict[tuple[int, int], list[int]] = {}
-    for band_no, band_hash, story_id in rows:
-        buckets.setdefault((band_no, band_hash), []).append(story_id)
     known: dict[int, np.ndarray] = {}
-    ids = sorted({i for members in buckets.values() for i in members})
-    if ids:
-        for story_id, minhash in await session.execute(_SIGNATURES, {"ids": ids}):
+    for band_no, band_hash, story_id, minhash in rows:
+        buckets.setdefault((band_no, band_hash), []).append(story_id)
+        if story_id not in known:
             known[story_id] = signature_from_bytes(minhash)
     roots: list[tuple[DedupItem, list[int]]] = []
     for it, row_keys in zip(items, keys.tolist(), strict=True):
@@ -238,7 +261,7 @@ async def _near_duplicates(
         cands = []
         for band_no, key in enumerate(row_keys):
             for other in buckets.get((band_no, key), ()):
-                if other not in seen and other in known:
+                if other not in seen:
                     seen.add(other)
                     cands.append(Candidate(other, known[other], None))
         cluster = resolve_cluster(it.signature, cands, params.threshold)  # type: ignore[arg-type]
@@ -250,23 +273,29 @@ async def _near_duplicates(
             for band_no, key in enumerate(row_keys):
                 buckets.setdefault((band_no, key), []).append(it.story_id)
             known[it.story_id] = it.signature  # type: ignore[assignment]
+    if roots:
+        await session.execute(
+            text(
+                """
+                INSERT INTO story_bands (band_no, band_hash, story_id)
+                SELECT * FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[]),
+                                     CAST(:ids AS bigint[]))
+                ON CONFLICT DO NOTHING
+                """
+            ),
+            {
+                "bn": np.tile(band_nos, len(roots)).tolist(),
+                "bh": [k for _, row_keys in roots for k in row_keys],
+                "ids": np.repeat([it.story_id for it, _ in roots], params.bands).tolist(),
+            },
+        )
+    return [it for it, _ in roots]
+
+
+async def _store_signatures(*, session: AsyncSession, roots: Sequence[DedupItem]) -> None:
+    """Signatures of new cluster roots (they reference the story rows)."""
     if not roots:
         return
-    await session.execute(
-        text(
-            """
-            INSERT INTO story_bands (band_no, band_hash, story_id)
-            SELECT * FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[]),
-                                 CAST(:ids AS bigint[]))
-            ON CONFLICT DO NOTHING
-            """
-        ),
-        {
-            "bn": np.tile(band_nos, len(roots)).tolist(),
-            "bh": [k for _, row_keys in roots for k in row_keys],
-            "ids": np.repeat([it.story_id for it, _ in roots], params.bands).tolist(),
-        },
-    )
     await session.execute(
         text(
             """
@@ -276,24 +305,24 @@ async def _near_duplicates(
             """
         ),
         {
-            "ids": [it.story_id for it, _ in roots],
-            "sigs": [signature_to_bytes(it.signature) for it, _ in roots],  # type: ignore[arg-type]
+            "ids": [it.story_id for it in roots],
+            "sigs": [signature_to_bytes(it.signature) for it in roots],  # type: ignore[arg-type]
         },
     )
 
 
-async def undeduped_stories(
-    *, session: AsyncSession, after_id: int, limit: int
-) -> list[tuple[int, str]]:
-    """(id, text) of accepted stories without a dedup status, in id order."""
+async def pending_stories(
+    *, session: AsyncSession, limit: int
+) -> list[tuple[int, str, uuid.UUID | None, str | None]]:
+    """(id, text, job id, model) of accepted stories not checked yet, oldest first."""
     rows = await session.execute(
         text(
-            "SELECT id, text FROM stories WHERE dedup_status IS NULL AND accepted AND id > :after "
-            "ORDER BY id LIMIT :limit"
+            "SELECT id, text, job_id, model FROM stories "
+            "WHERE dedup_status IS NULL AND accepted ORDER BY id LIMIT :limit"
         ),
-        {"after": after_id, "limit": limit},
+        {"limit": limit},
     )
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 async def count_undeduped(*, session: AsyncSession) -> int:
@@ -340,54 +369,3 @@ async def duplicate_stats(
             }
         )
     return out
-
-
-async def stories_of_tasks(
-    *, session: AsyncSession, task_ids: Sequence[int]
-) -> list[tuple[int, int, str]]:
-    """(story id, task id, text hash) of the accepted stories stored for these tasks."""
-    rows = await session.execute(
-        text(
-            "SELECT id, task_id, text_hash FROM stories "
-            "WHERE task_id = ANY(CAST(:ids AS bigint[])) AND accepted ORDER BY id"
-        ),
-        {"ids": list(task_ids)},
-    )
-    return [(r[0], r[1], r[2]) for r in rows]
-
-
-def take_signatures(stories: Sequence[dict[str, Any]]) -> dict[int, np.ndarray | None]:
-    """Remove the signatures from story dicts (not a column), keyed by task id."""
-    return {s["task_id"]: s.pop(SIGNATURE_KEY, None) for s in stories if "task_id" in s}
-
-
-async def index_task_stories(
-    *,
-    session: AsyncSession,
-    signatures_by_task: dict[int, np.ndarray | None],
-    params: MinHashParams | None = None,
-) -> dict[int, DedupOutcome]:
-    """Dedup the accepted stories just inserted for these tasks (same transaction).
-
-    Returns each indexed story's outcome keyed by its task id."""
-    wanted = {t: s for t, s in signatures_by_task.items() if s is not None}
-    if not wanted:
-        return {}
-    rows = await stories_of_tasks(session=session, task_ids=list(wanted))
-    items = [DedupItem(story_id, hash_, wanted[task_id]) for story_id, task_id, hash_ in rows]
-    outcomes = await index_stories(session=session, items=items, params=params or MinHashParams())
-    return {task_id: outcomes[story_id] for story_id, task_id, _ in rows}
-
-
-def count_duplicates(
-    *, batch: Any, stories: Sequence[dict[str, Any]], outcomes: dict[int, DedupOutcome]
-) -> None:
-    """Add the duplicates found among a worker's stories to its rollup batch."""
-    from service.store.rollups import minute_of
-
-    minute = minute_of(None)
-    for story in stories:
-        outcome = outcomes.get(story.get("task_id"))  # type: ignore[arg-type]
-        if outcome is not None and outcome.status != "unique" and story.get("job_id"):
-            key = {"minute": minute, "model": story.get("model") or "", "job_id": story["job_id"]}
-            batch.delta(**key).duplicates += 1

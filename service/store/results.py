@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.minhash import text_hash
 from service.models import RequestRow, Story
-from service.store import dedup
 from service.store.jobs import money
 from service.store.queue import ClaimedTask
 from service.store.rollups import RollupBatch, upsert_rollups
@@ -201,11 +200,8 @@ async def finish_tasks(
             delta.errors.append(result.error or "failed")
             batch.add_story(job_id=task.job_id, model=task.model, accepted=None)
 
-    if story_params:
-        signatures = dedup.take_signatures(story_params)
+    if story_params:  # near-duplicate checks follow, by the indexer (service.dedup)
         await _insert_stories(session, story_params)
-        outcomes = await dedup.index_task_stories(session=session, signatures_by_task=signatures)
-        dedup.count_duplicates(batch=batch, stories=story_params, outcomes=outcomes)
     if request_params:
         await session.execute(insert(RequestRow), request_params)
     # Lock order everywhere: tasks, then rollup rows, then job rows (sorted by id).

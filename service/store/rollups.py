@@ -33,6 +33,7 @@ class RollupDelta:
     stories_rejected: int = 0
     tasks_failed: int = 0
     duplicates: int = 0
+    exact_duplicates: int = 0
     rejections_by_reason: dict[str, int] = field(default_factory=dict)
     latency_sum_s: float = 0.0
     latency: list[int] = field(default_factory=lambda: [0] * len(LATENCY_COLUMNS))
@@ -120,6 +121,7 @@ _SUM_COLUMNS = (
     "stories_rejected",
     "tasks_failed",
     "duplicates",
+    "exact_duplicates",
     "latency_sum_s",
     *LATENCY_COLUMNS,
 )
@@ -172,6 +174,7 @@ async def upsert_rollups(*, session: AsyncSession, batch: RollupBatch) -> None:
             "stories_rejected": d.stories_rejected,
             "tasks_failed": d.tasks_failed,
             "duplicates": d.duplicates,
+            "exact_duplicates": d.exact_duplicates,
             "latency_sum_s": d.latency_sum_s,
         }
         row.update(zip(LATENCY_COLUMNS, d.latency, strict=True))
@@ -207,3 +210,34 @@ async def rollup_totals(
         "tasks_failed",
     )
     return dict(zip(keys, row, strict=True))
+
+
+async def duplicates_by_model(*, session: AsyncSession, job_id: uuid.UUID) -> list[dict[str, Any]]:
+    """A job's duplicates per model from its rollups (a few rows per minute, not its stories).
+
+    `checked` counts the job's accepted stories: each is checked moments after it is stored.
+    """
+    rows = await session.execute(
+        text(
+            "SELECT model, SUM(stories_accepted), SUM(duplicates), SUM(exact_duplicates) "
+            "FROM rollups_minute WHERE job_id = :job_id GROUP BY model ORDER BY model"
+        ),
+        {"job_id": job_id},
+    )
+    out = []
+    for model, accepted, dups, exact in rows:
+        checked, dups, exact = int(accepted), int(dups), int(exact)
+        if not checked and not dups:
+            continue
+        out.append(
+            {
+                "job_id": str(job_id),
+                "model": model,
+                "checked": checked,
+                "exact_duplicates": exact,
+                "near_duplicates": dups - exact,
+                "duplicates": dups,
+                "duplicate_rate": round(dups / checked, 6) if checked else 0.0,
+            }
+        )
+    return out

@@ -113,3 +113,67 @@ async def test_dedup_pass_over_stored_stories(sessionmaker) -> None:
     assert (await run_dedup_pass(sessionmaker)).checked == 0
     rebuilt = await run_dedup_pass(sessionmaker, params=MinHashParams(bands=32), rebuild=True)
     assert rebuilt.checked == 32 and rebuilt.exact_duplicate == 1
+
+
+async def test_one_indexer_at_a_time_checks_job_stories_and_counts_them(sessionmaker) -> None:
+    import asyncio
+    import uuid
+    from decimal import Decimal
+
+    from service import store
+    from service.dedup import index_pending
+    from service.store.jobs import TaskSpec
+    from service.store.rollups import duplicates_by_model
+
+    job_id = uuid.uuid4()
+    async with sessionmaker() as session, session.begin():
+        await store.create_job(
+            session=session,
+            job_id=job_id,
+            fields={
+                "n_stories": 1,
+                "models": [{"model": "m1", "weight": 1.0}],
+                "template_version": "v1",
+                "max_tokens": 100,
+                "seed": 0,
+                "budget_usd": Decimal(1),
+                "provider": "simulator",
+            },
+            tasks=[TaskSpec(index=0, recipe={}, model="m1")],
+        )
+    base = real_stories(6)
+    stored = [*base, near_copy(base[0]), base[1], near_copy(base[2])]
+    async with sessionmaker() as session, session.begin():  # as workers store them: unchecked
+        await insert_stories(session=session, stories=[dict(row(s), job_id=job_id) for s in stored])
+        # A rejected story is never checked.
+        await insert_stories(session=session, stories=[dict(row(base[3]), accepted=False)])
+
+    params = MinHashParams()
+    async with sessionmaker() as session, session.begin():
+        assert await dedup_store.try_lead_indexer(session)  # another worker is the indexer
+        assert await index_pending(sessionmaker, params, lead=True) is None
+    first, second = await asyncio.gather(
+        index_pending(sessionmaker, params, limit=5), index_pending(sessionmaker, params, limit=5)
+    )
+    assert sorted([first, second]) == [4, 5]  # one after the other, never the same story twice
+    assert await index_pending(sessionmaker, params) == 0
+    async with sessionmaker() as session:
+        statuses = [
+            r[0]
+            for r in await session.execute(
+                text("SELECT dedup_status FROM stories WHERE accepted ORDER BY id")
+            )
+        ]
+        rejected = (
+            await session.execute(text("SELECT dedup_status FROM stories WHERE NOT accepted"))
+        ).scalar_one()
+        # The job view reads these rollups; stories_accepted comes from the workers' own rows.
+        await session.execute(
+            text("UPDATE rollups_minute SET stories_accepted = 9 WHERE job_id = :j"),
+            {"j": job_id},
+        )
+        (m1,) = await duplicates_by_model(session=session, job_id=job_id)
+    assert statuses == ["unique"] * 6 + ["near_duplicate", "exact_duplicate", "near_duplicate"]
+    assert rejected is None
+    assert (m1["duplicates"], m1["exact_duplicates"], m1["near_duplicates"]) == (3, 1, 2)
+    assert m1["duplicate_rate"] == pytest.approx(3 / 9, abs=1e-5)

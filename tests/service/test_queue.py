@@ -222,10 +222,17 @@ async def test_budget_reservation_never_exceeds_and_reaper_returns_it(sessionmak
 async def test_prepay_covers_claimed_tasks_while_the_budget_lasts(sessionmaker) -> None:
     job_id = await _job(sessionmaker, 5, budget="0.001")
     tasks = await _claim(sessionmaker, "w", 5, lease_s=0.01)
+    async with sessionmaker() as s, s.begin():  # only the lease holder pays for a task
+        assert (
+            await store.prepay_tasks(
+                session=s, worker_id="x", amounts=[(tasks[0].id, job_id, Decimal("0.0001"))]
+            )
+            == {}
+        )
     # 0.0003 each: the first three fit a 0.001 budget, the fourth and fifth do not.
     async with sessionmaker() as s, s.begin():
         got = await store.prepay_tasks(
-            session=s, amounts=[(t.id, t.job_id, Decimal("0.0003")) for t in tasks]
+            session=s, worker_id="w", amounts=[(t.id, t.job_id, Decimal("0.0003")) for t in tasks]
         )
     assert sorted(got) == sorted(t.id for t in tasks)[:3]
     assert set(got.values()) == {Decimal("0.0003")}
