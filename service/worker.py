@@ -22,6 +22,7 @@ from service.dedup import index_pending
 from service.limits import LeaseLost, TaskContext, current_task
 from service.minhash import MinHashParams
 from service.processor import StoryProcessor, SummaryFailed
+from service.store import dedup as dedup_store
 from service.store.queue import ClaimedTask
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ class WorkerConfig:
     poll_s: float = 0.2
     dedup_s: float = 0.25  # how often the indexer looks for stories to check
     dedup_batch: int = 500
+    # Stop claiming while more stories than this wait for their near-duplicate check: dedup
+    # keeps pace with generation instead of trailing it by minutes on a saturated host.
+    max_dedup_backlog: int = 2_000
     idle_exit: bool = False  # exit once the queue is empty (benchmarks, one-shot runs)
 
 
@@ -54,6 +58,7 @@ class WorkerStats:
     failed: int = 0
     lost: int = 0
     released: int = 0
+    dedup_waits: int = 0  # claim rounds skipped while the dedup backlog was over its limit
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -77,6 +82,7 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
         self._dedup_params = getattr(processor, "params", None) or MinHashParams()
+        self._dedup_backlog = 0  # stories waiting for the indexer, as last seen
         self._running: dict[int, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -120,6 +126,7 @@ class Worker:
         logger.info(
             "worker started worker_id=%s concurrency=%d", self.worker_id, self.config.concurrency
         )
+        await self._probe_backlog()
         background = [
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._reaper_loop()),
@@ -155,6 +162,10 @@ class Worker:
     async def _claim_loop(self) -> None:
         idle_rounds = 0
         while not self._stopping.is_set():
+            if self._dedup_backlog > self.config.max_dedup_backlog:
+                self.stats.dedup_waits += 1
+                await asyncio.sleep(self.config.poll_s / 2)
+                continue
             free = self.config.concurrency - len(self._running)
             if free <= 0 or (
                 self._running and free < min(self.config.claim_batch, self.config.concurrency) // 2
@@ -405,11 +416,19 @@ class Worker:
         while True:
             try:
                 n = await self._index(lead=True)
+                await self._probe_backlog()
             except Exception:
+                # A failing index (e.g. parameters changed under it) must not stop generation.
                 logger.exception("dedup indexer failed worker_id=%s", self.worker_id)
-                n = None
+                n, self._dedup_backlog = None, 0
             if n is None or n < self.config.dedup_batch:
                 await asyncio.sleep(self.config.dedup_s)
+
+    async def _probe_backlog(self) -> None:
+        self._dedup_backlog = await self._db(
+            "dedup_backlog",
+            lambda s: dedup_store.count_undeduped(session=s, cap=self.config.max_dedup_backlog + 1),
+        )
 
     async def _index_rest(self) -> None:
         """On the way out, check what this worker (and others) stored and nobody checked yet."""

@@ -245,6 +245,15 @@ async def _near_duplicates(
     Returns the new roots (their bands are stored here, their signatures by the caller).
     """
     band_nos = np.arange(params.bands, dtype=np.int16)
+    # Probe the band index key by key: for a batch's thousands of keys the planner prefers
+    # hashing the whole story_bands table, whose cost grows with every story ever stored
+    # (187 ms vs 45 ms for 500 stories against 20,000).
+    await session.execute(
+        text(
+            "SELECT set_config('enable_hashjoin', 'off', true), "
+            "set_config('enable_mergejoin', 'off', true)"
+        )
+    )
     rows = await session.execute(
         _BAND_MATCHES,
         {"bn": np.tile(band_nos, len(items)).tolist(), "bh": keys.ravel().tolist()},
@@ -325,11 +334,17 @@ async def pending_stories(
     return [(r[0], r[1], r[2], r[3]) for r in rows]
 
 
-async def count_undeduped(*, session: AsyncSession) -> int:
+async def count_undeduped(*, session: AsyncSession, cap: int | None = None) -> int:
+    """Accepted stories not checked yet (counting stops at `cap`: a cheap backlog probe)."""
+    limit = "" if cap is None else "LIMIT :cap"
     return int(
         (
             await session.execute(
-                text("SELECT count(*) FROM stories WHERE dedup_status IS NULL AND accepted")
+                text(
+                    "SELECT count(*) FROM (SELECT 1 FROM stories "
+                    f"WHERE dedup_status IS NULL AND accepted {limit}) AS pending"
+                ),
+                {"cap": cap},
             )
         ).scalar_one()
     )

@@ -142,3 +142,39 @@ async def test_worker_dedups_on_arrival(api, settings, simulator_url, sessionmak
     health = (await api.get("/admin/data/health")).json()["since_start"]
     assert health["duplicates"] == dups
     assert health["duplicate_rate"] == pytest.approx(dups / health["stories_accepted"])
+
+
+async def test_generation_waits_for_the_dedup_backlog(
+    api, settings, simulator_url, sessionmaker
+) -> None:
+    """Over the backlog limit the worker claims nothing until the indexer has caught up, and
+    the job still completes with every story checked."""
+    from service.minhash import text_hash
+    from service.store.imports import insert_stories
+
+    async with sessionmaker() as session, session.begin():  # stored, not checked yet
+        texts = [f"Story number {i} about a cat and a red ball in the big park." for i in range(5)]
+        await insert_stories(
+            session=session,
+            stories=[{"text": t, "accepted": True, "text_hash": text_hash(t)} for t in texts],
+        )
+    resp = await api.post(
+        "/v1/jobs",
+        json={"n_stories": 40, "model": "simulator-story-1", "seed": 9, "budget_usd": 10.0},
+    )
+    job_id = resp.json()["id"]
+    s = settings.model_copy(update={"simulator_base_url": simulator_url})
+    config = worker_config(
+        s, idle_exit=True, concurrency=16, poll_s=0.05, dedup_s=0.2, max_dedup_backlog=3
+    )
+    stats = await run_worker(s, config=config, install_signals=False)
+    assert stats.dedup_waits > 0
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    assert job["status"] == "completed" and job["completed"] + job["rejected"] == 40
+    async with sessionmaker() as session:
+        unchecked = (
+            await session.execute(
+                text("SELECT count(*) FROM stories WHERE accepted AND dedup_status IS NULL"),
+            )
+        ).scalar_one()
+    assert unchecked == 0
