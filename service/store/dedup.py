@@ -123,12 +123,17 @@ async def try_lead_indexer(session: AsyncSession) -> bool:
     )
 
 
+# One row per candidate root (its signature sent once, however many bands it shares).
 _BAND_MATCHES = text(
     """
-    SELECT b.band_no, b.band_hash, b.story_id, s.minhash
-    FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[])) AS q(band_no, band_hash)
-    JOIN story_bands b ON b.band_no = q.band_no AND b.band_hash = q.band_hash
-    JOIN story_signatures s ON s.story_id = b.story_id
+    WITH m AS (
+        SELECT b.band_no, b.band_hash, b.story_id
+        FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[])) AS q(band_no, band_hash)
+        JOIN story_bands b ON b.band_no = q.band_no AND b.band_hash = q.band_hash
+    )
+    SELECT m.story_id, array_agg(m.band_no), array_agg(m.band_hash), s.minhash
+    FROM m JOIN story_signatures s ON s.story_id = m.story_id
+    GROUP BY m.story_id, s.minhash
     """
 )
 
@@ -260,10 +265,10 @@ async def _near_duplicates(
     )
     buckets: dict[tuple[int, int], list[int]] = {}
     known: dict[int, np.ndarray] = {}
-    for band_no, band_hash, story_id, minhash in rows:
-        buckets.setdefault((band_no, band_hash), []).append(story_id)
-        if story_id not in known:
-            known[story_id] = signature_from_bytes(minhash)
+    for story_id, band_nos_of, band_hashes_of, minhash in rows:
+        for band_no, band_hash in zip(band_nos_of, band_hashes_of, strict=True):
+            buckets.setdefault((band_no, band_hash), []).append(story_id)
+        known[story_id] = signature_from_bytes(minhash)
     roots: list[tuple[DedupItem, list[int]]] = []
     for it, row_keys in zip(items, keys.tolist(), strict=True):
         seen: set[int] = set()
