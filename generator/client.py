@@ -288,24 +288,27 @@ class ChatClient:
                 content = await response.read()
                 return response.status, _kept_headers(response.headers), content
         except TimeoutError as exc:  # aiohttp.ServerTimeoutError included
-            cause = _connection_cause(exc)
-            if cause is not None:
-                raise ProviderError(
-                    "connection",
-                    message=f"connection to {self.base_url} failed: {cause}",
-                    latency_s=time.perf_counter() - started,
-                ) from exc
-            raise ProviderError(
-                "timeout",
-                message=f"no answer within {self.timeout_s:g} s",
-                latency_s=time.perf_counter() - started,
-            ) from exc
+            raise self._timeout_error(exc, started) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderError(
-                "connection",
-                message=f"connection to {self.base_url} failed: {exc}",
-                latency_s=time.perf_counter() - started,
-            ) from exc
+            raise self._connection_error(exc, started) from exc
+
+    def _timeout_error(self, exc: BaseException, started: float) -> ProviderError:
+        """A timeout, unless the transport reported a refused/reset connection as one."""
+        cause = _connection_cause(exc)
+        if cause is not None:
+            return self._connection_error(cause, started)
+        return ProviderError(
+            "timeout",
+            message=f"no answer within {self.timeout_s:g} s",
+            latency_s=time.perf_counter() - started,
+        )
+
+    def _connection_error(self, cause: BaseException, started: float) -> ProviderError:
+        return ProviderError(
+            "connection",
+            message=f"connection to {self.base_url} failed: {cause}",
+            latency_s=time.perf_counter() - started,
+        )
 
     async def __aenter__(self) -> ChatClient:
         return self
@@ -367,24 +370,9 @@ class ChatClient:
                 latency_s=latency,
             ) from exc
         except openai.APITimeoutError as exc:
-            cause = _connection_cause(exc)
-            if cause is not None:
-                raise ProviderError(
-                    "connection",
-                    message=f"connection to {self.base_url} failed: {cause}",
-                    latency_s=time.perf_counter() - started,
-                ) from exc
-            raise ProviderError(
-                "timeout",
-                message=f"no answer within {self.timeout_s:g} s",
-                latency_s=time.perf_counter() - started,
-            ) from exc
+            raise self._timeout_error(exc, started) from exc
         except openai.APIConnectionError as exc:
-            raise ProviderError(
-                "connection",
-                message=f"connection to {self.base_url} failed: {exc.__cause__ or exc}",
-                latency_s=time.perf_counter() - started,
-            ) from exc
+            raise self._connection_error(exc.__cause__ or exc, started) from exc
         content = await http_response.aread()
         latency = time.perf_counter() - started
         headers = _kept_headers(http_response.headers)

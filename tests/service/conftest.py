@@ -8,13 +8,16 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
 
+from service import store as _store
 from service.pgserver import EmbeddedPostgres, ServerInfo, ensure_database
+from service.store.jobs import TaskSpec
 
 pytest.register_assert_rewrite("tests.service.reliability")
 
@@ -120,3 +123,34 @@ def simulator_url() -> Iterator[str]:
 
     with run_simulator(SimulatorConfig(seed=1)) as url:
         yield url
+
+
+async def create_test_job(
+    sessionmaker, n: int = 10, *, priority: int = 0, budget: str = "1"
+) -> uuid.UUID:
+    """A job of n tasks for model `m`, made in the store directly."""
+    job_id = uuid.uuid4()
+    async with sessionmaker() as s, s.begin():
+        await _store.create_job(
+            session=s,
+            job_id=job_id,
+            fields={
+                "n_stories": n,
+                "models": [{"model": "m", "weight": 1.0}],
+                "template_version": "v1",
+                "max_tokens": 100,
+                "seed": 0,
+                "budget_usd": Decimal(budget),
+                "priority": priority,
+                "provider": "simulator",
+            },
+            tasks=[
+                TaskSpec(
+                    index=i,
+                    recipe={"verb": "run", "noun": "dog", "adjective": "big", "features": []},
+                    model="m",
+                )
+                for i in range(n)
+            ],
+        )
+    return job_id

@@ -117,34 +117,18 @@ async def test_dedup_pass_over_stored_stories(sessionmaker) -> None:
 
 async def test_one_indexer_at_a_time_checks_job_stories_and_counts_them(sessionmaker) -> None:
     import asyncio
-    import uuid
-    from decimal import Decimal
 
-    from service import store
     from service.dedup import index_pending
-    from service.store.jobs import TaskSpec
     from service.store.rollups import duplicates_by_model
+    from tests.service.conftest import create_test_job
 
-    job_id = uuid.uuid4()
-    async with sessionmaker() as session, session.begin():
-        await store.create_job(
-            session=session,
-            job_id=job_id,
-            fields={
-                "n_stories": 1,
-                "models": [{"model": "m1", "weight": 1.0}],
-                "template_version": "v1",
-                "max_tokens": 100,
-                "seed": 0,
-                "budget_usd": Decimal(1),
-                "provider": "simulator",
-            },
-            tasks=[TaskSpec(index=0, recipe={}, model="m1")],
-        )
+    job_id = await create_test_job(sessionmaker, 1)
     base = real_stories(6)
     stored = [*base, near_copy(base[0]), base[1], near_copy(base[2])]
     async with sessionmaker() as session, session.begin():  # as workers store them: unchecked
-        await insert_stories(session=session, stories=[dict(row(s), job_id=job_id) for s in stored])
+        await insert_stories(
+            session=session, stories=[dict(row(s, "m"), job_id=job_id) for s in stored]
+        )
         # A rejected story is never checked.
         await insert_stories(session=session, stories=[dict(row(base[3]), accepted=False)])
 
@@ -172,8 +156,8 @@ async def test_one_indexer_at_a_time_checks_job_stories_and_counts_them(sessionm
             text("UPDATE rollups_minute SET stories_accepted = 9 WHERE job_id = :j"),
             {"j": job_id},
         )
-        (m1,) = await duplicates_by_model(session=session, job_id=job_id)
+        (m,) = await duplicates_by_model(session=session, job_id=job_id)
     assert statuses == ["unique"] * 6 + ["near_duplicate", "exact_duplicate", "near_duplicate"]
     assert rejected is None
-    assert (m1["duplicates"], m1["exact_duplicates"], m1["near_duplicates"]) == (3, 1, 2)
-    assert m1["duplicate_rate"] == pytest.approx(3 / 9, abs=1e-5)
+    assert (m["duplicates"], m["exact_duplicates"], m["near_duplicates"]) == (3, 1, 2)
+    assert m["duplicate_rate"] == pytest.approx(3 / 9, abs=1e-5)

@@ -12,35 +12,20 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from service import store
-from service.store.jobs import TaskSpec
+from tests.service.conftest import create_test_job
 
 
 async def _job(sessionmaker, n: int = 10, *, priority: int = 0, budget: str = "1") -> uuid.UUID:
-    job_id = uuid.uuid4()
+    return await create_test_job(sessionmaker, n, priority=priority, budget=budget)
+
+
+async def _reserved_after_reaping(sessionmaker, job_id: uuid.UUID) -> Decimal:
+    """What the job still has reserved once the (already expiring) leases are reaped."""
+    await asyncio.sleep(0.05)
     async with sessionmaker() as s, s.begin():
-        await store.create_job(
-            session=s,
-            job_id=job_id,
-            fields={
-                "n_stories": n,
-                "models": [{"model": "m", "weight": 1.0}],
-                "template_version": "v1",
-                "max_tokens": 100,
-                "seed": 0,
-                "budget_usd": Decimal(budget),
-                "priority": priority,
-                "provider": "simulator",
-            },
-            tasks=[
-                TaskSpec(
-                    index=i,
-                    recipe={"verb": "run", "noun": "dog", "adjective": "big", "features": []},
-                    model="m",
-                )
-                for i in range(n)
-            ],
-        )
-    return job_id
+        await store.reap_expired(session=s, max_attempts=5)
+    async with sessionmaker() as s:
+        return (await store.get_job(session=s, job_id=job_id)).reserved_usd
 
 
 async def _claim(sessionmaker, worker: str, limit: int, lease_s: float = 60.0):
@@ -211,12 +196,7 @@ async def test_budget_reservation_never_exceeds_and_reaper_returns_it(sessionmak
     async with sessionmaker() as s:
         job = await store.get_job(session=s, job_id=job_id)
     assert job.reserved_usd == Decimal("0.0009")
-    await asyncio.sleep(0.05)
-    async with sessionmaker() as s, s.begin():
-        await store.reap_expired(session=s, max_attempts=5)
-    async with sessionmaker() as s:
-        job = await store.get_job(session=s, job_id=job_id)
-    assert job.reserved_usd == 0
+    assert await _reserved_after_reaping(sessionmaker, job_id) == 0
 
 
 async def test_prepay_covers_claimed_tasks_while_the_budget_lasts(sessionmaker) -> None:
@@ -258,9 +238,4 @@ async def test_prepay_covers_claimed_tasks_while_the_budget_lasts(sessionmaker) 
         )
     assert (ok, over) == ("ok", "exhausted")
     # A dead worker's prepaid budget goes back with its expired leases.
-    await asyncio.sleep(0.05)
-    async with sessionmaker() as s, s.begin():
-        await store.reap_expired(session=s, max_attempts=5)
-    async with sessionmaker() as s:
-        job = await store.get_job(session=s, job_id=job_id)
-    assert job.reserved_usd == 0
+    assert await _reserved_after_reaping(sessionmaker, job_id) == 0
