@@ -32,15 +32,23 @@ class ClaimedTask:
     prepaid: Decimal = Decimal(0)  # budget reserved for it when it was claimed
 
 
+# Jobs first, then each job's tasks in id order through the partial (job_id, id) index: a claim
+# reads about `limit` index entries, not every pending task (a sort over all pending tasks of a
+# million-story job per claim).
+_RUNNABLE_JOBS = text(
+    "SELECT id FROM jobs j WHERE status IN ('queued', 'running') "
+    "AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.status = 'pending') "
+    "ORDER BY priority DESC, created_at, id"
+)
+
 _CLAIM = text(
     """
     WITH picked AS (
-        SELECT t.id
-        FROM tasks t JOIN jobs j ON j.id = t.job_id
-        WHERE t.status = 'pending' AND j.status IN ('queued', 'running')
-        ORDER BY j.priority DESC, j.created_at, t.id
+        SELECT id FROM tasks
+        WHERE job_id = :job_id AND status = 'pending'
+        ORDER BY id
         LIMIT :limit
-        FOR UPDATE OF t SKIP LOCKED
+        FOR UPDATE SKIP LOCKED
     )
     UPDATE tasks t
     SET status = 'running', lease_owner = :worker_id, attempts = t.attempts + 1,
@@ -57,10 +65,22 @@ async def claim_tasks(
     *, session: AsyncSession, worker_id: str, limit: int, lease_s: float
 ) -> list[ClaimedTask]:
     """Lease up to `limit` pending tasks of runnable jobs, highest priority first."""
-    rows = (
-        await session.execute(_CLAIM, {"worker_id": worker_id, "limit": limit, "lease_s": lease_s})
-    ).all()
-    claimed = [ClaimedTask(*row) for row in rows]
+    claimed: list[ClaimedTask] = []
+    for (job_id,) in (await session.execute(_RUNNABLE_JOBS)).all():
+        rows = (
+            await session.execute(
+                _CLAIM,
+                {
+                    "job_id": job_id,
+                    "worker_id": worker_id,
+                    "limit": limit - len(claimed),
+                    "lease_s": lease_s,
+                },
+            )
+        ).all()
+        claimed += sorted((ClaimedTask(*row) for row in rows), key=lambda task: task.id)
+        if len(claimed) >= limit:
+            break
     job_ids = list({task.job_id for task in claimed})
     if job_ids:
         await session.execute(
