@@ -131,9 +131,12 @@ _BAND_MATCHES = text(
         FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[])) AS q(band_no, band_hash)
         JOIN story_bands b ON b.band_no = q.band_no AND b.band_hash = q.band_hash
     )
-    SELECT m.story_id, array_agg(m.band_no), array_agg(m.band_hash), s.minhash
-    FROM m JOIN story_signatures s ON s.story_id = m.story_id
-    GROUP BY m.story_id, s.minhash
+    , g AS (
+        SELECT story_id, array_agg(band_no) AS band_nos, array_agg(band_hash) AS band_hashes
+        FROM m GROUP BY story_id
+    )
+    SELECT g.story_id, g.band_nos, g.band_hashes, s.minhash
+    FROM g JOIN story_signatures s ON s.story_id = g.story_id
     """
 )
 
