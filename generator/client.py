@@ -180,17 +180,17 @@ def _connection_cause(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _json_or_none(response: httpx2.Response) -> object:
-    try:
-        return orjson.loads(response.content)
-    except (orjson.JSONDecodeError, httpx2.ResponseNotRead):
-        return None
-
-
-def _json_bytes_or_none(content: bytes) -> object:
+def _json_or_none(content: bytes) -> object:
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
+        return None
+
+
+def _response_json_or_none(response: httpx2.Response) -> object:
+    try:
+        return _json_or_none(response.content)
+    except httpx2.ResponseNotRead:
         return None
 
 
@@ -337,7 +337,7 @@ class ChatClient:
             status, kept, content = await self._post(orjson.dumps(kwargs), headers, started)
             latency = time.perf_counter() - started
             if status >= 400:
-                body = _json_bytes_or_none(content)
+                body = _json_or_none(content)
                 prompt_tokens, completion_tokens = _usage(body)
                 raise ProviderError(
                     _status_class(status, body),
@@ -357,7 +357,7 @@ class ChatClient:
         except openai.APIStatusError as exc:
             latency = time.perf_counter() - started
             headers = _kept_headers(exc.response.headers)
-            body = _json_or_none(exc.response)
+            body = _response_json_or_none(exc.response)
             prompt_tokens, completion_tokens = _usage(body)
             raise ProviderError(
                 _status_class(exc.status_code, body),

@@ -141,10 +141,13 @@ class StoryEngine:
     def story_reservation(self, recipe: Any, *, model: str, max_tokens: int = 1024) -> float:
         """USD that `story()`'s first attempt reserves: its prompt estimate at the full
         `max_tokens`, so a caller can reserve it ahead (e.g. together with claiming the work)."""
+        messages = self._story_messages(recipe)
+        return self.pricing.cost(model, estimate_prompt_tokens(messages), max_tokens)
+
+    def _story_messages(self, recipe: Any) -> list[dict]:
         from generator.prompts import render_story_prompt
 
-        messages = [{"role": "user", "content": render_story_prompt(recipe, self.template_version)}]
-        return self.pricing.cost(model, estimate_prompt_tokens(messages), max_tokens)
+        return [{"role": "user", "content": render_story_prompt(recipe, self.template_version)}]
 
     async def story(
         self, recipe: Any, *, model: str, max_tokens: int = 1024, temperature: float = 1.0
@@ -154,15 +157,14 @@ class StoryEngine:
         `BudgetExhausted` (and a pricing error for an unknown model) do propagate: they are
         decisions for the caller, not failures of this story.
         """
-        from generator.prompts import render_story_prompt
-
-        prompt = render_story_prompt(recipe, self.template_version)
+        messages = self._story_messages(recipe)
+        prompt = messages[0]["content"]
         records: list[RequestRecord] = []
         try:
             result = await self.chat(
                 "story",
                 model=model,
-                messages=[{"role": "user", "content": prompt}],
+                messages=messages,
                 max_tokens=max_tokens,
                 temperature=temperature,
                 records=records,

@@ -81,6 +81,18 @@ async def index_pending(
     Returns how many were checked; None when `lead` is set and another worker is the indexer.
     Duplicates found among a job's stories are added to its rollups.
     """
+    outcomes = await _check_pending(sessionmaker, params, limit=limit, lead=lead)
+    return None if outcomes is None else len(outcomes)
+
+
+async def _check_pending(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    params: MinHashParams,
+    *,
+    limit: int,
+    lead: bool,
+) -> dict[int, dedup_store.DedupOutcome] | None:
+    """index_pending's work; the outcomes by story id."""
     async with sessionmaker() as session, session.begin():
         # A stalled indexer (paused process, lost host) must not hold the index for long:
         # Postgres ends its session after this much silence mid-transaction.
@@ -91,7 +103,7 @@ async def index_pending(
         await dedup_store.lock_index(session)
         batch = await dedup_store.pending_stories(session=session, limit=limit)
         if not batch:
-            return 0
+            return {}
         texts = [t for _, t, _, _ in batch]
         sigs = await asyncio.to_thread(signatures, texts, params)
         items = [
@@ -111,7 +123,7 @@ async def index_pending(
                 delta.exact_duplicates += outcome.status == "exact_duplicate"
         if rollups.rows:
             await upsert_rollups(session=session, batch=rollups)
-    return len(batch)
+    return outcomes
 
 
 async def run_dedup_pass(
@@ -129,17 +141,11 @@ async def run_dedup_pass(
             await dedup_store.reset_index(session=session, params=params)
     async with sessionmaker() as session:
         total = await dedup_store.count_undeduped(session=session)
-        before = await _status_counts(session)
-    checked = 0
-    while n := await index_pending(sessionmaker, params, limit=batch_size):
-        checked += n
+    summary = DedupSummary()
+    while outcomes := await _check_pending(sessionmaker, params, limit=batch_size, lead=False):
+        summary.add(outcomes)
         if on_progress:
-            on_progress(checked, total)
-    async with sessionmaker() as session:
-        after = await _status_counts(session)
-    summary = DedupSummary(checked=checked)
-    for status in ("unique", "near_duplicate", "exact_duplicate"):
-        setattr(summary, status, after.get(status, 0) - before.get(status, 0))
+            on_progress(summary.checked, total)
     logger.info(
         "dedup pass checked=%d unique=%d near=%d exact=%d",
         summary.checked,
@@ -148,10 +154,3 @@ async def run_dedup_pass(
         summary.exact_duplicate,
     )
     return summary
-
-
-async def _status_counts(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(
-        text("SELECT dedup_status, count(*) FROM stories WHERE accepted GROUP BY dedup_status")
-    )
-    return {status: int(n) for status, n in rows if status is not None}

@@ -155,39 +155,7 @@ async def index_stories(
         return {}
     if not locked:
         await lock_index(session)
-    outcomes, roots = await _classify(session=session, items=items, params=params)
-    await _store_signatures(session=session, roots=roots)
-    ids = list(outcomes)
-    await session.execute(
-        text(
-            """
-            UPDATE stories s SET dedup_status = u.status, dedup_cluster_id = u.cluster
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]),
-                        CAST(:clusters AS bigint[])) AS u(id, status, cluster)
-            WHERE s.id = u.id
-            """
-        ),
-        {
-            "ids": ids,
-            "statuses": [outcomes[i].status for i in ids],
-            "clusters": [outcomes[i].cluster_id for i in ids],
-        },
-    )
-    return outcomes
-
-
-async def _classify(
-    *, session: AsyncSession, items: Sequence[DedupItem], params: MinHashParams
-) -> tuple[dict[int, DedupOutcome], list[DedupItem]]:
-    """Dedup outcome of each item, indexing its hash and (for new cluster roots) its bands;
-    returns the outcomes and the new roots (whose signatures are stored next)."""
     items = sorted(items, key=lambda it: it.story_id)
-    near = [it for it in items if it.signature is not None and not is_empty_signature(it.signature)]
-    keys = (
-        band_keys_batch(np.stack([it.signature for it in near]), params.bands, params.rows)  # type: ignore[misc]
-        if near
-        else None
-    )
     await ensure_params(session=session, params=params)
     first_rows = await session.execute(
         text(
@@ -214,13 +182,15 @@ async def _classify(
     outcomes: dict[int, DedupOutcome] = {
         it.story_id: DedupOutcome("unique", None) for it in items if it.story_id in firsts
     }
-    roots: list[DedupItem] = []
-    if keys is not None:
-        fresh = [i for i, it in enumerate(near) if it.story_id in firsts]
-        if fresh:
-            roots = await _near_duplicates(
-                session, [near[i] for i in fresh], keys[fresh], params, outcomes
-            )
+    near = [
+        it
+        for it in items
+        if it.story_id in firsts
+        and it.signature is not None
+        and not is_empty_signature(it.signature)
+    ]
+    if near:
+        await _near_duplicates(session, near, params, outcomes)
 
     if exact:
         rows = await session.execute(
@@ -238,20 +208,36 @@ async def _classify(
             first_of[h] = cluster if cluster is not None else first_id
         for it in exact:
             outcomes[it.story_id] = DedupOutcome("exact_duplicate", first_of[it.text_hash])
-    return outcomes, roots
+    ids = list(outcomes)
+    await session.execute(
+        text(
+            """
+            UPDATE stories s SET dedup_status = u.status, dedup_cluster_id = u.cluster
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]),
+                        CAST(:clusters AS bigint[])) AS u(id, status, cluster)
+            WHERE s.id = u.id
+            """
+        ),
+        {
+            "ids": ids,
+            "statuses": [outcomes[i].status for i in ids],
+            "clusters": [outcomes[i].cluster_id for i in ids],
+        },
+    )
+    return outcomes
 
 
 async def _near_duplicates(
     session: AsyncSession,
     items: list[DedupItem],
-    keys: np.ndarray,
     params: MinHashParams,
     outcomes: dict[int, DedupOutcome],
-) -> list[DedupItem]:
+) -> None:
     """Only cluster roots are indexed: a new story is compared with the earliest story of each
     cluster, so a cluster of any size costs one candidate, and chains cannot drift away from it.
-    Returns the new roots (their bands are stored here, their signatures by the caller).
     """
+    sigs = np.stack([it.signature for it in items])  # type: ignore[misc]
+    keys = band_keys_batch(sigs, params.bands, params.rows)
     band_nos = np.arange(params.bands, dtype=np.int16)
     # Probe the band index key by key: for a batch's thousands of keys the planner prefers
     # hashing the whole story_bands table, whose cost grows with every story ever stored
@@ -290,29 +276,23 @@ async def _near_duplicates(
             for band_no, key in enumerate(row_keys):
                 buckets.setdefault((band_no, key), []).append(it.story_id)
             known[it.story_id] = it.signature  # type: ignore[assignment]
-    if roots:
-        await session.execute(
-            text(
-                """
-                INSERT INTO story_bands (band_no, band_hash, story_id)
-                SELECT * FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[]),
-                                     CAST(:ids AS bigint[]))
-                ON CONFLICT DO NOTHING
-                """
-            ),
-            {
-                "bn": np.tile(band_nos, len(roots)).tolist(),
-                "bh": [k for _, row_keys in roots for k in row_keys],
-                "ids": np.repeat([it.story_id for it, _ in roots], params.bands).tolist(),
-            },
-        )
-    return [it for it, _ in roots]
-
-
-async def _store_signatures(*, session: AsyncSession, roots: Sequence[DedupItem]) -> None:
-    """Signatures of new cluster roots (they reference the story rows)."""
     if not roots:
         return
+    await session.execute(
+        text(
+            """
+            INSERT INTO story_bands (band_no, band_hash, story_id)
+            SELECT * FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[]),
+                                 CAST(:ids AS bigint[]))
+            ON CONFLICT DO NOTHING
+            """
+        ),
+        {
+            "bn": np.tile(band_nos, len(roots)).tolist(),
+            "bh": [k for _, row_keys in roots for k in row_keys],
+            "ids": np.repeat([it.story_id for it, _ in roots], params.bands).tolist(),
+        },
+    )
     await session.execute(
         text(
             """
@@ -322,8 +302,8 @@ async def _store_signatures(*, session: AsyncSession, roots: Sequence[DedupItem]
             """
         ),
         {
-            "ids": [it.story_id for it in roots],
-            "sigs": [signature_to_bytes(it.signature) for it in roots],  # type: ignore[arg-type]
+            "ids": [it.story_id for it, _ in roots],
+            "sigs": [signature_to_bytes(it.signature) for it, _ in roots],  # type: ignore[arg-type]
         },
     )
 
