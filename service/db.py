@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
+from sqlalchemy import TextClause
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -84,6 +85,33 @@ async def autocommit(session: AsyncSession) -> None:
     other worker queues behind it.
     """
     await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+_compiled: dict[TextClause, str] = {}  # module-level statements, compiled once
+
+
+async def execute_and_commit(
+    session: AsyncSession, statements: Sequence[tuple[TextClause, Mapping[str, Any]]]
+) -> None:
+    """Send the statements and COMMIT together, in one round trip (a psycopg pipeline).
+
+    For the last statements of a transaction that lock rows every worker shares (a job's
+    counters, its rollup row): sent one by one, each lock would also be held while this
+    process's busy event loop gets round to sending the next statement and then COMMIT. The
+    session's transaction is over when this returns; the session's own commit finds nothing
+    left to do.
+    """
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    pg = raw.driver_connection
+    async with pg.pipeline():
+        async with pg.cursor() as cur:
+            for stmt, params in statements:
+                sql = _compiled.get(stmt)
+                if sql is None:
+                    sql = _compiled[stmt] = str(stmt.compile(dialect=conn.dialect))
+                await cur.execute(sql, params)
+        await pg.commit()
 
 
 def is_disconnect(exc: BaseException) -> bool:

@@ -12,11 +12,12 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.db import execute_and_commit
 from service.minhash import MinHasher, MinHashParams, text_hash
 from service.processor import StoryProcessor
 from service.store import dedup as dedup_store
 from service.store.queue import ClaimedTask
-from service.store.rollups import RollupBatch, minute_of, upsert_rollups
+from service.store.rollups import RollupBatch, minute_of, rollup_statements
 
 logger = logging.getLogger(__name__)
 
@@ -95,8 +96,14 @@ async def _check_pending(
     """index_pending's work; the outcomes by story id."""
     async with sessionmaker() as session, session.begin():
         # A stalled indexer (paused process, lost host) must not hold the index for long:
-        # Postgres ends its session after this much silence mid-transaction.
-        await session.execute(text("SET LOCAL idle_in_transaction_session_timeout = '15s'"))
+        # Postgres ends its session after this much silence mid-transaction. On formulaic
+        # text a batch's band matches run to 100,000s of rows: group them in memory.
+        await session.execute(
+            text(
+                "SELECT set_config('idle_in_transaction_session_timeout', '15s', true), "
+                "set_config('work_mem', '64MB', true)"
+            )
+        )
         if lead and not await dedup_store.try_lead_indexer(session):
             return None
         # Lock first, then choose: a story is never indexed twice by concurrent writers.
@@ -121,8 +128,8 @@ async def _check_pending(
                 delta = rollups.delta(minute=minute, model=model or "", job_id=job_id)
                 delta.duplicates += 1
                 delta.exact_duplicates += outcome.status == "exact_duplicate"
-        if rollups.rows:
-            await upsert_rollups(session=session, batch=rollups)
+        if rollups.rows:  # the rows finishing workers write too: held for one round trip
+            await execute_and_commit(session, rollup_statements(rollups))
     return outcomes
 
 

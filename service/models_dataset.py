@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     BigInteger,
@@ -42,13 +42,20 @@ class StoryHash(Base):
 
 
 class StoryBand(Base):
-    """One LSH band hash of one indexed story; every worker process shares this index."""
+    """One LSH band key of one cluster root; every worker process shares this index.
+
+    band_keys() mixes the band number into each key, so the key alone says which band it is;
+    lookups are equality only, which a hash index serves better than a btree. No primary key:
+    each root's keys are inserted once, by the one indexing transaction that makes it a root.
+    """
 
     __tablename__ = "story_bands"
+    __table_args__ = (Index("ix_story_bands_band_hash", "band_hash", postgresql_using="hash"),)
+    # The ORM needs an identity; the table has no key constraint (see above).
+    __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": ["band_hash", "story_id"]}
 
-    band_no: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    band_hash: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    story_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    band_hash: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    story_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class StorySignature(Base):

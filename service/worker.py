@@ -348,6 +348,7 @@ class Worker:
                     items=items,
                     worker_id=self.worker_id,
                     max_attempts=self.config.max_attempts,
+                    commit=True,
                 ),
             )
         except Exception:

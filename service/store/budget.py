@@ -189,6 +189,8 @@ async def release_task_budget(*, session: AsyncSession, job_id: uuid.UUID, task_
 # Reserve the first request of each task a worker just claimed: the job row is locked once per
 # claim batch instead of once per request. Per job, tasks are covered in id order
 # while the budget has room; the rest get nothing and reserve per request as usual.
+# NO KEY UPDATE: the foreign-key checks of rows other workers are inserting hold KEY SHARE
+# on the job row until they commit, and a plain FOR UPDATE would queue behind them.
 _PREPAY = text(
     """
     WITH held AS (
@@ -204,7 +206,7 @@ _PREPAY = text(
         JOIN held ON held.id = u.task_id
     ), room AS (
         SELECT id, budget_usd - spent_usd - reserved_usd AS left_usd FROM jobs
-        WHERE id = ANY(CAST(:job_ids AS uuid[])) ORDER BY id FOR UPDATE
+        WHERE id = ANY(CAST(:job_ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE
     ), ok AS (
         SELECT want.* FROM want JOIN room ON room.id = want.job_id
         WHERE want.running <= room.left_usd AND want.usd > 0

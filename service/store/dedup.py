@@ -1,7 +1,7 @@
 """Dedup index in Postgres: exact duplicates by text hash, near duplicates by MinHash LSH bands.
 
 Every worker process, the importer and `tinystories dedup` share one index: `story_hashes`
-(unique normalised-text hash), `story_bands` (band_no, band_hash, story_id) and
+(unique normalised-text hash), `story_bands` (band_hash, story_id) and
 `story_signatures`; bands and signatures are kept for cluster roots only. One writer at a time
 (:func:`lock_index`): the importer indexes each batch in the transaction that inserts it; stories
 the workers store are picked up in id order by one worker at a time acting as the indexer
@@ -126,16 +126,13 @@ async def try_lead_indexer(session: AsyncSession) -> bool:
 # One row per candidate root (its signature sent once, however many bands it shares).
 _BAND_MATCHES = text(
     """
-    WITH m AS (
-        SELECT b.band_no, b.band_hash, b.story_id
-        FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[])) AS q(band_no, band_hash)
-        JOIN story_bands b ON b.band_no = q.band_no AND b.band_hash = q.band_hash
+    WITH g AS (
+        SELECT b.story_id, array_agg(b.band_hash) AS band_hashes
+        FROM unnest(CAST(:keys AS bigint[])) AS q(band_hash)
+        JOIN story_bands b ON b.band_hash = q.band_hash
+        GROUP BY b.story_id
     )
-    , g AS (
-        SELECT story_id, array_agg(band_no) AS band_nos, array_agg(band_hash) AS band_hashes
-        FROM m GROUP BY story_id
-    )
-    SELECT g.story_id, g.band_nos, g.band_hashes, s.minhash
+    SELECT g.story_id, g.band_hashes, s.minhash
     FROM g JOIN story_signatures s ON s.story_id = g.story_id
     """
 )
@@ -169,8 +166,10 @@ async def index_stories(
         ),
         {"hashes": [it.text_hash for it in items], "ids": [it.story_id for it in items]},
     )
-    firsts = {row[0] for row in first_rows}
-    # A story indexed before (e.g. by an import) owns its hash already: still the first.
+    new_firsts = {row[0] for row in first_rows}
+    firsts = set(new_firsts)
+    # A story indexed before (e.g. by an import) owns its hash already: still the first, and
+    # already in the band index if it is a root.
     if len(firsts) < len(items):
         owners = await session.execute(
             text("SELECT story_id FROM story_hashes WHERE story_id = ANY(CAST(:ids AS bigint[]))"),
@@ -185,7 +184,7 @@ async def index_stories(
     near = [
         it
         for it in items
-        if it.story_id in firsts
+        if it.story_id in new_firsts
         and it.signature is not None
         and not is_empty_signature(it.signature)
     ]
@@ -237,8 +236,8 @@ async def _near_duplicates(
     cluster, so a cluster of any size costs one candidate, and chains cannot drift away from it.
     """
     sigs = np.stack([it.signature for it in items])  # type: ignore[misc]
+    # Each key encodes its band (band_keys), so one key matches one band of one story.
     keys = band_keys_batch(sigs, params.bands, params.rows)
-    band_nos = np.arange(params.bands, dtype=np.int16)
     # Probe the band index key by key: for a batch's thousands of keys the planner prefers
     # hashing the whole story_bands table, whose cost grows with every story ever stored
     # (187 ms vs 45 ms for 500 stories against 20,000).
@@ -248,22 +247,19 @@ async def _near_duplicates(
             "set_config('enable_mergejoin', 'off', true)"
         )
     )
-    rows = await session.execute(
-        _BAND_MATCHES,
-        {"bn": np.tile(band_nos, len(items)).tolist(), "bh": keys.ravel().tolist()},
-    )
-    buckets: dict[tuple[int, int], list[int]] = {}
+    rows = await session.execute(_BAND_MATCHES, {"keys": keys.ravel().tolist()})
+    buckets: dict[int, list[int]] = {}
     known: dict[int, np.ndarray] = {}
-    for story_id, band_nos_of, band_hashes_of, minhash in rows:
-        for band_no, band_hash in zip(band_nos_of, band_hashes_of, strict=True):
-            buckets.setdefault((band_no, band_hash), []).append(story_id)
+    for story_id, band_hashes_of, minhash in rows:
+        for band_hash in band_hashes_of:
+            buckets.setdefault(band_hash, []).append(story_id)
         known[story_id] = signature_from_bytes(minhash)
     roots: list[tuple[DedupItem, list[int]]] = []
     for it, row_keys in zip(items, keys.tolist(), strict=True):
         seen: set[int] = set()
         cands = []
-        for band_no, key in enumerate(row_keys):
-            for other in buckets.get((band_no, key), ()):
+        for key in row_keys:
+            for other in buckets.get(key, ()):
                 if other not in seen:
                     seen.add(other)
                     cands.append(Candidate(other, known[other], None))
@@ -273,23 +269,20 @@ async def _near_duplicates(
         )
         if cluster is None:  # a new root: later stories of this batch must see it
             roots.append((it, row_keys))
-            for band_no, key in enumerate(row_keys):
-                buckets.setdefault((band_no, key), []).append(it.story_id)
+            for key in row_keys:
+                buckets.setdefault(key, []).append(it.story_id)
             known[it.story_id] = it.signature  # type: ignore[assignment]
     if not roots:
         return
     await session.execute(
         text(
             """
-            INSERT INTO story_bands (band_no, band_hash, story_id)
-            SELECT * FROM unnest(CAST(:bn AS smallint[]), CAST(:bh AS bigint[]),
-                                 CAST(:ids AS bigint[]))
-            ON CONFLICT DO NOTHING
+            INSERT INTO story_bands (band_hash, story_id)
+            SELECT * FROM unnest(CAST(:keys AS bigint[]), CAST(:ids AS bigint[]))
             """
         ),
         {
-            "bn": np.tile(band_nos, len(roots)).tolist(),
-            "bh": [k for _, row_keys in roots for k in row_keys],
+            "keys": [k for _, row_keys in roots for k in row_keys],
             "ids": np.repeat([it.story_id for it, _ in roots], params.bands).tolist(),
         },
     )

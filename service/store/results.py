@@ -15,11 +15,12 @@ from typing import Any, Literal
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import execute_and_commit
 from service.minhash import text_hash
 from service.models import RequestRow, Story
 from service.store.jobs import money
 from service.store.queue import ClaimedTask
-from service.store.rollups import RollupBatch, upsert_rollups
+from service.store.rollups import RollupBatch, rollup_statements
 
 
 @dataclass
@@ -81,7 +82,6 @@ _JOB_UPDATE = text(
             THEN now() ELSE finished_at END,
         updated_at = now()
     WHERE id = :job_id
-    RETURNING status
     """
 )
 
@@ -129,11 +129,14 @@ async def finish_tasks(
     items: Sequence[tuple[ClaimedTask, TaskResult]],
     worker_id: str,
     max_attempts: int,
+    commit: bool = False,
 ) -> list[str]:
     """Record the end of many attempts; returns each task's new status, or "lost".
 
     Requests are always recorded (they were paid for). A story is stored only while this worker
     still holds the lease, and the unique task_id on stories keeps it to one per task.
+    `commit`: end the transaction here, the shared rows' updates sent with the COMMIT
+    (db.execute_and_commit), so they are locked for one round trip instead of three.
     """
     if not items:
         return []
@@ -205,25 +208,31 @@ async def finish_tasks(
     if request_params:
         await session.execute(insert(RequestRow), request_params)
     # Lock order everywhere: tasks, then rollup rows, then job rows (sorted by id).
-    if batch.rows:
-        await upsert_rollups(session=session, batch=batch)
+    tail = rollup_statements(batch)
     for job_id in sorted(deltas, key=str):
         d = deltas[job_id]
-        await session.execute(
-            _JOB_UPDATE,
-            {
-                "job_id": job_id,
-                "cost": d.cost,
-                "released": d.released,
-                "n_requests": d.n_requests,
-                "prompt_tokens": d.prompt_tokens,
-                "completion_tokens": d.completion_tokens,
-                "accepted": d.accepted,
-                "rejected": d.rejected,
-                "failed": d.failed,
-                "error": d.errors[-1] if d.errors else None,
-            },
+        tail.append(
+            (
+                _JOB_UPDATE,
+                {
+                    "job_id": job_id,
+                    "cost": d.cost,
+                    "released": d.released,
+                    "n_requests": d.n_requests,
+                    "prompt_tokens": d.prompt_tokens,
+                    "completion_tokens": d.completion_tokens,
+                    "accepted": d.accepted,
+                    "rejected": d.rejected,
+                    "failed": d.failed,
+                    "error": d.errors[-1] if d.errors else None,
+                },
+            )
         )
+    if commit:
+        await execute_and_commit(session, tail)
+    else:
+        for stmt, params in tail:
+            await session.execute(stmt, params)
     return statuses
 
 

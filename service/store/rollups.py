@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import LATENCY_BUCKETS_S, LATENCY_COLUMNS
@@ -151,9 +151,9 @@ _UPSERT = text(
 )
 
 
-async def upsert_rollups(*, session: AsyncSession, batch: RollupBatch) -> None:
-    """Add a batch to the rollup rows (sorted keys, so concurrent writers never deadlock)."""
-    params: list[dict[str, Any]] = []
+def rollup_statements(batch: RollupBatch) -> list[tuple[TextClause, dict[str, Any]]]:
+    """One upsert per row, in sorted key order (so concurrent writers never deadlock)."""
+    out: list[tuple[TextClause, dict[str, Any]]] = []
     for (minute, model, job_id), d in sorted(
         batch.rows.items(), key=lambda kv: (kv[0][0], kv[0][1], str(kv[0][2]))
     ):
@@ -178,9 +178,14 @@ async def upsert_rollups(*, session: AsyncSession, batch: RollupBatch) -> None:
             "latency_sum_s": d.latency_sum_s,
         }
         row.update(zip(LATENCY_COLUMNS, d.latency, strict=True))
-        params.append(row)
-    for row in params:
-        await session.execute(_UPSERT, row)
+        out.append((_UPSERT, row))
+    return out
+
+
+async def upsert_rollups(*, session: AsyncSession, batch: RollupBatch) -> None:
+    """Add a batch to the rollup rows."""
+    for stmt, row in rollup_statements(batch):
+        await session.execute(stmt, row)
 
 
 async def rollup_totals(

@@ -83,6 +83,36 @@ async def test_duplicates_inside_one_batch(sessionmaker) -> None:
     assert (o2.status, o2.cluster_id) == ("exact_duplicate", id0)
 
 
+async def test_only_roots_enter_the_band_index_once(sessionmaker) -> None:
+    base = real_stories(3)
+    params = MinHashParams()
+    first = await store_and_index(sessionmaker, [*base, near_copy(base[0])])
+    roots = [i for i, o in first.items() if o.status == "unique"]
+    assert len(roots) == 3
+
+    async def band_rows() -> dict[int, int]:
+        async with sessionmaker() as session:
+            rows = await session.execute(
+                text("SELECT story_id, count(*) FROM story_bands GROUP BY story_id")
+            )
+            return dict(rows.all())
+
+    assert await band_rows() == {i: params.bands for i in roots}
+    # Indexing the same stories again (e.g. a retried batch) adds no second copy of a root.
+    sigs = signatures(base, params)
+    async with sessionmaker() as session, session.begin():
+        again = await dedup_store.index_stories(
+            session=session,
+            items=[
+                dedup_store.DedupItem(i, text_hash(s), sig)
+                for i, s, sig in zip(roots, base, sigs, strict=True)
+            ],
+            params=params,
+        )
+    assert {o.status for o in again.values()} == {"unique"}
+    assert await band_rows() == {i: params.bands for i in roots}
+
+
 async def test_changed_params_are_detected(sessionmaker) -> None:
     await store_and_index(sessionmaker, real_stories(1))
     async with sessionmaker() as session, session.begin():
