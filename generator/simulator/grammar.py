@@ -2,6 +2,11 @@
 
 Verbs are only used in their base form ("wanted to hang", "Let's hang"), so any verb of the
 vocabulary fits without an inflection table; nouns mostly take "the" so mass nouns read well.
+
+Stock sentences carry slots filled from the vocabulary's adjectives and nouns, so that two
+stories share about as many word 5-grams as two real TinyStories stories do (mostly the
+opening formula): without them every story repeated the same sentences and near-duplicate
+detection saw far more candidate pairs than real data produces.
 """
 
 from __future__ import annotations
@@ -12,20 +17,136 @@ from functools import lru_cache
 
 from vocab import default_vocabulary
 
-GIRLS = ("Lily", "Mia", "Sue", "Anna", "Lucy", "Zoe", "Ella", "Amy", "Sara", "Kim")
-BOYS = ("Tom", "Ben", "Max", "Tim", "Sam", "Jack", "Leo", "Bob", "Joe", "Dan")
+GIRLS = (
+    "Lily",
+    "Mia",
+    "Sue",
+    "Anna",
+    "Lucy",
+    "Zoe",
+    "Ella",
+    "Amy",
+    "Sara",
+    "Kim",
+    "Emma",
+    "Jane",
+    "Molly",
+    "Rose",
+    "Daisy",
+    "Ruby",
+    "Katie",
+    "Sophie",
+    "Lola",
+    "Nina",
+    "Ava",
+    "Grace",
+    "Jill",
+    "Susie",
+)
+BOYS = (
+    "Tom",
+    "Ben",
+    "Max",
+    "Tim",
+    "Sam",
+    "Jack",
+    "Leo",
+    "Bob",
+    "Joe",
+    "Dan",
+    "Timmy",
+    "Billy",
+    "Jake",
+    "Mark",
+    "Ned",
+    "Finn",
+    "Luke",
+    "Ollie",
+    "Toby",
+    "Adam",
+    "Jim",
+    "Alex",
+    "Ted",
+    "Ricky",
+)
 KINDS_GIRL = ("girl", "little girl")
 KINDS_BOY = ("boy", "little boy")
-ANIMALS = ("dog", "cat", "bird", "bunny", "bear", "duck", "frog", "fox", "mouse", "fish")
-PLACES = ("park", "garden", "forest", "beach", "farm", "yard", "town", "woods", "lake", "hill")
-TOYS = ("ball", "kite", "doll", "car", "box", "hat", "book", "truck", "drum", "boat")
-WEATHER = (
-    "The sun was warm and the sky was blue.",
-    "The wind was soft and the birds sang in the trees.",
-    "It was a bright day and the flowers were pretty.",
-    "The grass was green and the air smelled sweet.",
-    "Big white clouds moved slowly in the sky.",
+ANIMALS = (
+    "dog",
+    "cat",
+    "bird",
+    "bunny",
+    "bear",
+    "duck",
+    "frog",
+    "fox",
+    "mouse",
+    "fish",
+    "puppy",
+    "kitten",
+    "owl",
+    "squirrel",
+    "turtle",
+    "pony",
+    "lamb",
+    "goat",
+    "bee",
+    "snail",
 )
+PLACES = (
+    "park",
+    "garden",
+    "forest",
+    "beach",
+    "farm",
+    "yard",
+    "town",
+    "woods",
+    "lake",
+    "hill",
+    "meadow",
+    "river",
+    "playground",
+    "field",
+    "village",
+    "pond",
+    "backyard",
+    "valley",
+    "zoo",
+    "market",
+)
+TOYS = (
+    "ball",
+    "kite",
+    "doll",
+    "car",
+    "box",
+    "hat",
+    "book",
+    "truck",
+    "drum",
+    "boat",
+    "train",
+    "teddy",
+    "puzzle",
+    "robot",
+    "crayon",
+    "blanket",
+    "balloon",
+    "whistle",
+    "shovel",
+    "bucket",
+)
+WEATHER = (
+    "The sun was {a} and the sky was {b}.",
+    "The wind was {a} and the {n} birds sang in the trees.",
+    "It was a {a} day and the flowers were {b}.",
+    "The grass was {a} and the air smelled {b}.",
+    "{A} clouds moved slowly over the {n} hills.",
+    "Outside, everything looked {a} and {b}.",
+)
+# Feature markers (the checks and the summariser look for them) never come from the slots.
+_RESERVED_ADJECTIVES = frozenset({"sad", "angry", "unexpected", "strange", "upset", "unhappy"})
 MORALS = (
     "to always share with your friends",
     "that being kind is better than being angry",
@@ -49,6 +170,20 @@ class StoryRequest:
 
 def article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+@lru_cache(maxsize=1)
+def _slot_adjectives() -> tuple[str, ...]:
+    """Plain adjectives of the vocabulary for descriptive slots."""
+    vocabulary = default_vocabulary()
+    return tuple(
+        a
+        for a in vocabulary.adjectives
+        if a.isalpha()
+        and a.islower()
+        and vocabulary.roles(a) == ("adjective",)
+        and a not in _RESERVED_ADJECTIVES
+    )
 
 
 @lru_cache(maxsize=1)
@@ -79,6 +214,27 @@ class _Cast:
         self.animal = rng.choice(ANIMALS)
         fillers = _filler_nouns()
         self.thing = rng.choice(fillers) if fillers else "stone"
+        self._rng = rng
+        self._adjectives = _slot_adjectives() or ("little",)
+        self._fillers = fillers or ("stone",)
+
+    def adj(self) -> str:
+        """A fresh descriptive adjective."""
+        return self._rng.choice(self._adjectives)
+
+    def a_adj(self) -> str:
+        """A fresh adjective with its article: "a big", "an old"."""
+        word = self.adj()
+        return f"{article(word)} {word}"
+
+    def noun(self) -> str:
+        """A fresh side object."""
+        return self._rng.choice(self._fillers)
+
+    def weather(self) -> str:
+        a, b = self.adj(), self.adj()
+        line = self._rng.choice(WEATHER)
+        return line.format(a=a, b=b, A=_cap(a), n=self.adj())
 
 
 def _cap(sentence: str) -> str:
@@ -97,29 +253,30 @@ def write_story(request: StoryRequest, rng: random.Random) -> str:
         rng.choice(
             (
                 f"Once upon a time, there was a {c.kind} named {c.hero}.",
-                f"One day, a {c.kind} named {c.hero} went to the {c.place}.",
-                f"{c.hero} was a {c.kind} who lived in a small house near the {c.place}.",
-                f"There once was a happy {c.kind} called {c.hero}.",
+                f"One day, a {c.kind} named {c.hero} went to the {c.adj()} {c.place}.",
+                f"{c.hero} was a {c.adj()} {c.kind} who lived in a small house near the {c.place}.",
+                f"There once was {c.a_adj()} {c.kind} called {c.hero}.",
             )
         ),
         rng.choice(
             (
                 f"{_cap(c.he)} loved to {verb} every day.",
-                f"{_cap(c.he)} liked to {verb} with {c.his} {c.toy}.",
+                f"{_cap(c.he)} liked to {verb} with {c.his} {c.adj()} {c.toy}.",
                 f"More than anything, {c.he} wanted to {verb}.",
-                f"Every morning, {c.he} tried to {verb} in the {c.place}.",
+                f"Every morning, {c.he} tried to {verb} in the {c.adj()} {c.place}.",
+                f"{_cap(c.he)} and {c.his} {c.adj()} {c.animal} liked to {verb} together.",
             )
         ),
-        rng.choice(WEATHER),
+        c.weather(),
     ]
     if "Foreshadowing" in features:
         intro.append(
             rng.choice(
                 (
-                    f"{c.hero}'s mom gave {c.him} a {c.toy} and said, \"Keep it close. "
-                    'You may need it one day."',
+                    f"{c.hero}'s mom gave {c.him} {c.a_adj()} {c.toy} and said, \"Keep it "
+                    'close. You may need it one day."',
                     f"{_cap(c.he)} did not know that the {noun} would be very important later.",
-                    f"Far away, dark clouds were coming, but {c.hero} did not see them yet.",
+                    f"Far away, {c.adj()} clouds were coming, but {c.hero} did not see them yet.",
                 )
             )
         )
@@ -128,10 +285,11 @@ def write_story(request: StoryRequest, rng: random.Random) -> str:
     meet = [
         rng.choice(
             (
-                f"One day, {c.hero} saw {a_adj} {adj} {noun} near a big tree.",
-                f"In the {c.place}, {c.hero} found {a_adj} {adj} {noun} under a {c.thing}.",
-                f"{c.hero} and {c.his} friend {c.friend} found {a_adj} {adj} {noun}.",
-                f"Then {c.hero} saw the {noun}. It was very {adj}.",
+                f"One day, {c.hero} saw {a_adj} {adj} {noun} near {c.a_adj()} tree.",
+                f"In the {c.place}, {c.hero} found {a_adj} {adj} {noun} under {c.a_adj()} "
+                f"{c.thing}.",
+                f"{c.hero} and {c.his} {c.adj()} friend {c.friend} found {a_adj} {adj} {noun}.",
+                f"Then {c.hero} saw the {noun}. It was very {adj} and a little {c.adj()}.",
             )
         )
     ]
@@ -141,14 +299,16 @@ def write_story(request: StoryRequest, rng: random.Random) -> str:
             rng.choice(
                 (
                     f'"Can we {verb} with it?" asked {c.friend}.',
-                    f'"Let\'s {verb} together!" said {c.friend} with a big smile.',
+                    f'"Let\'s {verb} together!" said {c.friend} with {c.a_adj()} smile.',
                     f'"Wow! Do you want to {verb}?" asked {c.friend}.',
+                    f'"It looks {c.adj()}," said {c.friend}. "Can we {verb}?"',
                 )
             ),
             rng.choice(
                 (
                     f'"Yes, let\'s {verb}!" said {c.hero}.',
                     f'"Okay, but we have to be careful," said {c.hero}.',
+                    f'"Yes! It will be {c.adj()}," said {c.hero}.',
                 )
             ),
         ]
@@ -158,32 +318,68 @@ def write_story(request: StoryRequest, rng: random.Random) -> str:
                 (
                     f"{c.hero} wanted to {verb} with the {noun}.",
                     f"{_cap(c.he)} showed the {noun} to {c.friend}, and they both smiled.",
-                    f"{c.hero} and {c.friend} wanted to {verb} next to the {noun}.",
+                    f"{c.hero} and {c.friend} wanted to {verb} next to the {c.adj()} {noun}.",
                 )
             ),
             rng.choice(
                 (
-                    "They laughed and played all morning.",
-                    f"They ran around the {c.place} and had a lot of fun.",
-                    f"A little {c.animal} came to watch them play.",
+                    f"They laughed and played all {rng.choice(('morning', 'day', 'afternoon'))}.",
+                    f"They ran around the {c.adj()} {c.place} and had a lot of fun.",
+                    f"{_cap(c.a_adj())} {c.animal} came to watch them play.",
                 )
             ),
         ]
     paragraphs.append(meet)
 
     play = [
-        f"{c.hero} and {c.friend} took the {noun} to the {c.place}.",
-        f"They tried to {verb} with it, and it was fun.",
-        f"A little {c.animal} came to see what they were doing.",
-        f"The {c.animal} wanted to play too, so they let it join them.",
-        f"{c.friend} found a {c.thing} and put it next to the {noun}.",
-        f"They made a game where they had to {verb} as fast as they could.",
-        f"{c.hero} laughed so much that {c.his} tummy hurt.",
-        "They ran, jumped and sang songs together.",
-        'Mom called from the house, "Have fun, and be careful!"'
+        f"{c.hero} and {c.friend} took the {noun} to the {c.adj()} {c.place}.",
+        rng.choice(
+            (
+                f"They tried to {verb} with it, and it was {c.adj()}.",
+                f"It was {c.adj()} to {verb} with the {c.adj()} {noun}.",
+                f"They took turns to {verb}, and {c.friend} went first.",
+            )
+        ),
+        rng.choice(
+            (
+                f"{_cap(c.a_adj())} {c.animal} came to see what they were doing.",
+                f"{_cap(c.a_adj())} {c.animal} watched them from behind {c.a_adj()} {c.noun()}.",
+                f"Soon {c.a_adj()} {c.animal} sat down next to {c.hero}.",
+            )
+        ),
+        rng.choice(
+            (
+                f"The {c.animal} wanted to play too, so the {c.adj()} {c.animal} joined them.",
+                f"The {c.adj()} {c.animal} wanted a turn, and {c.hero} said yes.",
+            )
+        ),
+        rng.choice(
+            (
+                f"{c.friend} found {c.a_adj()} {c.noun()} and put it next to the {noun}.",
+                f"{c.friend} brought {c.a_adj()} {c.noun()} from the {c.adj()} house.",
+                f"Next to the {noun}, {c.friend} saw {c.a_adj()} {c.noun()}.",
+            )
+        ),
+        rng.choice(
+            (
+                f"They made {c.a_adj()} game where they had to {verb} as fast as they could.",
+                f"In their {c.adj()} game, the one who could {verb} best got {c.a_adj()} "
+                f"{c.noun()}.",
+                f"They played {c.a_adj()} game with {c.a_adj()} {c.noun()}.",
+            )
+        ),
+        f"{c.hero} laughed so much that {c.his} {c.adj()} tummy hurt.",
+        rng.choice(
+            (
+                f"They ran, jumped and sang {c.adj()} songs about {c.a_adj()} {c.noun()}.",
+                f"They jumped over {c.a_adj()} {c.noun()} and ran to the {c.adj()} {c.noun()}.",
+                f"They sang a {c.adj()} song about the {c.adj()} {c.noun()}.",
+            )
+        ),
+        f'Mom called from the house, "Have fun, and be careful with the {c.noun()}!"'
         if "Dialogue" in features
-        else "Mom watched them from the window and smiled.",
-        f"The {adj} {noun} made everyone feel happy.",
+        else f"Mom watched them from the {c.adj()} window and smiled.",
+        f"The {adj} {noun} made everyone feel {c.adj()}.",
     ]
     keep = sorted(rng.sample(range(len(play)), k=rng.randint(4, 6)))  # keep the play's order
     paragraphs.append([play[i] for i in keep])
@@ -197,7 +393,7 @@ def write_story(request: StoryRequest, rng: random.Random) -> str:
                     f"{c.friend} took the {noun} and did not want to give it back.",
                 )
             ),
-            "They were both angry and they did not play together.",
+            f"They were both angry and they did not play with the {c.adj()} {c.noun()}.",
         ]
         if "Dialogue" in features:
             fight.append(f'"It is mine!" shouted {c.friend}. "No, I found it!" said {c.hero}.')
@@ -216,11 +412,12 @@ def write_story(request: StoryRequest, rng: random.Random) -> str:
                 rng.choice(
                     (
                         f"The {noun} began to move all by itself!",
-                        f"A {c.animal} jumped out from behind the {c.thing} and took the {noun}!",
-                        f"The {noun} was not a {noun} at all. It was a magic {c.toy}!",
+                        f"{_cap(c.a_adj())} {c.animal} jumped out from behind the {c.thing} and "
+                        f"took the {noun}!",
+                        f"The {noun} was not a {noun} at all. It was a magic {c.adj()} {c.toy}!",
                     )
                 ),
-                f"{c.hero} and {c.friend} could not believe their eyes.",
+                f"{c.hero} and {c.friend} could not believe their {c.adj()} eyes.",
             ]
         )
 
@@ -229,8 +426,8 @@ def write_story(request: StoryRequest, rng: random.Random) -> str:
             rng.choice(
                 (
                     f"But then the {noun} broke into many small pieces.",
-                    f"But the wind came and took the {noun} far away.",
-                    f"But the {noun} fell into the lake and was gone.",
+                    f"But the {c.adj()} wind came and took the {noun} far away.",
+                    f"But the {noun} fell into the {c.adj()} lake and was gone.",
                 )
             ),
             f"{c.hero} cried and cried. {_cap(c.he)} could never {verb} with it again.",
@@ -246,15 +443,15 @@ def write_story(request: StoryRequest, rng: random.Random) -> str:
             rng.choice(
                 (
                     f"In the end, {c.hero} and {c.friend} shared the {noun}.",
-                    f"At last, {c.hero} gave the {noun} a big hug.",
+                    f"At last, {c.hero} gave the {noun} {c.a_adj()} hug.",
                     f"{c.hero} and {c.friend} played with the {adj} {noun} all day.",
                 )
             ),
             rng.choice(
                 (
-                    "They were very happy and went home with big smiles.",
-                    "It was the best day ever.",
-                    "They laughed until the sun went down.",
+                    f"They were very {c.adj()} and went home with {c.adj()} smiles.",
+                    f"It was the most {c.adj()} day ever.",
+                    f"They laughed until the {c.adj()} sun went down.",
                 )
             ),
         ]
@@ -281,7 +478,7 @@ def continue_text(text: str, rng: random.Random, *, sentences: int = 5) -> str:
         f"A little {c.animal} came and sat next to {c.him}.",
         f"{_cap(c.he)} found a {c.toy} and wanted to play.",
         f"{c.friend} came to help, and they worked together.",
-        rng.choice(WEATHER),
+        c.weather(),
         "They laughed and played all day.",
         f'{_cap(c.he)} said, "Thank you, {c.friend}!"',
         "In the end, everyone was happy.",
