@@ -111,18 +111,18 @@ async def _check_pending(
         batch = await dedup_store.pending_stories(session=session, limit=limit)
         if not batch:
             return {}
-        texts = [t for _, t, _, _ in batch]
+        texts = [t for _, t, _, _, _ in batch]
         sigs = await asyncio.to_thread(signatures, texts, params)
-        items = [
-            dedup_store.DedupItem(sid, text_hash(t), sig)
-            for (sid, t, _, _), sig in zip(batch, sigs, strict=True)
+        items = [  # the hash was stored with the story
+            dedup_store.DedupItem(sid, h, sig)
+            for (sid, _, h, _, _), sig in zip(batch, sigs, strict=True)
         ]
         outcomes = await dedup_store.index_stories(
             session=session, items=items, params=params, locked=True
         )
         rollups = RollupBatch()
         minute = minute_of(None)
-        for sid, _, job_id, model in batch:
+        for sid, _, _, job_id, model in batch:
             outcome = outcomes[sid]
             if job_id is not None and outcome.status != "unique":
                 delta = rollups.delta(minute=minute, model=model or "", job_id=job_id)

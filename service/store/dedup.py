@@ -82,7 +82,7 @@ async def stored_params(*, session: AsyncSession) -> dict[str, Any] | None:
 
 async def reset_index(*, session: AsyncSession, params: MinHashParams) -> None:
     """Forget the whole index and every story's status (parameters changed)."""
-    await session.execute(text("SELECT pg_advisory_xact_lock(:ns, -1)"), {"ns": LOCK_NAMESPACE})
+    await lock_index(session)
     await session.execute(text("TRUNCATE story_bands, story_hashes, story_signatures"))
     await session.execute(
         text(
@@ -303,16 +303,16 @@ async def _near_duplicates(
 
 async def pending_stories(
     *, session: AsyncSession, limit: int
-) -> list[tuple[int, str, uuid.UUID | None, str | None]]:
-    """(id, text, job id, model) of accepted stories not checked yet, oldest first."""
+) -> list[tuple[int, str, str, uuid.UUID | None, str | None]]:
+    """(id, text, text hash, job id, model) of accepted stories not checked yet, oldest first."""
     rows = await session.execute(
         text(
-            "SELECT id, text, job_id, model FROM stories "
+            "SELECT id, text, text_hash, job_id, model FROM stories "
             "WHERE dedup_status IS NULL AND accepted ORDER BY id LIMIT :limit"
         ),
         {"limit": limit},
     )
-    return [(r[0], r[1], r[2], r[3]) for r in rows]
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 async def count_undeduped(*, session: AsyncSession, cap: int | None = None) -> int:
