@@ -226,9 +226,9 @@ async def time_baseline(sessionmaker: Any, repeats: int) -> list[float]:
 
 async def run(stages: list[int], repeats: int, baseline_repeats: int) -> None:
     from service.api import create_app
+    from service.api.metrics import install_metrics
     from service.dashboard import install
     from service.db import make_engine, make_sessionmaker
-    from service.metrics import install_metrics
     from service.migrate import upgrade
     from service.pgserver import EmbeddedPostgres, ensure_database
     from service.settings import Settings

@@ -6,8 +6,9 @@ substitutions of 1-10% of words, truncations keeping 70-95%, and a combination) 
 known. Precision is strict: any flagged story that is not a planted edit of its cluster's root
 counts as a false positive.
 
-"ours": batch-vectorised signatures (service.minhash.MinHasher) + the band index contract the
-Postgres index implements (service.minhash.InMemoryNearDupIndex: query, verify, insert).
+"ours": batch-vectorised signatures (service.dataset.minhash.MinHasher) + the band index
+contract the Postgres index implements (service.dataset.minhash.InMemoryNearDupIndex: query,
+verify, insert).
 "baseline": per-story datasketch.MinHash + in-memory datasketch.MinHashLSH with the same
 num_perm/bands/rows, candidates verified with the same Jaccard threshold.
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.minhash import (
+from service.dataset.minhash import (
     InMemoryNearDupIndex,
     MinHasher,
     MinHashParams,

@@ -2,8 +2,8 @@
 
 Seeds N stories straight in SQL (INSERT ... SELECT generate_series over the real 1,200-story
 sample, each made distinct), then exports them in a child process and reads that process's peak
-RSS. "ours": service.exporter.run_export (server-side cursor -> ExportWriter: parquet shards,
-release files, DatasetDict, card; decontamination on). "baseline": the naive way, in another
+RSS. "ours": service.dataset.exporter.run_export (server-side cursor -> ExportWriter: parquet
+shards, release files, DatasetDict, card; decontamination on). "baseline": the naive way, in another
 child: fetch every row into memory, datasets.Dataset.from_list, save_to_disk (less output).
 
     python benchmarks/bench_export.py [--quick] [--n N]
@@ -53,7 +53,7 @@ def child(mode: str, url: str, out: str) -> None:
     """Run one export in this process and print its figures as JSON."""
     t0 = time.perf_counter()
     if mode == "ours":
-        from service.exporter import ExportOptions, run_export
+        from service.dataset.exporter import ExportOptions, run_export
 
         result = run_export(url, out, ExportOptions(validation_fraction=0.05, seed=0))
         rows = result.counts["total"]

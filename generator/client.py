@@ -11,11 +11,9 @@ every failure becomes a classified `ProviderError`, never a parse crash.
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -24,54 +22,19 @@ import httpx2
 import openai
 import orjson
 
+from generator.errors import (
+    ProviderError,
+    connection_cause,
+    error_message,
+    json_or_none,
+    kept_headers,
+    parse_retry_after,
+    response_json_or_none,
+    status_class,
+    usage_of,
+)
+
 log = logging.getLogger(__name__)
-
-# Error classes and whether a retry can help.
-RETRYABLE = {
-    "rate_limit": True,
-    "server_error": True,
-    "timeout": True,
-    "connection": True,
-    "malformed_response": True,
-    "bad_request": False,
-    "auth": False,
-    "permission": False,
-    "not_found": False,
-    "content_filter": False,
-}
-
-_KEPT_HEADER_PREFIXES = ("x-ratelimit-", "retry-after", "x-request-id", "openai-processing-ms")
-
-
-class ProviderError(Exception):
-    """A classified failure of one provider request."""
-
-    def __init__(
-        self,
-        error_class: str,
-        retryable: bool | None = None,
-        status: int | None = None,
-        message: str = "",
-        retry_after: float | None = None,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        *,
-        headers: Mapping[str, str] | None = None,
-        latency_s: float = 0.0,
-    ) -> None:
-        if error_class not in RETRYABLE:
-            raise ValueError(f"unknown provider error class {error_class!r}")
-        self.error_class = error_class
-        self.retryable = RETRYABLE[error_class] if retryable is None else retryable
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-        self.prompt_tokens = prompt_tokens
-        self.completion_tokens = completion_tokens
-        self.headers = dict(headers or {})
-        self.latency_s = latency_s
-        super().__init__(f"{error_class} (status {status}): {message}")
-
 
 @dataclass(frozen=True)
 class ChatResult:
@@ -126,94 +89,6 @@ class ClientConfig:
             max_connections=self.max_connections,
             provider=self.provider_name,
         )
-
-
-def parse_retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(_KEPT_HEADER_PREFIXES)}
-
-
-def _usage(body: object) -> tuple[int, int]:
-    usage = body.get("usage") if isinstance(body, dict) else None
-    if not isinstance(usage, dict):
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-
-
-def _connection_cause(exc: BaseException) -> BaseException | None:
-    """The aiohttp transport reports refused/reset connections as connect *timeouts*; find the
-    real connection failure in the cause chain so it is classified as `connection`."""
-    try:
-        import aiohttp
-    except ImportError:
-        return None
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, aiohttp.ClientConnectionError) and not isinstance(
-            seen, aiohttp.ServerTimeoutError
-        ):
-            return seen
-        if isinstance(seen, ConnectionError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _json_or_none(content: bytes) -> object:
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-
-
-def _response_json_or_none(response: httpx2.Response) -> object:
-    try:
-        return _json_or_none(response.content)
-    except httpx2.ResponseNotRead:
-        return None
-
-
-def _status_class(status: int, body: object) -> str:
-    error = body.get("error") if isinstance(body, dict) else None
-    code = ""
-    if isinstance(error, dict):
-        code = f"{error.get('code') or ''} {error.get('type') or ''}".lower()
-    if status == 429:
-        return "rate_limit"
-    if status in (408,):
-        return "timeout"
-    if status == 409 or status >= 500:
-        return "server_error"
-    if status == 400 and "content_filter" in code:
-        return "content_filter"
-    return {401: "auth", 403: "permission", 404: "not_found"}.get(status, "bad_request")
-
-
-def _error_message(body: object, fallback: str) -> str:
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("message") or fallback)
-    return fallback
 
 
 class ChatClient:
@@ -286,7 +161,7 @@ class ChatClient:
                 headers={**self._auth, "Content-Type": "application/json", **headers},
             ) as response:
                 content = await response.read()
-                return response.status, _kept_headers(response.headers), content
+                return response.status, kept_headers(response.headers), content
         except TimeoutError as exc:  # aiohttp.ServerTimeoutError included
             raise self._timeout_error(exc, started) from exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -294,7 +169,7 @@ class ChatClient:
 
     def _timeout_error(self, exc: BaseException, started: float) -> ProviderError:
         """A timeout, unless the transport reported a refused/reset connection as one."""
-        cause = _connection_cause(exc)
+        cause = connection_cause(exc)
         if cause is not None:
             return self._connection_error(cause, started)
         return ProviderError(
@@ -337,12 +212,12 @@ class ChatClient:
             status, kept, content = await self._post(orjson.dumps(kwargs), headers, started)
             latency = time.perf_counter() - started
             if status >= 400:
-                body = _json_or_none(content)
-                prompt_tokens, completion_tokens = _usage(body)
+                body = json_or_none(content)
+                prompt_tokens, completion_tokens = usage_of(body)
                 raise ProviderError(
-                    _status_class(status, body),
+                    status_class(status, body),
                     status=status,
-                    message=_error_message(body, f"HTTP {status}"),
+                    message=error_message(body, f"HTTP {status}"),
                     retry_after=parse_retry_after(kept),
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
@@ -356,13 +231,13 @@ class ChatClient:
             http_response = raw.http_response
         except openai.APIStatusError as exc:
             latency = time.perf_counter() - started
-            headers = _kept_headers(exc.response.headers)
-            body = _response_json_or_none(exc.response)
-            prompt_tokens, completion_tokens = _usage(body)
+            headers = kept_headers(exc.response.headers)
+            body = response_json_or_none(exc.response)
+            prompt_tokens, completion_tokens = usage_of(body)
             raise ProviderError(
-                _status_class(exc.status_code, body),
+                status_class(exc.status_code, body),
                 status=exc.status_code,
-                message=_error_message(body, str(exc)),
+                message=error_message(body, str(exc)),
                 retry_after=parse_retry_after(headers),
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
@@ -375,7 +250,7 @@ class ChatClient:
             raise self._connection_error(exc.__cause__ or exc, started) from exc
         content = await http_response.aread()
         latency = time.perf_counter() - started
-        headers = _kept_headers(http_response.headers)
+        headers = kept_headers(http_response.headers)
         return self._parse(content, http_response.status_code, headers, latency)
 
     def _parse(
@@ -398,7 +273,7 @@ class ChatClient:
             raise malformed("is not JSON") from None
         if not isinstance(body, dict):
             raise malformed("is JSON but not an object")
-        usage = _usage(body)
+        usage = usage_of(body)
         choices = body.get("choices")
         if not isinstance(choices, list) or not choices:
             raise malformed("has no choices", usage)

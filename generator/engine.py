@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
-from generator.client import ChatClient, ChatResult, ProviderError
+from generator.client import ChatClient, ChatResult
+from generator.errors import ProviderError
 from generator.ratelimit import RateLimiter, TokenEstimator, estimate_prompt_tokens
 from generator.retry import RetryPolicy
 

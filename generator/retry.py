@@ -16,7 +16,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from generator.client import ProviderError
+from generator.errors import ProviderError
 
 log = logging.getLogger(__name__)
 

@@ -72,8 +72,8 @@ class EngineTransport:
         self.max_tokens = max_tokens
 
     async def chat(self, messages: list[dict]) -> JudgeReply:
-        from generator.client import ProviderError
         from generator.engine import BudgetExhausted
+        from generator.errors import ProviderError
 
         try:
             result = await self.engine.chat(

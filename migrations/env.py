@@ -1,4 +1,4 @@
-"""Alembic environment: async engine on psycopg 3, metadata from service.models."""
+"""Alembic environment: async engine on psycopg 3, metadata from service.store.models."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
-import service.models_dataset  # noqa: F401 - registers the dataset-quality tables on Base
-from service.models import Base
+import service.store.models_dataset  # noqa: F401 - registers the dataset-quality tables on Base
+from service.store.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):

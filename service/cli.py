@@ -7,27 +7,12 @@ from typing import Any
 
 import typer
 
+from service.cli_common import fail, load_settings
+
 jobs_app = typer.Typer(
     help="Submit and manage generation jobs (through the REST API).", no_args_is_help=True
 )
 db_app = typer.Typer(help="Database: migrations and the embedded server.", no_args_is_help=True)
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
-
-
-def _settings(**overrides: Any) -> Any:
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        _fail(f"setting {'.'.join(map(str, first['loc']))}: {first['msg']}")
 
 
 def _logging() -> None:
@@ -44,9 +29,9 @@ def serve(
 ) -> None:
     """Run the REST API (and optionally a worker in the same process group)."""
     _logging()
-    from service.process import serve_forever
+    from service.supervise import serve_forever
 
-    settings = _settings(host=host, port=port)
+    settings = load_settings(host=host, port=port)
     serve_forever(settings, with_worker=with_worker, concurrency=concurrency)
 
 
@@ -58,10 +43,10 @@ def worker(
 ) -> None:
     """Run an asyncio worker that claims tasks and writes stories until SIGTERM."""
     _logging()
-    from service.runner import run_worker, worker_config
-    from service.runtime import run_event_loop
+    from service.work.provider import run_event_loop
+    from service.work.wiring import run_worker, worker_config
 
-    settings = _settings(worker_concurrency=concurrency)
+    settings = load_settings(worker_concurrency=concurrency)
     config = worker_config(settings, idle_exit=exit_when_idle)
     stats = run_event_loop(run_worker(settings, config=config))
     typer.echo(
@@ -70,21 +55,21 @@ def worker(
 
 
 def _client() -> Any:
-    from service.client import ApiClient, ApiError
+    from service.api_client import ApiClient, ApiError
 
     try:
-        return ApiClient.from_settings(_settings())
+        return ApiClient.from_settings(load_settings())
     except ApiError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    from service.client import ApiError
+    from service.api_client import ApiError
 
     try:
         return fn(*args, **kwargs)
     except ApiError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @jobs_app.command("submit")
@@ -117,7 +102,7 @@ def jobs_submit(
             try:
                 mix[name] = float(weight or 1)
             except ValueError:
-                _fail(f"--model {item!r}: weight must be a number")
+                fail(f"--model {item!r}: weight must be a number")
         body["models"] = mix
     client = _client()
     job = _call(client.submit, body)
@@ -125,7 +110,7 @@ def jobs_submit(
         f"job {job['id']} {job['status']} n_stories={job['n_stories']} provider={job['provider']}"
     )
     if wait:
-        from service.process import follow_job
+        from service.supervise import follow_job
 
         follow_job(client, job["id"])
 
@@ -170,11 +155,11 @@ def db_upgrade() -> None:
     from service.db import resolve_database_url
     from service.migrate import upgrade
 
-    settings = _settings()
+    settings = load_settings()
     try:
         upgrade(resolve_database_url(settings))
     except Exception as exc:
-        _fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+        fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     typer.echo("database at head")
 
 
@@ -183,9 +168,9 @@ def db_stop() -> None:
     """Stop the embedded Postgres server of TINYSTORIES_HOME."""
     from service.pgserver import EmbeddedPostgres
 
-    settings = _settings()
+    settings = load_settings()
     if settings.database_url:
-        _fail("DATABASE_URL is set: that server is not managed here")
+        fail("DATABASE_URL is set: that server is not managed here")
     stopped = EmbeddedPostgres(settings.pg_dir).stop()
     typer.echo("embedded postgres stopped" if stopped else "embedded postgres was not running")
 
@@ -196,9 +181,9 @@ def demo(
 ) -> None:
     """Start everything (database, simulator, API, worker), make a job over REST, stop all."""
     _logging()
-    from service.process import run_demo
+    from service.supervise import run_demo
 
-    run_demo(_settings(), n_stories=n_stories, budget_usd=budget_usd)
+    run_demo(load_settings(), n_stories=n_stories, budget_usd=budget_usd)
 
 
 def register(app: typer.Typer) -> None:
@@ -208,6 +193,6 @@ def register(app: typer.Typer) -> None:
     app.command("demo-service")(demo)
     app.add_typer(jobs_app, name="jobs")
     app.add_typer(db_app, name="db")
-    from service import cli_data
+    from service.dataset import cli as dataset_cli
 
-    cli_data.register(app)
+    dataset_cli.register(app)

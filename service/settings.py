@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     max_job_stories: int = Field(default=1_000_000, ge=1)
     story_max_tokens: int = Field(default=600, ge=16)
     request_timeout_s: float = Field(default=60.0, gt=0)
-    # Seconds of a model's shared rate budget one process takes per round trip (service/limits.py).
+    # Seconds of a model's shared rate budget one process takes per round trip
+    # (service/work/shared_limits.py).
     limiter_lease_seconds: float = Field(default=0.2, gt=0, le=5)
     db_pool_size: int = Field(default=10, ge=1)
     # Simulator knobs, used only when no provider is configured.

@@ -33,8 +33,8 @@ def run_pipeline(
     skip_train: bool,
 ) -> None:
     """Run every stage; stop the embedded database whatever happens."""
-    from service.process import run_demo
     from service.settings import Settings
+    from service.supervise import run_demo
 
     settings = Settings()
     out = Path(settings.home) / "demo"

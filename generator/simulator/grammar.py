@@ -15,147 +15,19 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
+from generator.simulator.wordlists import (
+    ANIMALS,
+    BOYS,
+    GIRLS,
+    KINDS_BOY,
+    KINDS_GIRL,
+    MORALS,
+    PLACES,
+    RESERVED_ADJECTIVES,
+    TOYS,
+    WEATHER,
+)
 from vocab import default_vocabulary
-
-GIRLS = (
-    "Lily",
-    "Mia",
-    "Sue",
-    "Anna",
-    "Lucy",
-    "Zoe",
-    "Ella",
-    "Amy",
-    "Sara",
-    "Kim",
-    "Emma",
-    "Jane",
-    "Molly",
-    "Rose",
-    "Daisy",
-    "Ruby",
-    "Katie",
-    "Sophie",
-    "Lola",
-    "Nina",
-    "Ava",
-    "Grace",
-    "Jill",
-    "Susie",
-)
-BOYS = (
-    "Tom",
-    "Ben",
-    "Max",
-    "Tim",
-    "Sam",
-    "Jack",
-    "Leo",
-    "Bob",
-    "Joe",
-    "Dan",
-    "Timmy",
-    "Billy",
-    "Jake",
-    "Mark",
-    "Ned",
-    "Finn",
-    "Luke",
-    "Ollie",
-    "Toby",
-    "Adam",
-    "Jim",
-    "Alex",
-    "Ted",
-    "Ricky",
-)
-KINDS_GIRL = ("girl", "little girl")
-KINDS_BOY = ("boy", "little boy")
-ANIMALS = (
-    "dog",
-    "cat",
-    "bird",
-    "bunny",
-    "bear",
-    "duck",
-    "frog",
-    "fox",
-    "mouse",
-    "fish",
-    "puppy",
-    "kitten",
-    "owl",
-    "squirrel",
-    "turtle",
-    "pony",
-    "lamb",
-    "goat",
-    "bee",
-    "snail",
-)
-PLACES = (
-    "park",
-    "garden",
-    "forest",
-    "beach",
-    "farm",
-    "yard",
-    "town",
-    "woods",
-    "lake",
-    "hill",
-    "meadow",
-    "river",
-    "playground",
-    "field",
-    "village",
-    "pond",
-    "backyard",
-    "valley",
-    "zoo",
-    "market",
-)
-TOYS = (
-    "ball",
-    "kite",
-    "doll",
-    "car",
-    "box",
-    "hat",
-    "book",
-    "truck",
-    "drum",
-    "boat",
-    "train",
-    "teddy",
-    "puzzle",
-    "robot",
-    "crayon",
-    "blanket",
-    "balloon",
-    "whistle",
-    "shovel",
-    "bucket",
-)
-WEATHER = (
-    "The sun was {a} and the sky was {b}.",
-    "The wind was {a} and the {n} birds sang in the trees.",
-    "It was a {a} day and the flowers were {b}.",
-    "The grass was {a} and the air smelled {b}.",
-    "{A} clouds moved slowly over the {n} hills.",
-    "Outside, everything looked {a} and {b}.",
-)
-# Feature markers (the checks and the summariser look for them) never come from the slots.
-_RESERVED_ADJECTIVES = frozenset({"sad", "angry", "unexpected", "strange", "upset", "unhappy"})
-MORALS = (
-    "to always share with your friends",
-    "that being kind is better than being angry",
-    "to listen to your mom and dad",
-    "to be careful and think before you act",
-    "that friends help each other",
-    "to say sorry when you make a mistake",
-    "that it is good to be brave",
-)
 
 
 @dataclass(frozen=True)
@@ -182,7 +54,7 @@ def _slot_adjectives() -> tuple[str, ...]:
         if a.isalpha()
         and a.islower()
         and vocabulary.roles(a) == ("adjective",)
-        and a not in _RESERVED_ADJECTIVES
+        and a not in RESERVED_ADJECTIVES
     )
 
 

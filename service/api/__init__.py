@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from generator.pricing import PriceTable
         from service.db import make_engine, make_sessionmaker, resolve_database_url
-        from service.runtime import SIMULATOR_BANNER, provider_info
+        from service.work.provider import SIMULATOR_BANNER, provider_info
 
         url = database_url or await asyncio.to_thread(resolve_database_url, settings)
         engine = make_engine(url, pool_size=settings.db_pool_size)
@@ -83,8 +83,8 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     app.include_router(stories.router)
     app.include_router(exports.router)
 
+    from service.api.metrics import install_metrics
     from service.dashboard import install as install_dashboard
-    from service.metrics import install_metrics
 
     install_dashboard(app)
     install_metrics(app)

@@ -21,7 +21,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.deps import require_token, session_dep
-from service.exporter import ExportOptions, run_export
+from service.dataset.exporter import ExportOptions, run_export
 from service.store import dedup as dedup_store
 from service.store import exports as exports_store
 

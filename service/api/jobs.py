@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import store
 from service.api.deps import require_token, session_dep
 from service.api.schemas import JobCreate, JobList, JobOut, StoryOut, StoryPage
-from service.models import Job
 from service.store.jobs import TaskSpec, money
+from service.store.models import Job
 from service.store.rollups import duplicates_by_model
 
 JobStatus = Literal[

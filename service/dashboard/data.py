@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.dashboard.history import SinceStart
-from service.models import LATENCY_BUCKETS_S
 from service.settings import Settings
 from service.store import dashboard as reads
+from service.store.models import LATENCY_BUCKETS_S
 
 WINDOW_MINUTES = 60
 RATE_MINUTES = 5

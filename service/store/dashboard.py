@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import LATENCY_COLUMNS
+from service.store.models import LATENCY_COLUMNS
 
 ACTIVE_JOB_STATUSES = ("queued", "running", "paused")
 

@@ -19,7 +19,7 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.minhash import (
+from service.dataset.minhash import (
     Candidate,
     MinHashParams,
     band_keys_batch,

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import Story
+from service.store.models import Story
 
 
 async def open_import(

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import Job
+from service.store.models import Job
 
 ACTIVE_STATUSES = ("queued", "running")
 FINAL_STATUSES = ("completed", "cancelled", "failed", "budget_exhausted")

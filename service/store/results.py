@@ -15,10 +15,10 @@ from typing import Any, Literal
 from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.dataset.minhash import text_hash
 from service.db import execute_and_commit
-from service.minhash import text_hash
-from service.models import RequestRow, Story
 from service.store.jobs import money
+from service.store.models import RequestRow, Story
 from service.store.queue import ClaimedTask
 from service.store.rollups import RollupBatch, rollup_statements
 
@@ -203,7 +203,7 @@ async def finish_tasks(
             delta.errors.append(result.error or "failed")
             batch.add_story(job_id=task.job_id, model=task.model, accepted=None)
 
-    if story_params:  # near-duplicate checks follow, by the indexer (service.dedup)
+    if story_params:  # near-duplicate checks follow, by the indexer (service.dataset.dedup)
         await _insert_stories(session, story_params)
     if request_params:
         await session.execute(insert(RequestRow), request_params)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import LATENCY_BUCKETS_S, LATENCY_COLUMNS
+from service.store.models import LATENCY_BUCKETS_S, LATENCY_COLUMNS
 
 
 @dataclass

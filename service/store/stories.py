@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.models import Story
+from service.store.models import Story
 
 
 class StoryNotFound(LookupError):

@@ -7,7 +7,8 @@ import socket
 import openai
 import pytest
 
-from generator.client import ChatClient, ClientConfig, ProviderError, parse_retry_after
+from generator.client import ChatClient, ClientConfig
+from generator.errors import ProviderError, parse_retry_after
 from generator.simulator import SimulatorConfig
 
 STORY_PROMPT = (

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from generator.checks import StoryChecker
-from generator.client import ChatClient, ProviderError
+from generator.client import ChatClient
 from generator.engine import BudgetExhausted, RequestRecord, StoryEngine
+from generator.errors import ProviderError
 from generator.pricing import PriceTable
 from generator.ratelimit import LocalRateLimiter
 from generator.retry import RetryPolicy

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generator.client import ProviderError
+from generator.errors import ProviderError
 from generator.retry import RetryPolicy
 
 

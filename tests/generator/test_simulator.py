@@ -13,7 +13,8 @@ from generator.prompts import render_story_prompt, render_summary_prompt
 from generator.simulator import SimulatorConfig
 from generator.simulator.answers import answer, parse_story_request, score
 from generator.simulator.app import SimulatorState
-from generator.simulator.grammar import BOYS, GIRLS, StoryRequest, write_story
+from generator.simulator.grammar import StoryRequest, write_story
+from generator.simulator.wordlists import BOYS, GIRLS
 from vocab import FEATURES, Recipe, RecipeSampler
 
 JUDGE_LINE = re.compile(

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from service.api import create_app, ensure_admin_token
-from service.runner import run_worker, worker_config
 from service.settings import Settings
+from service.work.wiring import run_worker, worker_config
 
 PROVIDER_KEY = "sk-test-SECRET-provider-key-4242"
 ADMIN_TOKEN = "admin-SECRET-token-7777"

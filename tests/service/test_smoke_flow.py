@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.runner import run_worker, worker_config
+from service.work.wiring import run_worker, worker_config
 
 
 async def test_job_runs_to_completion(api, settings, simulator_url) -> None:

@@ -1,0 +1,150 @@
+"""Classified provider failures, and reading a raw provider answer: status, usage, headers.
+
+Every failure of a Chat Completions request becomes a `ProviderError` with an error class that
+says whether a retry can help; `generator.retry` decides from it, `generator.client` raises it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+
+import httpx2
+import orjson
+
+# Error classes and whether a retry can help.
+RETRYABLE = {
+    "rate_limit": True,
+    "server_error": True,
+    "timeout": True,
+    "connection": True,
+    "malformed_response": True,
+    "bad_request": False,
+    "auth": False,
+    "permission": False,
+    "not_found": False,
+    "content_filter": False,
+}
+
+_KEPT_HEADER_PREFIXES = ("x-ratelimit-", "retry-after", "x-request-id", "openai-processing-ms")
+
+
+class ProviderError(Exception):
+    """A classified failure of one provider request."""
+
+    def __init__(
+        self,
+        error_class: str,
+        retryable: bool | None = None,
+        status: int | None = None,
+        message: str = "",
+        retry_after: float | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        *,
+        headers: Mapping[str, str] | None = None,
+        latency_s: float = 0.0,
+    ) -> None:
+        if error_class not in RETRYABLE:
+            raise ValueError(f"unknown provider error class {error_class!r}")
+        self.error_class = error_class
+        self.retryable = RETRYABLE[error_class] if retryable is None else retryable
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.headers = dict(headers or {})
+        self.latency_s = latency_s
+        super().__init__(f"{error_class} (status {status}): {message}")
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith(_KEPT_HEADER_PREFIXES)}
+
+
+def usage_of(body: object) -> tuple[int, int]:
+    usage = body.get("usage") if isinstance(body, dict) else None
+    if not isinstance(usage, dict):
+        return 0, 0
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def connection_cause(exc: BaseException) -> BaseException | None:
+    """The aiohttp transport reports refused/reset connections as connect *timeouts*; find the
+    real connection failure in the cause chain so it is classified as `connection`."""
+    try:
+        import aiohttp
+    except ImportError:
+        return None
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, aiohttp.ClientConnectionError) and not isinstance(
+            seen, aiohttp.ServerTimeoutError
+        ):
+            return seen
+        if isinstance(seen, ConnectionError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def json_or_none(content: bytes) -> object:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def response_json_or_none(response: httpx2.Response) -> object:
+    try:
+        return json_or_none(response.content)
+    except httpx2.ResponseNotRead:
+        return None
+
+
+def status_class(status: int, body: object) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    code = ""
+    if isinstance(error, dict):
+        code = f"{error.get('code') or ''} {error.get('type') or ''}".lower()
+    if status == 429:
+        return "rate_limit"
+    if status in (408,):
+        return "timeout"
+    if status == 409 or status >= 500:
+        return "server_error"
+    if status == 400 and "content_filter" in code:
+        return "content_filter"
+    return {401: "auth", 403: "permission", 404: "not_found"}.get(status, "bad_request")
+
+
+def error_message(body: object, fallback: str) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("message") or fallback)
+    return fallback
+
+

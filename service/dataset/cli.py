@@ -1,0 +1,206 @@
+"""Dataset commands: `tinystories import`, `tinystories dedup`, `tinystories export`."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from service.cli_common import fail, load_settings
+
+
+def _database_url() -> str:
+    from service.db import resolve_database_url
+
+    return resolve_database_url(load_settings())
+
+
+def _progress() -> Any:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    console = Console(stderr=True)  # stdout keeps just the summary line
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+        console=console,
+        disable=not console.is_terminal,
+    )
+
+
+async def _with_sessions(url: str, fn: Any) -> Any:
+    from service.db import make_engine, make_sessionmaker
+
+    engine = make_engine(url, pool_size=2)
+    try:
+        return await fn(make_sessionmaker(engine))
+    finally:
+        await engine.dispose()
+
+
+def import_(
+    path: Path = typer.Argument(..., help="A TinyStories release file (.txt, .json, .jsonl)."),
+    fmt: str | None = typer.Option(
+        None, "--format", help="text | instruct | json | jsonl (detected when omitted)."
+    ),
+    batch_size: int = typer.Option(2_000, min=1, help="Stories per transaction."),
+) -> None:
+    """Load a TinyStories release file into the store (idempotent, resumable)."""
+    from service.dataset.import_formats import FORMATS, ImportFormatError
+    from service.dataset.importer import import_file
+
+    if fmt is not None and fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not path.is_file():
+        fail(f"{path}: no such file")
+    url = _database_url()
+    error = None
+    with _progress() as bar:
+        task = bar.add_task(f"import {path.name}", total=path.stat().st_size)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            summary = asyncio.run(
+                _with_sessions(
+                    url,
+                    lambda sm: import_file(
+                        sm, path, fmt=fmt, batch_size=batch_size, on_progress=progress
+                    ),
+                )
+            )
+        except ImportFormatError as exc:
+            error = str(exc)
+    if error:  # after the progress bar is gone: the error is the only line
+        fail(error)
+    if summary.already_done:
+        typer.echo(f"{path}: already imported, nothing to do")
+        return
+    typer.echo(
+        f"imported {summary.inserted} stories from {path} (format {summary.format}, "
+        f"duplicates {summary.duplicates}, resumed at record {summary.resumed_at})"
+    )
+
+
+def dedup(
+    rebuild: bool = typer.Option(
+        False, help="Forget the index and redo every story (after a parameter change)."
+    ),
+    batch_size: int = typer.Option(2_000, min=1, help="Stories per transaction."),
+) -> None:
+    """Run the near-duplicate pass over every stored story that has no dedup status."""
+    from service.dataset.dedup import run_dedup_pass
+    from service.store.dedup import DedupParamsMismatch
+
+    url = _database_url()
+    error = None
+    with _progress() as bar:
+        task = bar.add_task("dedup", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            s = asyncio.run(
+                _with_sessions(
+                    url,
+                    lambda sm: run_dedup_pass(
+                        sm, batch_size=batch_size, rebuild=rebuild, on_progress=progress
+                    ),
+                )
+            )
+        except DedupParamsMismatch as exc:
+            error = str(exc)
+    if error:
+        fail(error)
+    typer.echo(
+        f"dedup: checked={s.checked} unique={s.unique} near_duplicates={s.near_duplicate} "
+        f"exact_duplicates={s.exact_duplicate} duplicate_rate={s.duplicate_rate:.4f}"
+    )
+
+
+def export(
+    out: Path = typer.Option(..., "--out", help="Directory to write (must not exist or be empty)."),
+    job: list[str] = typer.Option([], "--job", help="Only these jobs (repeat)."),
+    model: list[str] = typer.Option([], "--model", help="Only these models (repeat)."),
+    since: datetime | None = typer.Option(None, help="Stories created at or after (ISO time)."),
+    until: datetime | None = typer.Option(None, help="Stories created before (ISO time)."),
+    include_duplicates: bool = typer.Option(False, help="Keep near and exact duplicates."),
+    include_rejected: bool = typer.Option(False, help="Keep stories that failed the checks."),
+    fmt: str = typer.Option("plain", "--format", help="plain | instruct."),
+    validation_fraction: float = typer.Option(0.05, help="Share of stories in validation, (0, 1)."),
+    seed: int = typer.Option(0, help="Split seed."),
+    decontaminate: bool = typer.Option(True, help="Drop stories overlapping evaluation prompts."),
+) -> None:
+    """Export stored stories as a Hugging Face dataset directory + TinyStories release files."""
+    from pydantic import ValidationError
+
+    from service.dataset.export_writer import ExportError
+    from service.dataset.exporter import ExportOptions, run_export
+
+    try:
+        jobs = [uuid.UUID(j) for j in job] or None
+    except ValueError:
+        fail(f"jobs: not a job id: {job}")
+    try:
+        options = ExportOptions(
+            jobs=jobs,
+            models=model or None,
+            since=since,
+            until=until,
+            include_duplicates=include_duplicates,
+            include_rejected=include_rejected,
+            format=fmt,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            decontaminate=decontaminate,
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+    url = _database_url()
+    if jobs:
+        missing = asyncio.run(_with_sessions(url, lambda sm: _unknown_jobs(sm, jobs)))
+        if missing:
+            fail(f"jobs: unknown job(s): {', '.join(missing)}")
+    error = None
+    with _progress() as bar:
+        task = bar.add_task("export", total=None)
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = run_export(url, out, options, on_progress=progress)
+        except ExportError as exc:
+            error = str(exc)
+    if error:
+        fail(error)
+    c = result.counts
+    typer.echo(
+        f"exported {c['total']} stories to {out} (train {c['train']}, validation "
+        f"{c['validation']}, excluded as contaminated {c['excluded_contaminated']}) "
+        f"fingerprint {result.fingerprint[:12]}"
+    )
+
+
+async def _unknown_jobs(sessionmaker: Any, jobs: list[uuid.UUID]) -> list[str]:
+    from service.store.exports import unknown_jobs
+
+    async with sessionmaker() as session:
+        return await unknown_jobs(session=session, job_ids=jobs)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the dataset commands to the `tinystories` application."""
+    app.command("import")(import_)
+    app.command()(dedup)
+    app.command()(export)

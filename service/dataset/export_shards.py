@@ -1,0 +1,159 @@
+"""One split's files in an export directory: parquet shards, the saved dataset's Arrow files
+(what ``DatasetDict.save_to_disk`` writes, with its ``state.json`` / ``dataset_info.json``) and
+the TinyStories release text files, all streamed from the same row batches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SEPARATOR = "<|endoftext|>"
+STORY_MARKER = "Story: \n\n"
+SPLITS = ("train", "validation")
+RELEASE_NAMES = {
+    "train": ("TinyStories-train.txt", "TinyStoriesInstruct-train.txt"),
+    "validation": ("TinyStories-valid.txt", "TinyStoriesInstruct-valid.txt"),
+}
+STRING_COLUMNS = (
+    "id",
+    "text",
+    "instruct_text",
+    "summary",
+    "instruction",
+    "verb",
+    "noun",
+    "adjective",
+    "model",
+    "provider",
+    "source",
+)
+COLUMNS = (*STRING_COLUMNS, "features", "cost_usd", "dedup_cluster", "story_hash")
+
+
+def arrow_schema() -> Any:
+    import pyarrow as pa
+
+    fields = [pa.field(c, pa.string(), nullable=False) for c in STRING_COLUMNS]
+    fields += [
+        pa.field("features", pa.list_(pa.string()), nullable=False),
+        pa.field("cost_usd", pa.float64(), nullable=False),
+        pa.field("dedup_cluster", pa.string(), nullable=True),
+        pa.field("story_hash", pa.string(), nullable=False),
+    ]
+    return pa.schema(fields)
+
+
+def datasets_schema() -> Any:
+    """The schema of the saved Arrow files: what ``datasets`` writes for the export features
+    (every field nullable, the features JSON in the ``huggingface`` schema metadata)."""
+    from datasets import Features
+
+    return Features.from_arrow_schema(arrow_schema()).arrow_schema
+
+
+def write_dataset_files(split_dir: Path, fingerprint: str, n_files: int) -> None:
+    """``state.json`` and ``dataset_info.json`` of one split, as ``Dataset.save_to_disk``
+    writes them for a dataset with the export features and no transforms."""
+    from datasets import DatasetInfo, Features
+    from datasets.utils.py_utils import asdict
+
+    state = {
+        "_data_files": [
+            {"filename": f"data-{i:05d}-of-{n_files:05d}.arrow"} for i in range(n_files)
+        ],
+        "_fingerprint": fingerprint,
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": split_dir.name,
+    }
+    (split_dir / "state.json").write_text(
+        json.dumps(state, indent=2, sort_keys=True), encoding="utf-8"
+    )
+    info = asdict(DatasetInfo(features=Features.from_arrow_schema(arrow_schema())))
+    (split_dir / "dataset_info.json").write_text(
+        json.dumps({k: info[k] for k in sorted(info)}, indent=2), encoding="utf-8"
+    )
+
+
+class SplitWriter:
+    """Parquet shards, the matching saved-dataset Arrow files and release text for one split."""
+
+    def __init__(self, root: Path, split: str, shard_rows: int) -> None:
+        self.root = root
+        self.split = split
+        self.shard_rows = shard_rows
+        self.shards: list[Path] = []
+        self.arrow_files: list[Path] = []
+        self._writer: Any = None
+        self._arrow: Any = None
+        self._in_shard = 0
+        self._schema = arrow_schema()
+        self._arrow_schema = datasets_schema()
+        (root / split).mkdir()
+        self.rows = 0
+        plain, instruct = RELEASE_NAMES[split]
+        self._plain = open(root / "tinystories" / plain, "w", encoding="utf-8", newline="\n")
+        self._instruct = open(root / "tinystories" / instruct, "w", encoding="utf-8", newline="\n")
+
+    def _open_shard(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        i = len(self.shards)
+        path = self.root / "parquet" / f"{self.split}-{i:05d}.tmp"
+        self.shards.append(path)
+        self._writer = pq.ParquetWriter(path, self._schema)
+        arrow = self.root / self.split / f"data-{i:05d}.tmp"
+        self.arrow_files.append(arrow)
+        self._arrow = pa.ipc.new_stream(str(arrow), self._arrow_schema)
+        self._in_shard = 0
+
+    def _close_shard(self) -> None:
+        self._writer.close()
+        self._writer = None
+        self._arrow.close()
+        self._arrow = None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa
+
+        start = 0
+        while start < len(rows):
+            if self._writer is None:
+                self._open_shard()
+            take = rows[start : start + self.shard_rows - self._in_shard]
+            cols = {c: [r[c] for r in take] for c in COLUMNS}
+            table = pa.Table.from_pydict(cols, schema=self._schema)
+            self._writer.write_table(table)
+            # same buffers, the datasets schema: no copy
+            self._arrow.write_table(pa.Table.from_arrays(table.columns, schema=self._arrow_schema))
+            self._in_shard += len(take)
+            start += len(take)
+            if self._in_shard >= self.shard_rows:
+                self._close_shard()
+        self._plain.write("".join(f"{r['text']}\n{SEPARATOR}\n" for r in rows))
+        self._instruct.write("".join(f"{r['instruct_text']}\n{SEPARATOR}\n" for r in rows))
+        self.rows += len(rows)
+
+    def close(self) -> list[Path]:
+        if self._writer is None and not self.shards:  # keep the schema even for an empty split
+            self._open_shard()
+        if self._writer is not None:
+            self._close_shard()
+        self._plain.close()
+        self._instruct.close()
+        n = len(self.shards)
+        self.shards = [
+            tmp.rename(tmp.with_name(f"{self.split}-{i:05d}-of-{n:05d}.parquet"))
+            for i, tmp in enumerate(self.shards)
+        ]
+        self.arrow_files = [
+            tmp.rename(tmp.with_name(f"data-{i:05d}-of-{n:05d}.arrow"))
+            for i, tmp in enumerate(self.arrow_files)
+        ]
+        return self.shards
+
+

@@ -1,0 +1,291 @@
+"""Export directory writer: parquet shards, TinyStories release files, DatasetDict, card, manifest.
+
+Consumes an iterator of row dicts (the export columns) with bounded memory: rows are buffered in
+small batches and each batch is streamed at once into the parquet shards, the Arrow files of the
+saved ``datasets.DatasetDict`` (``<split>/data-0000i-of-0000N.arrow``, one per parquet shard,
+with the ``state.json`` / ``dataset_info.json`` / ``dataset_dict.json`` that
+``DatasetDict.save_to_disk`` writes) and the release-format text/JSON files. Nothing is read
+back, so memory does not grow with the number of stories, and both
+``load_from_disk(out_dir)`` and ``load_dataset("parquet", data_dir=out_dir / "parquet")`` work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from service.dataset.export_card import (
+    ExportStats,
+    JsonChunks,
+    build_manifest,
+    release_record,
+    render_card,
+)
+from service.dataset.export_shards import (
+    RELEASE_NAMES,
+    SPLITS,
+    STORY_MARKER,
+    STRING_COLUMNS,
+    SplitWriter,
+    write_dataset_files,
+)
+from service.dataset.minhash import text_hash
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+ProgressCallback = Callable[[int, int | None], None]
+
+
+class ExportError(ValueError):
+    """Bad export options or rows; the message names the field."""
+
+
+def split_of(story_hash: str, *, seed: int, validation_fraction: float) -> str:
+    """Stable split: the same story hash, seed and fraction always land in the same split."""
+    digest = hashlib.sha256(f"{seed}:{story_hash}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0**64
+    return "validation" if u < validation_fraction else "train"
+
+
+def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check types so every row matches the export schema."""
+    text = row.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise ExportError(f"row {row.get('id')!r}: field 'text' must be a non-empty string")
+    out: dict[str, Any] = {}
+    for c in STRING_COLUMNS:
+        v = row.get(c)
+        out[c] = "" if v is None else str(v)
+    out["text"] = text.strip()
+    out["story_hash"] = str(row.get("story_hash") or text_hash(text))
+    if not out["id"]:
+        out["id"] = out["story_hash"][:16]
+    if not out["instruct_text"]:
+        out["instruct_text"] = out["instruction"] + STORY_MARKER + out["text"]
+    feats = row.get("features") or []
+    if isinstance(feats, str) or not isinstance(feats, list | tuple):
+        raise ExportError(f"row {out['id']}: field 'features' must be a list of strings")
+    out["features"] = [str(f) for f in feats]
+    try:
+        out["cost_usd"] = float(row.get("cost_usd") or 0.0)
+    except (TypeError, ValueError):
+        raise ExportError(f"row {out['id']}: field 'cost_usd' must be a number") from None
+    cluster = row.get("dedup_cluster")
+    out["dedup_cluster"] = None if cluster is None else str(cluster)
+    out["prompt"] = row.get("prompt")  # release JSON only, not a parquet column
+    return out
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    fingerprint: str
+    counts: dict[str, int]
+    manifest: dict[str, Any] = field(repr=False)
+
+
+class ExportWriter:
+    """Writes one export directory from a stream of rows (see module docstring)."""
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        validation_fraction: float,
+        seed: int,
+        fmt: Literal["plain", "instruct"] = "plain",
+        shard_rows: int = 100_000,
+        json_records_per_file: int = 100_000,
+        batch_rows: int = 2_000,
+        decontaminator: Any | None = None,
+        on_progress: ProgressCallback | None = None,
+        progress_every: int = 1_000,
+    ) -> None:
+        if not isinstance(validation_fraction, int | float) or not (
+            0.0 < float(validation_fraction) < 1.0
+        ):
+            raise ExportError(
+                "validation_fraction must be between 0 and 1 (exclusive), "
+                f"got {validation_fraction!r}"
+            )
+        if fmt not in ("plain", "instruct"):
+            raise ExportError(f"fmt must be 'plain' or 'instruct', got {fmt!r}")
+        for name, v in (
+            ("shard_rows", shard_rows),
+            ("json_records_per_file", json_records_per_file),
+            ("batch_rows", batch_rows),
+        ):
+            if v < 1:
+                raise ExportError(f"{name} must be >= 1, got {v}")
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and (not self.out_dir.is_dir() or any(self.out_dir.iterdir())):
+            raise ExportError(f"out_dir {self.out_dir} exists and is not an empty directory")
+        self.validation_fraction = float(validation_fraction)
+        self.seed = int(seed)
+        self.fmt = fmt
+        self.shard_rows = shard_rows
+        self.json_records_per_file = json_records_per_file
+        self.batch_rows = batch_rows
+        self.decontaminator = decontaminator
+        self.on_progress = on_progress
+        self.progress_every = progress_every
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "validation_fraction": self.validation_fraction,
+            "seed": self.seed,
+            "format": self.fmt,
+            "format_version": FORMAT_VERSION,
+        }
+
+    def write(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        total: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ExportResult:
+        """Consume `rows` (in a deterministic order) and write the whole export directory.
+
+        On any error the partly written directory is removed, so no half export is left behind.
+        """
+        created = not self.out_dir.exists()
+        try:
+            return self._write(rows, total=total, metadata=metadata)
+        except BaseException:
+            if created:
+                shutil.rmtree(self.out_dir, ignore_errors=True)
+            else:
+                for child in self.out_dir.iterdir():
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+            raise
+
+    def _write(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        total: int | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> ExportResult:
+        out = self.out_dir
+        (out / "parquet").mkdir(parents=True, exist_ok=True)
+        (out / "tinystories" / "TinyStories_all_data").mkdir(parents=True, exist_ok=True)
+        splits = {s: SplitWriter(out, s, self.shard_rows) for s in SPLITS}
+        chunks = JsonChunks(
+            out / "tinystories" / "TinyStories_all_data", self.json_records_per_file
+        )
+        stats = {s: ExportStats() for s in SPLITS}
+        fp = hashlib.sha256(json.dumps(self.options(), sort_keys=True).encode())
+        buffers: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        release: list[dict[str, Any]] = []
+        seen = contaminated = 0
+        self.max_buffered = 0  # largest number of rows held at once (bounded by batch_rows)
+
+        def flush() -> None:
+            for s in SPLITS:
+                if buffers[s]:
+                    splits[s].write(buffers[s])
+                    buffers[s].clear()
+            chunks.write(release)
+            release.clear()
+
+        for raw in rows:
+            seen += 1
+            row = normalize_row(raw)
+            if (
+                self.decontaminator is not None
+                and self.decontaminator.check(row["text"]).contaminated
+            ):
+                contaminated += 1
+            else:
+                split = split_of(
+                    row["story_hash"], seed=self.seed, validation_fraction=self.validation_fraction
+                )
+                buffers[split].append(row)
+                release.append(release_record(row))
+                stats[split].add(row)
+                fp.update(row["story_hash"].encode() + b"\n")
+                held = len(buffers["train"]) + len(buffers["validation"])
+                self.max_buffered = max(self.max_buffered, held)
+                if held >= self.batch_rows:
+                    flush()
+            if self.on_progress and seen % self.progress_every == 0:
+                self.on_progress(seen, total)
+        flush()
+        shards = {s: splits[s].close() for s in SPLITS}
+        json_files = chunks.close()
+        counts = {
+            "train": splits["train"].rows,
+            "validation": splits["validation"].rows,
+            "total": splits["train"].rows + splits["validation"].rows,
+            "read": seen,
+            "excluded_contaminated": contaminated,
+        }
+        for s in SPLITS:
+            if counts[s] == 0:
+                # datasets cannot load a parquet split without rows; an empty split is useless
+                raise ExportError(
+                    f"the {s} split would be empty ({counts['total']} stories exported, "
+                    f"validation_fraction={self.validation_fraction}): export more stories or "
+                    "change validation_fraction"
+                )
+        fingerprint = fp.hexdigest()
+        for s in SPLITS:
+            # datasets keys its cache files on this: distinct per export content and split
+            split_fp = hashlib.sha256(f"{fingerprint}:{s}".encode()).hexdigest()[:16]
+            write_dataset_files(out / s, split_fp, len(splits[s].arrow_files))
+        (out / "dataset_dict.json").write_text(json.dumps({"splits": list(SPLITS)}), "utf-8")
+        manifest = self._manifest(fingerprint, counts, stats, shards, json_files, metadata or {})
+        (out / "export.json").write_text(
+            json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8"
+        )
+        (out / "README.md").write_text(render_card(manifest), encoding="utf-8")
+        if self.on_progress:
+            self.on_progress(seen, total if total is not None else seen)
+        log.info(
+            "export written dir=%s rows=%d train=%d validation=%d contaminated=%d fp=%s",
+            out,
+            counts["total"],
+            counts["train"],
+            counts["validation"],
+            contaminated,
+            fingerprint[:12],
+        )
+        return ExportResult(out, fingerprint, counts, manifest)
+
+    def _manifest(
+        self,
+        fingerprint: str,
+        counts: dict[str, int],
+        stats: Mapping[str, ExportStats],
+        shards: Mapping[str, list[Path]],
+        json_files: list[Path],
+        metadata: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        rel = [str(p.relative_to(self.out_dir)) for s in SPLITS for p in shards[s]]
+        rel += [str(p.relative_to(self.out_dir)) for p in json_files]
+        rel += [f"tinystories/{name}" for s in SPLITS for name in RELEASE_NAMES[s]]
+        return build_manifest(
+            format_version=FORMAT_VERSION,
+            fingerprint=fingerprint,
+            options=self.options(),
+            counts=counts,
+            stats=[stats[s] for s in SPLITS],
+            files=rel,
+            metadata=metadata,
+            decontamination=(
+                self.decontaminator.params() if self.decontaminator is not None else None
+            ),
+        )

@@ -1,0 +1,109 @@
+"""Turning one claimed task into a result: story, instruct summary and header, hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service import store
+from service.dataset.minhash import MinHashParams, text_hash
+from service.store.queue import ClaimedTask
+
+
+class StoryProcessor:
+    """Turns one claimed task into a TaskResult: story, summary for instruct jobs, instruct text.
+
+    Subclass or replace `after_story` to add per-story work (dedup, ...) that must finish
+    before the story is written; it may change the story dict in place.
+    """
+
+    def __init__(self, engines: Any) -> None:
+        self.engines = engines
+
+    def reservation(self, task: ClaimedTask) -> float:
+        """USD the task's first story request reserves (reserved ahead, at claim time)."""
+        from vocab import Recipe
+
+        engine = self.engines(task.template_version)
+        return float(
+            engine.story_reservation(
+                Recipe.from_dict(task.recipe), model=task.model, max_tokens=task.max_tokens
+            )
+        )
+
+    async def process(self, task: ClaimedTask) -> store.TaskResult:
+        """Run the provider calls of one task (requests are collected by the context)."""
+        from vocab import Recipe
+
+        engine = self.engines(task.template_version)
+        recipe = Recipe.from_dict(task.recipe)
+        outcome = await engine.story(recipe, model=task.model, max_tokens=task.max_tokens)
+        if outcome.text is None:
+            return store.TaskResult(outcome="retry", error=outcome.error or "no text")
+        checks = outcome.checks
+        story: dict[str, Any] = {
+            "text": outcome.text.replace("\x00", ""),  # Postgres text cannot hold NUL
+            "verb": recipe.verb,
+            "noun": recipe.noun,
+            "adjective": recipe.adjective,
+            "features": list(recipe.features),
+            "prompt": outcome.prompt,
+            "model": outcome.model,
+            "provider": outcome.provider,
+            "prompt_tokens": outcome.prompt_tokens,
+            "completion_tokens": outcome.completion_tokens,
+            "cost_usd": store.jobs.money(outcome.cost_usd),
+            "latency_s": outcome.latency_s,
+            "finish_reason": outcome.finish_reason,
+            "checks": checks.to_dict() if checks is not None else None,
+            "accepted": bool(outcome.accepted),
+            "rejection_reasons": list(checks.rejections) if checks is not None else [],
+            "source": "generated",
+        }
+        if outcome.accepted and task.instruct:
+            await self._instruct(engine, task, recipe, story)
+        await self.after_story(task, story)
+        return store.TaskResult(outcome="story", story=story)
+
+    async def _instruct(self, engine: Any, task: ClaimedTask, recipe: Any, story: dict) -> None:
+        from generator.instruct import instruct_header, random_sentence, render_instruct_record
+
+        summary, _ = await engine.summary(story["text"], model=task.summary_model)
+        if summary is None:
+            raise SummaryFailed("summary call failed after retries")
+        seed = hash_seed(task.seed, task.index)
+        record = render_instruct_record(
+            story=story["text"],
+            summary=summary,
+            words=[recipe.verb, recipe.noun, recipe.adjective],
+            features=list(recipe.features),
+            random_sentence=random_sentence(story["text"], seed),
+            seed=seed,
+        )
+        story["summary"] = summary
+        story["instruction"] = instruct_header(record)
+
+    async def after_story(self, task: ClaimedTask, story: dict[str, Any]) -> None:
+        """Hook for per-story work before the story is stored; no-op by default."""
+
+
+class DedupStoryProcessor(StoryProcessor):
+    """StoryProcessor that hashes each story's normalised text on arrival (outside the
+    transaction); the near-duplicate check follows within moments
+    (:func:`service.dataset.dedup.index_pending`)."""
+
+    def __init__(self, engines: Any, params: MinHashParams | None = None) -> None:
+        super().__init__(engines)
+        self.params = params or MinHashParams()
+
+    async def after_story(self, task: ClaimedTask, story: dict[str, Any]) -> None:
+        await super().after_story(task, story)
+        story["text_hash"] = text_hash(story["text"])
+
+
+class SummaryFailed(Exception):
+    """Every attempt at an instruct summary failed: the task is retried."""
+
+
+def hash_seed(seed: int, index: int) -> int:
+    """A per-story seed from the job seed and the task index."""
+    return (seed * 1_000_003 + index) & 0x7FFF_FFFF_FFFF

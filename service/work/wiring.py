@@ -1,0 +1,122 @@
+"""Wiring of a worker process: database, provider, limiter, budget guard, engines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from service.settings import Settings
+from service.work.task import DedupStoryProcessor
+from service.work.worker import Worker, WorkerConfig, WorkerStats
+
+logger = logging.getLogger(__name__)
+
+
+class EngineCache:
+    """One StoryEngine per prompt template version, sharing client, limiter and budget."""
+
+    def __init__(self, **parts: Any) -> None:
+        self.parts = parts
+        self._engines: dict[str, Any] = {}
+
+    def __call__(self, template_version: str) -> Any:
+        engine = self._engines.get(template_version)
+        if engine is None:
+            from generator.engine import StoryEngine
+
+            engine = StoryEngine(template_version=template_version, **self.parts)
+            self._engines[template_version] = engine
+        return engine
+
+
+def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
+    """WorkerConfig from the settings."""
+    values: dict[str, Any] = {
+        "concurrency": settings.worker_concurrency,
+        "claim_batch": settings.claim_batch,
+        "lease_s": settings.lease_seconds,
+        "heartbeat_s": settings.heartbeat_seconds,
+        "reaper_s": settings.reaper_seconds,
+        "max_attempts": settings.max_attempts,
+        "shutdown_grace_s": settings.shutdown_grace_seconds,
+    }
+    values.update(overrides)
+    return WorkerConfig(**values)
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    config: WorkerConfig | None = None,
+    processor_factory: Any = None,
+    install_signals: bool = True,
+) -> WorkerStats:
+    """Run one worker until it is stopped (SIGTERM) or, with idle_exit, the queue is empty."""
+    from generator.checks import StoryChecker
+    from generator.pricing import PriceTable
+    from generator.retry import RetryPolicy
+    from service.db import make_engine, make_sessionmaker, resolve_database_url
+    from service.work.provider import build_client, open_provider
+    from service.work.shared_limits import (
+        PostgresBudgetGuard,
+        PostgresRateLimiter,
+        limits_from_settings,
+        record_request,
+    )
+    from vocab import default_vocabulary
+
+    config = config or worker_config(settings)
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    # Every worker operation goes through with_reconnect: no pre-ping round trip per checkout.
+    name = f"tinystories-worker:{os.getpid()}"
+    engine = make_engine(
+        url, pool_size=settings.db_pool_size, pre_ping=False, application_name=name
+    )
+    sessionmaker = make_sessionmaker(engine)
+    # Rate and budget bookkeeping commit without waiting for the WAL flush: one per request,
+    # on a hot job row, and a crash of Postgres itself only loses some reservations.
+    fast_engine = make_engine(
+        url, pool_size=settings.db_pool_size, durable=False, pre_ping=False, application_name=name
+    )
+    fast_sessionmaker = make_sessionmaker(fast_engine)
+    try:
+        with open_provider(settings) as provider:
+            client = build_client(provider, settings)
+            limiter = PostgresRateLimiter(
+                fast_sessionmaker,
+                limits_from_settings(settings.model_limits),
+                lease_s=settings.limiter_lease_seconds,
+            )
+            await limiter.setup()
+            engines = EngineCache(
+                client=client,
+                limiter=limiter,
+                pricing=PriceTable.load(),
+                retry=RetryPolicy(max_attempts=settings.max_attempts),
+                checker=StoryChecker(default_vocabulary()),
+                on_request=record_request,
+                budget=PostgresBudgetGuard(fast_sessionmaker),
+            )
+            # Stories are deduplicated on arrival unless a caller brings its own processor.
+            processor = (processor_factory or DedupStoryProcessor)(engines)
+            worker = Worker(
+                sessionmaker=sessionmaker,
+                processor=processor,
+                config=config,
+                bookkeeping=fast_sessionmaker,
+            )
+            if install_signals:
+                worker.install_signal_handlers()
+            try:
+                return await worker.run()
+            finally:
+                close = getattr(client, "aclose", None) or getattr(client, "close", None)
+                if close is not None:
+                    result = close()
+                    if asyncio.iscoroutine(result):
+                        await result
+    finally:
+        await engine.dispose()
+        await fast_engine.dispose()
