@@ -9,9 +9,10 @@ from pathlib import Path
 import typer
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """One error line; exit 2 for a bad command line, 1 (code=1) when the run itself failed."""
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
+    return typer.Exit(code)
 
 
 def prompt(
@@ -93,7 +94,7 @@ def simulator(
     try:
         serve(config, host=host, port=port, workers=workers)
     except OSError as exc:
-        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 1) from None
 
 
 def generate(
@@ -130,7 +131,7 @@ def generate(
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise _fail(f"cannot write to output directory {out}: {exc.strerror or exc}") from None
+        raise _fail(f"cannot write to output directory {out}: {exc.strerror or exc}", 1) from None
     _run_generate(
         n=n,
         out=out,

@@ -214,7 +214,7 @@ class StoryEngine:
             requests=records,
             response_model=result.model,
         )
-        log.info(
+        log.debug(
             "story_done model=%s accepted=%s rejections=%s attempts=%d cost_usd=%.6f",
             model,
             checks.accepted,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -61,13 +62,29 @@ class ApiClient:
         """GET /v1/jobs."""
         return self._request("GET", "/v1/jobs")
 
+    def resolve(self, job_id: str) -> str:
+        """The full id of the one job whose id starts with `job_id` (any unique prefix)."""
+        try:
+            return str(uuid.UUID(job_id))
+        except ValueError:
+            pass
+        if not job_id or not all(c in "0123456789abcdefABCDEF-" for c in job_id):
+            raise ApiError(f"job id {job_id!r}: expected a job id or a prefix of one (hex)")
+        found = self._request("GET", "/v1/jobs", params={"id_prefix": job_id, "limit": 2})
+        ids = [job["id"] for job in found["items"]]
+        if not ids:
+            raise ApiError(f"job id {job_id!r}: no job has an id starting with it")
+        if len(ids) > 1:
+            raise ApiError(f"job id {job_id!r}: several jobs start with it; give more characters")
+        return ids[0]
+
     def show(self, job_id: str) -> dict[str, Any]:
-        """GET /v1/jobs/{id}."""
-        return self._request("GET", f"/v1/jobs/{job_id}")
+        """GET /v1/jobs/{id}; any unique prefix of the id will do."""
+        return self._request("GET", f"/v1/jobs/{self.resolve(job_id)}")
 
     def action(self, job_id: str, action: str) -> dict[str, Any]:
-        """POST /v1/jobs/{id}/{pause|resume|cancel}."""
-        return self._request("POST", f"/v1/jobs/{job_id}/{action}")
+        """POST /v1/jobs/{id}/{pause|resume|cancel}; any unique prefix of the id will do."""
+        return self._request("POST", f"/v1/jobs/{self.resolve(job_id)}/{action}")
 
     def healthy(self) -> bool:
         """GET /healthz answered."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from service.cli_common import fail, load_settings
+from service.cli_common import database_url, fail, load_settings, usage_error
 
 jobs_app = typer.Typer(
     help="Submit and manage generation jobs (through the REST API).", no_args_is_help=True
@@ -23,7 +23,7 @@ def _logging() -> None:
 
 def serve(
     host: str | None = typer.Option(None, help="Address to bind (TINYSTORIES_HOST)."),
-    port: int | None = typer.Option(None, help="Port (TINYSTORIES_PORT)."),
+    port: int | None = typer.Option(None, min=1, max=65535, help="Port (TINYSTORIES_PORT)."),
     with_worker: bool = typer.Option(False, "--with-worker", help="Also run one worker process."),
     concurrency: int | None = typer.Option(None, help="Worker concurrency with --with-worker."),
 ) -> None:
@@ -32,12 +32,13 @@ def serve(
     from service.supervise import serve_forever
 
     settings = load_settings(host=host, port=port)
+    database_url(settings)  # reachable and migrated, or one error line
     serve_forever(settings, with_worker=with_worker, concurrency=concurrency)
 
 
 def worker(
     concurrency: int | None = typer.Option(
-        None, help="Tasks in flight (TINYSTORIES_WORKER_CONCURRENCY)."
+        None, min=1, max=4096, help="Tasks in flight (TINYSTORIES_WORKER_CONCURRENCY)."
     ),
     exit_when_idle: bool = typer.Option(False, help="Exit once no task is left to claim."),
 ) -> None:
@@ -47,6 +48,7 @@ def worker(
     from service.work.wiring import run_worker, worker_config
 
     settings = load_settings(worker_concurrency=concurrency)
+    database_url(settings)  # reachable and migrated, or one error line
     config = worker_config(settings, idle_exit=exit_when_idle)
     stats = run_event_loop(run_worker(settings, config=config))
     typer.echo(
@@ -74,16 +76,29 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 @jobs_app.command("submit")
 def jobs_submit(
-    n_stories: int = typer.Option(..., "--n", "--n-stories", help="Stories to make."),
-    budget_usd: float = typer.Option(..., "--budget", help="Spending cap in USD."),
+    n_stories: int | None = typer.Option(None, "--n", min=1, help="Stories to make."),
+    budget_usd: float | None = typer.Option(None, "--budget-usd", help="Spending cap in USD."),
     model: list[str] = typer.Option([], help="Model, or MODEL=WEIGHT repeated for a mix."),
     instruct: bool = typer.Option(False, help="Also write summaries (TinyStories-Instruct)."),
     summary_model: str | None = typer.Option(None, help="Model of the summaries."),
     seed: int = typer.Option(0, help="Recipe seed."),
     priority: int = typer.Option(0, help="Higher runs first."),
     wait: bool = typer.Option(False, help="Show progress until the job ends."),
+    max_tokens: int | None = typer.Option(
+        None, "--max-tokens", min=16, help="Completion token cap per story request."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the job as JSON."),
+    # Spellings of earlier releases, still accepted.
+    n_alias: int | None = typer.Option(None, "--n-stories", min=1, hidden=True),
+    budget_alias: float | None = typer.Option(None, "--budget", hidden=True),
 ) -> None:
     """Queue a generation job."""
+    n_stories = n_stories or n_alias
+    budget_usd = budget_usd if budget_usd is not None else budget_alias
+    if n_stories is None:
+        usage_error("missing option --n (stories to make)")
+    if budget_usd is None:
+        usage_error("missing option --budget-usd (spending cap in USD)")
     body: dict[str, Any] = {
         "n_stories": n_stories,
         "budget_usd": budget_usd,
@@ -93,6 +108,8 @@ def jobs_submit(
     }
     if summary_model:
         body["summary_model"] = summary_model
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
     if len(model) == 1 and "=" not in model[0]:
         body["model"] = model[0]
     elif model:
@@ -102,13 +119,17 @@ def jobs_submit(
             try:
                 mix[name] = float(weight or 1)
             except ValueError:
-                fail(f"--model {item!r}: weight must be a number")
+                usage_error(f"--model {item!r}: weight must be a number")
         body["models"] = mix
     client = _client()
     job = _call(client.submit, body)
-    typer.echo(
-        f"job {job['id']} {job['status']} n_stories={job['n_stories']} provider={job['provider']}"
-    )
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+    else:
+        typer.echo(
+            f"job {job['id']} {job['status']} n_stories={job['n_stories']} "
+            f"provider={job['provider']}"
+        )
     if wait:
         from service.supervise import follow_job
 
@@ -116,9 +137,14 @@ def jobs_submit(
 
 
 @jobs_app.command("list")
-def jobs_list() -> None:
+def jobs_list(
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer."),
+) -> None:
     """Jobs, newest first."""
     data = _call(_client().list)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
     for job in data["items"]:
         typer.echo(
             f"{job['id']}  {job['status']:<16} {job['completed']:>7}/{job['n_stories']:<7} "
@@ -130,9 +156,25 @@ def jobs_list() -> None:
 
 
 @jobs_app.command("show")
-def jobs_show(job_id: str) -> None:
-    """One job as JSON."""
-    typer.echo(json.dumps(_call(_client().show, job_id), indent=2))
+def jobs_show(
+    job_id: str = typer.Argument(..., help="A job id or any unique prefix of one."),
+    as_json: bool = typer.Option(False, "--json", help="Print the API's JSON answer."),
+) -> None:
+    """One job: progress, cost, rates, rejections."""
+    job = _call(_client().show, job_id)
+    if as_json:
+        typer.echo(json.dumps(job, indent=2))
+        return
+    done = job["completed"] + job["rejected"] + job["failed"]
+    typer.echo(f"job {job['id']} {job['status']} provider={job['provider']}")
+    typer.echo(
+        f"  stories {job['completed']} accepted, {job['rejected']} rejected, "
+        f"{job['failed']} failed ({done}/{job['n_stories']})"
+    )
+    typer.echo(f"  cost ${job['cost_usd']:.4f} of ${job['budget_usd']:.4f}")
+    reasons = job.get("rejections_by_reason") or {}
+    if reasons:
+        typer.echo("  rejections " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
 
 
 def _action(action: str) -> Any:
@@ -152,12 +194,12 @@ for _name in ("pause", "resume", "cancel"):
 def db_upgrade() -> None:
     """Apply the migrations (starting the embedded server if DATABASE_URL is unset)."""
     _logging()
-    from service.db import resolve_database_url
     from service.migrate import upgrade
 
     settings = load_settings()
+    url = database_url(settings, migrate=False)
     try:
-        upgrade(resolve_database_url(settings))
+        upgrade(url)
     except Exception as exc:
         fail(f"migration failed: {type(exc).__name__}: {str(exc).splitlines()[0]}")
     typer.echo("database at head")

@@ -50,6 +50,10 @@ def configure_logging(fmt: str, level: int | str = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    if root.level > logging.DEBUG:
+        # One INFO line per HTTP request of the clients (simulator probes, uploads) is noise.
+        for name in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def configure_from_env(default_level: int | str = logging.INFO) -> None:
@@ -57,3 +61,28 @@ def configure_from_env(default_level: int | str = logging.INFO) -> None:
     configure_logging(
         os.environ.get(LOG_FORMAT_ENV, "text"), os.environ.get(LOG_LEVEL_ENV) or default_level
     )
+
+
+# Requests that pollers make every few seconds: the dashboard's data endpoints and static
+# files, health probes and Prometheus scrapes. Logged, they drown every other line.
+POLLING_PATHS = ("/admin/data/", "/admin/static/", "/healthz", "/readyz", "/metrics")
+
+
+class PollingFilter(logging.Filter):
+    """Drops uvicorn access lines of successful polling requests (errors are still logged)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a 2xx/3xx GET of a polling path."""
+        args = record.args
+        if not isinstance(args, tuple) or len(args) < 5:
+            return True
+        method, path, status = args[1], str(args[2]), args[4]
+        polling = method == "GET" and path.startswith(POLLING_PATHS)
+        return not (polling and isinstance(status, int) and status < 400)
+
+
+def quiet_polling_access_log() -> None:
+    """Install PollingFilter on uvicorn's access logger (once)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, PollingFilter) for f in access.filters):
+        access.addFilter(PollingFilter())

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
-
-from alembic.config import Config
+from typing import TYPE_CHECKING, TypeVar
 
 import migrations
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 T = TypeVar("T")
 
@@ -19,6 +21,9 @@ MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 def alembic_config(database_url: str) -> Config:
     """Alembic configuration for one database, independent of the working directory."""
+    _quiet_alembic()  # before the import: alembic logs each plugin it loads at INFO
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["database_url"] = database_url
@@ -36,8 +41,17 @@ def _outside_event_loop(fn: Callable[[], T]) -> T:
         return pool.submit(fn).result()
 
 
+def _quiet_alembic() -> None:
+    # Alembic's INFO lines ("setup plugin", "Context impl", "Will assume transactional DDL")
+    # on every start say nothing to a user; DEBUG logging still shows them.
+    alembic_log = logging.getLogger("alembic")
+    if alembic_log.getEffectiveLevel() > logging.DEBUG:
+        alembic_log.setLevel(logging.WARNING)
+
+
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database to `revision`."""
+    _quiet_alembic()
     from alembic import command
 
     _outside_event_loop(lambda: command.upgrade(alembic_config(database_url), revision))
@@ -48,3 +62,44 @@ def check(database_url: str) -> None:
     from alembic import command
 
     _outside_event_loop(lambda: command.check(alembic_config(database_url)))
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or migrated; the message names the setting."""
+
+
+def head_revision() -> str:
+    """The newest migration this code ships."""
+    _quiet_alembic()  # before the import, as in alembic_config
+    from alembic.script import ScriptDirectory
+
+
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(database_url: str) -> str | None:
+    """The database's migration revision; None for a fresh database."""
+    import psycopg
+
+    libpq = database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    try:
+        with psycopg.connect(libpq, autocommit=True, connect_timeout=10) as conn:
+            try:
+                row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            except psycopg.errors.UndefinedTable:
+                return None
+    except psycopg.OperationalError as exc:
+        reason = (str(exc).strip().splitlines() or ["no answer"])[0].strip()
+        raise DatabaseUnavailable(f"DATABASE_URL: cannot connect ({reason})") from None
+    return row[0] if row else None
+
+
+def ensure_schema(database_url: str) -> bool:
+    """Migrate a fresh or older database to head (under the migrations' advisory lock, so
+    processes starting together are safe); one query when it is current. True if it migrated."""
+    if current_revision(database_url) == head_revision():
+        return False
+    upgrade(database_url)
+    return True

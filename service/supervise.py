@@ -53,6 +53,7 @@ def serve_forever(settings: Settings, *, with_worker: bool, concurrency: int | N
 
     from service.api import create_app
     from service.db import resolve_database_url
+    from service.logformat import quiet_polling_access_log
     from service.migrate import upgrade
     from service.work.provider import open_provider
 
@@ -74,7 +75,9 @@ def serve_forever(settings: Settings, *, with_worker: bool, concurrency: int | N
         # uvicorn re-raises SIGTERM after its shutdown; turn it into SystemExit so the worker
         # and simulator above are stopped by the ExitStack instead of being orphaned.
         signal.signal(signal.SIGTERM, _exit_on_signal)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
+        quiet_polling_access_log()  # after uvicorn.Config configured its loggers
+        uvicorn.Server(config).run()
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:
@@ -121,6 +124,7 @@ def run_demo(
     budget_usd: float,
     keep_database: bool = False,
     server_log: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Everything on one machine, one job over REST, a summary, nothing left running.
 
@@ -136,7 +140,7 @@ def run_demo(
     started_pg = embedded is not None and embedded.running() is None
     port = _free_port()
     env = dict(
-        os.environ,
+        os.environ if env is None else env,
         TINYSTORIES_PORT=str(port),
         TINYSTORIES_HOST="127.0.0.1",
         TINYSTORIES_HOME=str(settings.home),

@@ -17,6 +17,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"tinystories {version('tinystories-factory')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("tinystories (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Make TinyStories-style datasets, train small models on them, grade them."""
+
+
 for module in (vocab_cli, generator_cli, service_cli, trainer_cli, grader_cli):
     module.register(app)
 app.command("demo")(demo.demo)

@@ -24,7 +24,7 @@ def stats(
         vocabulary = load_vocabulary(path) if path is not None else default_vocabulary()
     except VocabError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     data = vocabulary.stats()
     if as_json:
         typer.echo(json.dumps(data))
@@ -39,8 +39,10 @@ def stats(
 def sample(
     seed: int = typer.Option(0, help="Stream seed."),
     start: int = typer.Option(0, help="First recipe index."),
-    count: int = typer.Option(5, min=1, help="How many recipes."),
+    count: int = typer.Option(5, "--n", min=1, help="How many recipes."),
     path: Path | None = typer.Option(None, "--file", help="A vocabulary file instead."),
+    # The spelling of earlier releases; every count flag is `--n` now.
+    count_alias: int | None = typer.Option(None, "--count", min=1, hidden=True),
 ) -> None:
     """Print recipes of a seeded stream, one JSON object a line."""
     from vocab.sampler import RecipeSampler
@@ -50,9 +52,9 @@ def sample(
         vocabulary = load_vocabulary(path) if path is not None else None
     except VocabError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     sampler = RecipeSampler(vocabulary)
-    for recipe in sampler.recipes(seed, start, count):
+    for recipe in sampler.recipes(seed, start, count_alias or count):
         typer.echo(json.dumps(recipe.to_dict()))
 
 

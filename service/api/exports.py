@@ -30,7 +30,16 @@ router = APIRouter(prefix="/v1", tags=["exports"], dependencies=[Depends(require
 
 
 def exports_dir(request: Request) -> Path:
-    return Path(request.app.state.settings.home) / "exports"
+    return Path(request.app.state.settings.exports_root)
+
+
+def point_latest(root: Path, export_id: uuid.UUID) -> None:
+    """`root/latest` -> the newest finished export, swapped atomically (readers never see a
+    missing link): the stable path the trainer and grader jobs read."""
+    tmp = root / f".latest-{export_id}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(str(export_id), target_is_directory=True)
+    tmp.replace(root / "latest")
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:
@@ -53,9 +62,11 @@ async def _run_in_background(
     request: Request, export_id: uuid.UUID, options: ExportOptions
 ) -> None:
     url = request.app.state.engine.url.render_as_string(hide_password=False)
-    out = exports_dir(request) / str(export_id)
+    root = exports_dir(request)
     try:
+        out = root / str(export_id)
         await asyncio.to_thread(run_export, url, out, options, export_id=export_id)
+        point_latest(root, export_id)
     except Exception:
         logger.exception("export failed id=%s", export_id)
 

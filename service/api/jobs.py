@@ -171,10 +171,17 @@ async def list_jobs(
     request: Request,
     status: JobStatus | None = None,
     limit: int = Query(default=100, ge=1, le=1000),
+    id_prefix: str | None = Query(
+        default=None,
+        min_length=1,
+        max_length=36,
+        pattern="^[0-9a-fA-F-]+$",
+        description="Only jobs whose id starts with this (what the CLI prints is 8 characters).",
+    ),
     session: AsyncSession = session_dep,
 ) -> JobList:
     """Newest jobs first."""
-    jobs = await store.list_jobs(session=session, status=status, limit=limit)
+    jobs = await store.list_jobs(session=session, status=status, limit=limit, id_prefix=id_prefix)
     rates = await store.job_rates(session=session, job_ids=[j.id for j in jobs])
     info = request.app.state.provider_info
     return JobList(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import String, cast, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.store.models import Job
@@ -74,12 +74,18 @@ async def get_job(*, session: AsyncSession, job_id: uuid.UUID) -> Job:
 
 
 async def list_jobs(
-    *, session: AsyncSession, status: str | None = None, limit: int = 100
+    *,
+    session: AsyncSession,
+    status: str | None = None,
+    limit: int = 100,
+    id_prefix: str | None = None,
 ) -> list[Job]:
-    """Newest jobs first."""
+    """Newest jobs first; with id_prefix, only jobs whose id starts with it (hex, dashes)."""
     query = select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)
     if status is not None:
         query = query.where(Job.status == status)
+    if id_prefix:
+        query = query.where(cast(Job.id, String).startswith(id_prefix.lower(), autoescape=True))
     return list((await session.execute(query)).scalars())
 
 

@@ -41,6 +41,7 @@ def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
         "reaper_s": settings.reaper_seconds,
         "max_attempts": settings.max_attempts,
         "shutdown_grace_s": settings.shutdown_grace_seconds,
+        "heartbeat_file": settings.worker_heartbeat_file,
     }
     values.update(overrides)
     return WorkerConfig(**values)

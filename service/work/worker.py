@@ -9,8 +9,10 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -46,6 +48,7 @@ class WorkerConfig:
     # keeps pace with generation instead of trailing it by minutes on a saturated host.
     max_dedup_backlog: int = 2_000
     idle_exit: bool = False  # exit once the queue is empty (benchmarks, one-shot runs)
+    heartbeat_file: Path | None = None  # touched after each heartbeat (container healthcheck)
 
 
 @dataclass
@@ -92,6 +95,7 @@ class Worker:
             stopping=self._stopping.is_set,
         )
         self._running: dict[int, asyncio.Task[None]] = {}
+        self._last_progress = (time.monotonic(), 0)
         self._slot_freed = asyncio.Event()
         self.finisher = Finisher(
             db=self._db, worker_id=self.worker_id, max_attempts=config.max_attempts
@@ -134,6 +138,7 @@ class Worker:
         logger.info(
             "worker started worker_id=%s concurrency=%d", self.worker_id, self.config.concurrency
         )
+        self._touch_heartbeat_file()
         await self.indexer.probe_backlog()
         background = [
             asyncio.create_task(self._heartbeat_loop()),
@@ -346,8 +351,34 @@ class Worker:
 
             try:
                 await self._db("heartbeat", beat)
+                self._touch_heartbeat_file()
             except Exception:
                 logger.exception("heartbeat failed worker_id=%s", self.worker_id)
+            self._log_progress()
+
+    def _touch_heartbeat_file(self) -> None:
+        path = self.config.heartbeat_file
+        if path is not None:
+            try:
+                path.touch()
+            except OSError:
+                logger.warning("cannot touch heartbeat file %s", path)
+
+    def _log_progress(self) -> None:
+        """One summary line per heartbeat while stories are made (per story only at DEBUG)."""
+        now, done = time.monotonic(), self.stats.stories + self.stats.failed
+        last_t, last_done = self._last_progress
+        self._last_progress = (now, done)
+        if done == last_done:
+            return
+        logger.info(
+            "worker progress stories=%d failed=%d retried=%d in_flight=%d rate=%.1f/s",
+            self.stats.stories,
+            self.stats.failed,
+            self.stats.retried,
+            len(self._running),
+            (done - last_done) / max(now - last_t, 1e-9),
+        )
 
     async def _reaper_loop(self) -> None:
         while True:

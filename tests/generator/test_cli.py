@@ -108,7 +108,7 @@ def test_generate_unwritable_dir(tmp_path, no_provider_env) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = runner.invoke(app, ["generate", "--n", "2", "--out", str(blocker / "sub")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1 and "cannot write" in result.stderr
 
 

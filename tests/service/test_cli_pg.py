@@ -74,13 +74,19 @@ def test_concurrent_processes_share_one_embedded_server(home: Path) -> None:
     assert EmbeddedPostgres(home / "pg").running() is None
 
 
-def test_cli_errors_are_one_line_and_exit_2(home: Path) -> None:
+def test_cli_errors_are_one_line_exit_1_and_usage_errors_exit_2(home: Path) -> None:
     env = _env(home, TINYSTORIES_API_URL="http://127.0.0.1:9", TINYSTORIES_ADMIN_TOKEN="t")
     result = _run(["jobs", "list"], env)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert result.stderr.startswith("error: cannot reach the API")
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     result = _run(["jobs", "show", "x"], _env(home))
-    assert result.returncode == 2 and "no admin token" in result.stderr
+    assert result.returncode == 1 and "no admin token" in result.stderr
     bad = _run(["worker", "--concurrency", "0"], _env(home))
-    assert bad.returncode == 2 and "worker_concurrency" in bad.stderr
+    assert bad.returncode == 2 and "--concurrency" in bad.stderr
+    bad = _run(["worker"], _env(home, TINYSTORIES_WORKER_CONCURRENCY="lots"))
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == (
+        "error: setting TINYSTORIES_WORKER_CONCURRENCY='lots': Input should be a valid "
+        "integer, unable to parse string as an integer"
+    )

@@ -38,7 +38,7 @@ def test_stats_of_bad_file_is_one_error_line(tmp_path):
     path = tmp_path / "v.txt"
     path.write_text("cow noun\nmilk verbb\n")
     result = CliRunner().invoke(_app(), ["vocab", "stats", "--file", str(path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert (
         result.stderr.strip() == f"error: {path}, line 2: unknown role 'verbb' "
         "(roles: noun, verb, adjective)"
