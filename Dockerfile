@@ -1,17 +1,20 @@
-# One image for every service of docker-compose.yml: api, worker, simulator, trainer, grader.
-FROM python:3.11-slim
+# Images for docker-compose.yml, one target each:
+#   service    api, worker, simulator (no torch: ~1/4 of the train image, starts faster)
+#   train      trainer and grader jobs on CPU (the pinned CPU build of torch)
+#   train-gpu  the trainer on an NVIDIA GPU (the same torch version's CUDA build)
+# Sizes are measured in benchmarks/RESULTS.md ("Images").
 
+FROM python:3.11-slim AS python
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     TINYSTORIES_HOME=/data
-
 WORKDIR /app
+RUN useradd --create-home --uid 1000 tinystories \
+    && mkdir -p /data /export /models /reports \
+    && chown tinystories /data /export /models /reports
 
-# The CPU build of the pinned torch first, from PyTorch's index: the default wheel from PyPI
-# drags in several GB of CUDA libraries the containers never use.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
-
+FROM python AS source
 COPY pyproject.toml README.md alembic.ini ./
 COPY vocab ./vocab
 COPY generator ./generator
@@ -20,11 +23,26 @@ COPY trainer ./trainer
 COPY grader ./grader
 COPY tinystories ./tinystories
 COPY migrations ./migrations
-RUN pip install . \
-    && useradd --create-home --uid 1000 tinystories \
-    && mkdir -p /data /export /models /reports \
-    && chown tinystories /data /export /models /reports
 
+FROM python AS train
+# The CPU build first, from PyTorch's index: PyPI's default wheel drags in several GB of CUDA
+# libraries a CPU container never uses.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+COPY --from=source /app /app
+RUN pip install '.[train]'
+USER tinystories
+
+FROM python AS train-gpu
+# PyPI's wheel of the same version is the CUDA build.
+RUN pip install torch==2.13.0
+COPY --from=source /app /app
+RUN pip install '.[train]'
+USER tinystories
+
+# Last, so a plain `docker build .` gives the service image.
+FROM python AS service
+COPY --from=source /app /app
+RUN pip install .
 USER tinystories
 EXPOSE 8000
 CMD ["tinystories", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -161,33 +161,18 @@ def _run_generate(
 ) -> None:
     import asyncio
     import contextlib
-    import logging
 
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
 
     from generator.checks import StoryChecker
     from generator.client import ClientConfig
     from generator.generate import generate_stories
     from generator.pricing import PriceTable, PricingError
+    from generator.progress import Progress
     from generator.ratelimit import ModelLimits
     from generator.retry import RetryPolicy
     from generator.simulator import SimulatorConfig, run_simulator
     from vocab import RecipeSampler
-
-    class RateColumn(ProgressColumn):
-        def render(self, task: object) -> Text:
-            speed = task.finished_speed or task.speed  # type: ignore[attr-defined]
-            return Text(f"{speed:.1f} stories/s" if speed else "- stories/s", style="cyan")
 
     console = Console(stderr=True)
     use_simulator = not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL")
@@ -212,7 +197,6 @@ def _run_generate(
                     subprocess_mode=True,
                 )
             )
-            logging.getLogger(__name__).warning("no OPENAI_API_KEY: using the LLM simulator")
             console.print(
                 f"[bold red]NO OPENAI_API_KEY SET: using the built-in LLM SIMULATOR at "
                 f"{base_url}[/] - stories come from a story grammar, not a real model; "
@@ -229,18 +213,7 @@ def _run_generate(
                 f"({client_config.base_url or 'https://api.openai.com/v1'}), model {model}",
                 highlight=False,
             )
-        progress = Progress(
-            TextColumn("[bold]generate"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            RateColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        with progress:
-            task = progress.add_task("stories", total=n)
+        with Progress("generate", total=n, unit="stories") as progress:
             summary = asyncio.run(
                 generate_stories(
                     recipes=recipes,
@@ -253,7 +226,7 @@ def _run_generate(
                     limits=limits,
                     max_tokens=max_tokens,
                     retry=RetryPolicy(max_attempts=max_attempts),
-                    on_story=lambda _outcome: progress.advance(task),
+                    on_story=lambda _outcome: progress.advance(),
                 )
             )
     typer.echo(f"{summary.line()} out={out}")

@@ -22,9 +22,60 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKED_ENV = re.compile(r"^(TINYSTORIES_\w+|DATABASE_URL|OPENAI_\w+)$")
 
 
+# What a user types: `TINYSTORIES_ADMIN_TOKEN=... docker compose --profile offline up`.
+USER_ENV = {"TINYSTORIES_ADMIN_TOKEN": "compose-test-token-1f2e3d"}
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
+    r"|(?P<plain>[A-Za-z_]\w*))"
+)
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's variable rules: $$, $X, ${X}, ${X:-d}, ${X-d}, ${X:?e}, ${X?e}, ${X:+a},
+    ${X+a}. An unset ${X} (and ${X:-}) becomes an empty string, as compose passes it."""
+
+    def one(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "$"
+        name = match.group("braced") or match.group("plain")
+        op, arg = match.group("op"), match.group("arg") or ""
+        value = env.get(name)
+        unset_or_empty = value is None or (op is not None and op.startswith(":") and not value)
+        if op in (":-", "-"):
+            return arg if unset_or_empty else str(value)
+        if op in (":?", "?"):
+            if unset_or_empty:
+                raise ValueError(f"required variable {name} is missing: {arg}")
+            return str(value)
+        if op in (":+", "+"):
+            return "" if unset_or_empty else arg
+        return value or ""
+
+    return _VARIABLE.sub(one, value)
+
+
+def rendered(node: Any, env: dict[str, str]) -> Any:
+    """The compose file's values after interpolation (keys are never interpolated)."""
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [rendered(v, env) for v in node]
+    if isinstance(node, dict):
+        return {k: rendered(v, env) for k, v in node.items()}
+    return node
+
+
+def test_interpolation_follows_compose() -> None:
+    env = {"SET": "x", "EMPTY": ""}
+    assert interpolate("${SET:-d} ${EMPTY:-d} ${EMPTY-d} ${UNSET-d} ${UNSET:-}", env) == "x d  d "
+    assert interpolate("$$HOME ${SET:+alt} ${EMPTY:+alt} $SET", env) == "$HOME alt  x"
+    with pytest.raises(ValueError, match="UNSET is missing: say it"):
+        interpolate("${UNSET:?say it}", env)
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return rendered(yaml.safe_load((ROOT / "docker-compose.yml").read_text()), USER_ENV)
 
 
 def resolve_command(argv: list[str]) -> tuple[list[str], set[str]]:
@@ -90,11 +141,14 @@ def test_the_cli_walker_rejects_what_does_not_exist() -> None:
     assert "--concurrency" in resolve_command(["worker"])[1]
 
 
+EXTERNAL_IMAGES = {"postgres", "prometheus", "grafana"}
+
+
 def test_every_command_is_a_real_cli_command(compose: dict[str, Any]) -> None:
     seen = set()
     for name, service in compose["services"].items():
         if "build" not in service:
-            assert name == "postgres", f"{name}: not built from the project's Dockerfile"
+            assert name in EXTERNAL_IMAGES, f"{name}: not built from the project's Dockerfile"
             continue
         command = service["command"]
         assert isinstance(command, list), f"{name}: command must be an exec-form list"
@@ -117,14 +171,27 @@ def test_environment_names_are_settings_or_documented(compose: dict[str, Any]) -
             if CHECKED_ENV.match(var):
                 checked += 1
                 assert var in known, f"{name}: {var} is neither a setting nor documented"
-        values = service.get("environment") or {}
-        if isinstance(values, dict) and "TINYSTORIES_LOG_FORMAT" in values:
-            default = re.search(r":-(\w+)\}", values["TINYSTORIES_LOG_FORMAT"])
-            assert default and default.group(1) in logformat.FORMATS
     assert checked >= 10
+    raw = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    log_format = raw["x-service-env"]["TINYSTORIES_LOG_FORMAT"]
+    default = re.search(r":-(\w+)\}", log_format)
+    assert default and default.group(1) in logformat.FORMATS
     api_env = compose["services"]["api"]["environment"]
     assert api_env["DATABASE_URL"].startswith("postgresql://")
     assert "@postgres:5432/" in api_env["DATABASE_URL"]
+
+
+def test_empty_variables_are_unset_for_the_settings(compose: dict[str, Any]) -> None:
+    """Every variable a user leaves unset reaches the containers as "": the settings must
+    read that as unset (no provider, no limits), not fail or turn the simulator off."""
+    api_env = {k: str(v) for k, v in compose["services"]["api"]["environment"].items()}
+    assert api_env["OPENAI_API_KEY"] == "" and api_env["TINYSTORIES_MODEL_LIMITS"] == ""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in api_env.items():
+            mp.setenv(name, value)
+        settings = Settings(_env_file=None)
+    assert settings.uses_simulator and settings.model_limits == {}
+    assert settings.export_dir == Path("/export") and settings.admin_token is not None
 
 
 def test_volumes_profiles_and_scaling(compose: dict[str, Any]) -> None:
@@ -138,21 +205,43 @@ def test_volumes_profiles_and_scaling(compose: dict[str, Any]) -> None:
     assert used == declared, f"declared but unused: {declared - used}"
 
     assert "pgdata" in named_volumes(services["postgres"])
-    assert "healthcheck" in services["postgres"]
     profiles = {name: set(s.get("profiles", [])) for name, s in services.items()}
     assert profiles["simulator"] == {"offline"}
     assert profiles["trainer"] == profiles["grader"] == {"train"}
+    assert profiles["trainer-gpu"] == {"gpu"}
+    assert profiles["prometheus"] == profiles["grafana"] == {"observability"}
     assert not (profiles["postgres"] | profiles["api"] | profiles["worker"])
-    for job in ("trainer", "grader"):
-        assert "export" in named_volumes(services[job])
+
+    # One export location: the API writes TINYSTORIES_EXPORT_DIR on the export volume, the
+    # jobs read its `latest` link from the same volume.
+    api_mounts = dict(v.split(":")[:2] for v in services["api"]["volumes"])
+    export_dir = services["api"]["environment"]["TINYSTORIES_EXPORT_DIR"]
+    assert api_mounts["export"] == export_dir
+    for job in ("trainer", "trainer-gpu", "grader"):
+        mounts = {v.split(":")[0]: v.split(":")[1] for v in services[job]["volumes"]}
+        assert mounts["export"] == export_dir
+        command = services[job]["command"]
+        assert command[command.index("--data") + 1] == f"{export_dir}/latest"
         assert services[job].get("restart") == "no"
-    assert "export" in named_volumes(services["api"])  # where `tinystories export` writes
     assert "models" in named_volumes(services["trainer"])
     assert "models" in named_volumes(services["grader"])
+
+    gpu = services["trainer-gpu"]
+    assert gpu["build"]["target"] == "train-gpu"
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert gpu["command"][gpu["command"].index("--device") + 1] == "cuda"
+    # The long-running services run the image without torch; the jobs the one with it.
+    for name in ("api", "worker", "simulator"):
+        assert services[name]["build"]["target"] == "service", name
+    for name in ("trainer", "grader"):
+        assert services[name]["build"]["target"] == "train", name
 
     worker = services["worker"]
     assert "container_name" not in worker and "ports" not in worker
     for name, service in services.items():
+        if "command" in service and service.get("restart") != "no":
+            assert "healthcheck" in service, f"{name}: long-running without a healthcheck"
         depends = service.get("depends_on") or {}
         for target, spec in depends.items() if isinstance(depends, dict) else []:
             assert target in services, f"{name} depends on unknown {target}"
@@ -170,24 +259,55 @@ def test_api_healthcheck_probes_a_real_route(compose: dict[str, Any]) -> None:
     assert path in paths
 
 
-def test_dockerfile_builds_the_project_on_cpu_torch() -> None:
+def test_observability_files_match_the_metrics(compose: dict[str, Any]) -> None:
+    import json
+
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == [
+        "api:8000"
+    ]
+    assert job["authorization"]["credentials_file"] in " ".join(
+        compose["services"]["prometheus"]["command"]
+    )
+    from service.api import metrics
+
+    source = Path(metrics.__file__).read_text()
+    exported = set(re.findall(r'"(tinystories_\w+)"', source))
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/tinystories.json").read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"tinystories_\w+", target["expr"])
+    }
+    assert used, "the dashboard shows no metric"
+    unknown = {n for n in used if re.sub(r"_(bucket|sum|count)$", "", n) not in exported}
+    assert unknown == set()
+
+
+def test_dockerfile_targets() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
-    assert re.search(r"torch==2\.13\.0 --index-url https://download\.pytorch\.org/whl/cpu", text)
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, re.M)
+    assert stages[0] == ("python:3.11-slim", "python")
+    assert {"source", "service", "train", "train-gpu"} <= {name for _, name in stages}
+    body = {
+        name: text.split(f" AS {name}\n", 1)[1].split("\nFROM ", 1)[0]
+        for name in ("source", "service", "train", "train-gpu")
+    }
+    assert "torch" not in body["service"] and "pip install .\n" in body["service"]
+    cpu_index = r"torch==2\.13\.0 --index-url https://download\.pytorch\.org/whl/cpu"
+    assert re.search(cpu_index, body["train"])
+    assert "pip install torch==2.13.0\n" in body["train-gpu"]
+    for name in ("train", "train-gpu"):
+        assert "pip install '.[train]'" in body[name]
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject
-    copied = re.findall(r"^COPY (\S+) \./\1$", text, re.M)
-    for package in (
-        "vocab",
-        "generator",
-        "service",
-        "trainer",
-        "grader",
-        "tinystories",
-        "migrations",
-    ):
+    copied = re.findall(r"^COPY (\S+) \./\1$", body["source"], re.M)
+    for package in ("vocab", "generator", "service", "trainer", "grader", "tinystories"):
         assert package in copied and (ROOT / package).is_dir()
-    assert re.search(r"^RUN pip install \.", text, re.M)
+    assert "migrations" in copied
+    assert text.rstrip().rsplit("\nFROM ", 1)[1].startswith("python AS service")
     cmd = re.search(r"^CMD (\[.*\])$", text, re.M)
     assert cmd
     argv = yaml.safe_load(cmd.group(1))

@@ -1,0 +1,134 @@
+"""Progress of a long command: a rich bar on a terminal, one line every few seconds elsewhere.
+
+Off a terminal (nohup, `docker logs`, CI) a bar prints nothing until the end, so a five-minute
+run looks hung. There, `Progress` writes `name: done/total (pct) rate/s eta H:MM:SS` to stderr
+every `every_s` seconds instead. The generator, dataset, trainer and grader commands share it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import timedelta
+from typing import IO, Any
+
+DEFAULT_EVERY_S = 10.0
+EVERY_ENV = "TINYSTORIES_PROGRESS_SECONDS"  # seconds between lines off a terminal
+
+
+def every_s_from_env() -> float:
+    """Seconds between progress lines: TINYSTORIES_PROGRESS_SECONDS, else 10."""
+    try:
+        return max(0.0, float(os.environ.get(EVERY_ENV) or DEFAULT_EVERY_S))
+    except ValueError:
+        return DEFAULT_EVERY_S
+
+
+def _eta(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+class Progress:
+    """Counts work done; shows it as a bar on a terminal, as periodic lines otherwise."""
+
+    def __init__(
+        self,
+        name: str,
+        total: int | None = None,
+        *,
+        unit: str = "items",
+        every_s: float | None = None,
+        stream: IO[str] | None = None,
+        terminal: bool | None = None,
+    ) -> None:
+        self.name = name
+        self.total = total
+        self.unit = unit
+        self.every_s = every_s_from_env() if every_s is None else every_s
+        self.stream = stream or sys.stderr
+        self.terminal = self.stream.isatty() if terminal is None else terminal
+        self.done = 0
+        self._started = time.monotonic()
+        self._last_line = self._started
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        self._started = self._last_line = time.monotonic()
+        if self.terminal:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as Bar
+
+            self._bar = Bar(
+                TextColumn(f"[bold]{self.name}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=False,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.name, total=self.total, rate="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        elif exc[0] is None and self.done:
+            self._write_line(final=True)  # the totals, and how long it took
+
+    def rate(self) -> float:
+        """Units per second since the start."""
+        return self.done / max(time.monotonic() - self._started, 1e-9)
+
+    def update(self, done: int, total: int | None = None) -> None:
+        """Set the absolute count (and the total, when it becomes known)."""
+        if total is not None:
+            self.total = total
+        self.advance(done - self.done)
+
+    def advance(self, n: int = 1) -> None:
+        """Count n more units done."""
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(
+                self._task,
+                completed=self.done,
+                total=self.total,
+                rate=f"{self.rate():,.1f} {self.unit}/s",
+            )
+            return
+        now = time.monotonic()
+        if now - self._last_line >= self.every_s and (not self.total or self.done < self.total):
+            self._last_line = now
+            self._write_line()
+
+    def line(self) -> str:
+        """The periodic line: name, done/total, share, rate and ETA."""
+        rate = self.rate()
+        parts = [f"{self.name}: {self.done:,}"]
+        if self.total:
+            parts[0] += f"/{self.total:,} ({100 * self.done / self.total:.0f}%)"
+        parts.append(f"{rate:,.1f} {self.unit}/s")
+        if self.total and rate > 0 and self.done < self.total:
+            parts.append(f"eta {_eta((self.total - self.done) / rate)}")
+        return " ".join(parts)
+
+    def _write_line(self, *, final: bool = False) -> None:
+        elapsed = _eta(time.monotonic() - self._started)
+        suffix = f" done in {elapsed}" if final else ""
+        self.stream.write(self.line() + suffix + "\n")
+        self.stream.flush()
