@@ -1,5 +1,5 @@
 # Images for docker-compose.yml, one target each:
-#   service    api, worker, simulator (no torch: ~1/4 of the train image, starts faster)
+#   service    api, worker, simulator (no torch)
 #   train      trainer and grader jobs on CPU (the pinned CPU build of torch)
 #   train-gpu  the trainer on an NVIDIA GPU (the same torch version's CUDA build)
 # Sizes are measured in benchmarks/RESULTS.md ("Images").

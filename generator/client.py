@@ -19,7 +19,6 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx2
-import openai
 import orjson
 
 from generator.errors import (
@@ -112,28 +111,40 @@ class ChatClient:
         self._auth = {"Authorization": f"Bearer {api_key}"}
         self._max_connections = max_connections
         self._session: Any = None  # aiohttp session, opened in the loop that uses it
-        limits = httpx2.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        )
-        timeout = httpx2.Timeout(timeout_s, connect=min(timeout_s, 10.0))
-        try:  # the SDK's aiohttp transport (`openai[aiohttp]`) is much lighter than httpx's
-            self._http = openai.DefaultAioHttpClient(limits=limits, timeout=timeout)
-        except RuntimeError:
-            self._http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
-        self._sdk = openai.AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key,
-            max_retries=0,
-            timeout=timeout,
-            http_client=self._http,
-        )
+        self._api_key = api_key
+        # Built on the first typed request: importing the SDK takes a second or more, which
+        # every worker start would pay for a path the default configuration never takes.
+        self._sdk: Any = None
+
+    def _typed_sdk(self) -> Any:
+        import openai
+
+        if self._sdk is None:
+            limits = httpx2.Limits(
+                max_connections=self._max_connections,
+                max_keepalive_connections=self._max_connections,
+            )
+            timeout = httpx2.Timeout(self.timeout_s, connect=min(self.timeout_s, 10.0))
+            try:  # the SDK's aiohttp transport (`openai[aiohttp]`) is lighter than httpx's
+                http = openai.DefaultAioHttpClient(limits=limits, timeout=timeout)
+            except RuntimeError:
+                http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
+            self._sdk = openai.AsyncOpenAI(
+                base_url=self.base_url,
+                api_key=self._api_key,
+                max_retries=0,
+                timeout=timeout,
+                http_client=http,
+            )
+        return self._sdk
 
     async def aclose(self) -> None:
         """Close the shared connection pools."""
         if self._session is not None:
             await self._session.close()
             self._session = None
-        await self._sdk.close()
+        if self._sdk is not None:
+            await self._sdk.close()
 
     def _aiohttp(self) -> Any:
         import aiohttp
@@ -225,9 +236,12 @@ class ChatClient:
                     latency_s=latency,
                 )
             return self._parse(content, status, kept, latency)
+        import openai
+
+        sdk = self._typed_sdk()
         try:
             kwargs.update(extra)
-            raw = await self._sdk.chat.completions.with_raw_response.create(**kwargs)
+            raw = await sdk.chat.completions.with_raw_response.create(**kwargs)
             http_response = raw.http_response
         except openai.APIStatusError as exc:
             latency = time.perf_counter() - started
