@@ -7,11 +7,41 @@ says whether a retry can help; `generator.retry` decides from it, `generator.cli
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 
 import httpx2
 import orjson
+
+# What a provider may echo back of a credential: OpenAI-style keys, bearer tokens, key=value
+# pairs, and long opaque tokens (hex, base64, JWT-like). Replaced before anything is stored,
+# logged or served.
+_SECRETS = re.compile(
+    r"(?i)(?:\b(?:sk|pk|rk)-[A-Za-z0-9_\-*]{6,}"
+    r"|\bbearer\s+[^\s\"',]+"
+    r"|\b(?:api[_-]?key|key|token|secret|password|authorization)\b\s*[:=]\s*(?:bearer\s+)?[^\s\"',]+"
+    r"|\b[A-Za-z0-9_\-]{32,}(?:\.[A-Za-z0-9_\-]{8,}){0,2}\b"
+    r"|://[^/\s:@]+:[^/\s@]+@)"
+)
+
+
+def redact(text: str) -> str:
+    """`text` with anything that looks like a credential replaced by `[redacted]`."""
+
+    def one(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if found.startswith("://"):
+            return "://[redacted]@"
+        if "=" in found or ":" in found:
+            name = re.split(r"\s*[:=]\s*", found, maxsplit=1)[0]
+            return f"{name}=[redacted]"
+        if found.lower().startswith("bearer"):
+            return "Bearer [redacted]"
+        return "[redacted]"
+
+    return _SECRETS.sub(one, text)
+
 
 # Error classes and whether a retry can help.
 RETRYABLE = {
@@ -51,13 +81,13 @@ class ProviderError(Exception):
         self.error_class = error_class
         self.retryable = RETRYABLE[error_class] if retryable is None else retryable
         self.status = status
-        self.message = message
+        self.message = redact(message)  # providers echo keys ("Incorrect API key: sk-...")
         self.retry_after = retry_after
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.headers = dict(headers or {})
         self.latency_s = latency_s
-        super().__init__(f"{error_class} (status {status}): {message}")
+        super().__init__(f"{error_class} (status {status}): {self.message}")
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
