@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # Largest job one request may submit (its tasks are written in the request).
     max_job_stories: int = Field(default=1_000_000, ge=1)
+    # Largest request body the API reads (413 above); job and export requests are < 10 kB.
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    # Mark the dashboard cookie Secure (sent over HTTPS only): set behind a TLS proxy, where
+    # the API itself sees plain HTTP. Unset: Secure when the request itself is HTTPS.
+    cookie_secure: bool | None = None
     story_max_tokens: int = Field(default=600, ge=16)
     request_timeout_s: float = Field(default=60.0, gt=0)
     # Seconds of a model's shared rate budget one process takes per round trip
@@ -90,6 +95,22 @@ class Settings(BaseSettings):
     def _parse_limits(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = json.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("openai_base_url", mode="after")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://api.openai.com/v1")
+        if parts.username or parts.password:
+            raise ValueError(
+                "must not contain credentials (user:password@): put the key in OPENAI_API_KEY"
+            )
         return value
 
     @property
@@ -142,13 +163,25 @@ def env_name(field: str) -> str:
     return f"TINYSTORIES_{field.upper()}"
 
 
+def _field_of(name: str) -> str:
+    """The settings field a validation error's location names (a field or an alias)."""
+    if name in Settings.model_fields:
+        return name
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
+            return field
+    return name
+
+
 def _describe(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
+        field = _field_of(str(first["loc"][0])) if first["loc"] else ""
         value = first.get("input")
         shown = "" if isinstance(value, dict) or field in _SECRET_FIELDS else f"={value!r}"
-        return f"{env_name(str(first['loc'][0]))}{shown}: {first['msg']}"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        return f"{env_name(field)}{shown}: {message}"
     match = re.search(r'field "(\w+)"', str(exc))
     if match:
         cause = exc.__cause__
@@ -157,7 +190,7 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-_SECRET_FIELDS = frozenset({"openai_api_key", "admin_token", "database_url"})
+_SECRET_FIELDS = frozenset({"openai_api_key", "admin_token", "database_url", "openai_base_url"})
 
 
 def get_settings(**overrides: Any) -> Settings:

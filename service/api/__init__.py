@@ -88,6 +88,13 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 
     install_dashboard(app)
     install_metrics(app)
+
+    from service.api.guard import RequestGuard
+    from service.dashboard import token_matches
+
+    app.add_middleware(
+        RequestGuard, max_body_bytes=settings.max_request_bytes, authorized=token_matches
+    )
     return app
 
 

@@ -66,9 +66,27 @@ async def _run_in_background(
     try:
         out = root / str(export_id)
         await asyncio.to_thread(run_export, url, out, options, export_id=export_id)
+    except Exception as exc:
+        logger.warning("export failed id=%s: %s", export_id, exc)
+        # Whatever failed (a filter the database refuses, a full disk), the export ends
+        # `failed` with the reason instead of staying `queued`.
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        try:
+            await asyncio.to_thread(_mark_failed, url, export_id, reason[:1000])
+        except Exception:
+            logger.exception("could not mark export %s failed", export_id)
+        return
+    try:
         point_latest(root, export_id)
-    except Exception:
-        logger.exception("export failed id=%s", export_id)
+    except OSError as exc:
+        logger.warning("export %s: cannot point %s/latest at it: %s", export_id, root, exc)
+
+
+def _mark_failed(url: str, export_id: uuid.UUID, reason: str) -> None:
+    import psycopg
+
+    with psycopg.connect(exports_store.libpq_url(url), autocommit=True) as conn:
+        exports_store.finish_export(conn, export_id, status="failed", error=reason)
 
 
 @router.post("/exports", status_code=202)

@@ -6,7 +6,31 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+
+def lone_surrogate_at(value: Any, path: str = "") -> str | None:
+    """The field path of the first string (or key) holding a lone surrogate, else None: JSON
+    allows "\\ud800", Postgres cannot store it."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = lone_surrogate_at(key, path) or lone_surrogate_at(
+                item, f"{path}.{key}" if path else str(key)
+            )
+            if found:
+                return found
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = lone_surrogate_at(item, f"{path}.{i}" if path else str(i))
+            if found:
+                return found
+    return None
 
 
 class JobCreate(BaseModel):
@@ -32,6 +56,14 @@ class JobCreate(BaseModel):
     feature_probs: dict[str, float] | None = None
     max_tokens: int | None = Field(default=None, ge=16, le=8192)
     name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00]*$")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_unicode(cls, value: Any, info: ValidationInfo) -> Any:
+        where = lone_surrogate_at(value, info.field_name or "")
+        if where is not None:
+            raise ValueError(f"text must be valid unicode: a lone surrogate at {where}")
+        return value
 
     @field_validator("models")
     @classmethod

@@ -52,6 +52,12 @@ def token_matches(request: Request) -> bool:
     return any(secrets.compare_digest(c.encode(), expected.encode()) for c in candidates)
 
 
+def _secure_cookie(request: Request) -> bool:
+    """TINYSTORIES_COOKIE_SECURE when set (behind a TLS proxy), else whether this is HTTPS."""
+    configured = getattr(request.app.state.settings, "cookie_secure", None)
+    return request.url.scheme == "https" if configured is None else bool(configured)
+
+
 def _unauthorized_json() -> JSONResponse:
     return JSONResponse(
         status_code=401,
@@ -136,7 +142,7 @@ async def login(request: Request) -> Response:
         max_age=COOKIE_MAX_AGE_S,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure_cookie(request),
         path="/",
     )
     logger.info("dashboard login client=%s", request.client and request.client.host)
