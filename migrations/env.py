@@ -8,6 +8,7 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
+import service.store.models_api  # registers the API's tables on Base
 import service.store.models_dataset  # noqa: F401 - registers the dataset-quality tables on Base
 from service.store.models import Base
 

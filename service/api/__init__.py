@@ -90,10 +90,10 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     install_metrics(app)
 
     from service.api.guard import RequestGuard
-    from service.dashboard import token_matches
+    from service.dashboard import authorized
 
     app.add_middleware(
-        RequestGuard, max_body_bytes=settings.max_request_bytes, authorized=token_matches
+        RequestGuard, max_body_bytes=settings.max_request_bytes, authorized=authorized
     )
     return app
 

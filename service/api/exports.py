@@ -21,6 +21,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.deps import require_token, session_dep
+from service.api.idempotency import IDEMPOTENCY_HEADER, earlier_result, record_result, request_hash
 from service.dataset.exporter import ExportOptions, run_export
 from service.store import dedup as dedup_store
 from service.store import exports as exports_store
@@ -89,11 +90,22 @@ def _mark_failed(url: str, export_id: uuid.UUID, reason: str) -> None:
         exports_store.finish_export(conn, export_id, status="failed", error=reason)
 
 
+EXPORTS_ROUTE = "POST /v1/exports"
+
+
 @router.post("/exports", status_code=202)
 async def create_export(
-    body: ExportOptions, request: Request, session: AsyncSession = session_dep
+    body: ExportOptions,
+    request: Request,
+    session: AsyncSession = session_dep,
+    idempotency_key: str | None = IDEMPOTENCY_HEADER,
 ) -> dict[str, Any]:
     """Start an export in the background; poll GET /v1/exports/{id}."""
+    fingerprint = request_hash(body)
+    earlier = await earlier_result(session, EXPORTS_ROUTE, idempotency_key, fingerprint)
+    if earlier is not None:
+        row = await _get(session, uuid.UUID(earlier.resource_id))
+        return {"id": earlier.resource_id, "status": row["status"]}
     missing = await exports_store.unknown_jobs(session=session, job_ids=body.jobs or [])
     if missing:
         raise HTTPException(
@@ -101,6 +113,12 @@ async def create_export(
             detail={"field": "jobs", "message": f"unknown job(s): {', '.join(missing)}"},
         )
     export_id = await exports_store.create_export(session=session, options=body.filters())
+    winner = await record_result(
+        session, EXPORTS_ROUTE, idempotency_key, fingerprint, str(export_id), 202
+    )
+    if winner is not None:  # a concurrent retry started it first; ours was rolled back
+        row = await _get(session, uuid.UUID(winner.resource_id))
+        return {"id": winner.resource_id, "status": row["status"]}
     await session.commit()  # the background thread updates this row
     tasks: set[asyncio.Task[None]] | None = getattr(request.app.state, "export_tasks", None)
     if tasks is None:

@@ -78,7 +78,7 @@ class RequestGuard:
         app: Any,
         *,
         max_body_bytes: int,
-        authorized: Callable[[Request], bool],
+        authorized: Callable[[Request], Awaitable[bool]],
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -90,7 +90,7 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not is_public(scope["path"]) and not self.authorized(Request(scope)):
+        if not is_public(scope["path"]) and not await self._authorized(scope):
             await _json(
                 send,
                 401,
@@ -145,6 +145,14 @@ class RequestGuard:
                 {"error": "database unavailable, retry later", "field": None},
                 [(b"retry-after", str(DB_RETRY_AFTER_S).encode())],
             )
+
+    async def _authorized(self, scope: Scope) -> bool:
+        try:
+            return await self.authorized(Request(scope))
+        except Exception as exc:  # a cookie check needs the database
+            if is_database_down(exc):
+                return False
+            raise
 
     def _too_large(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import store
 from service.api.deps import require_token, session_dep
+from service.api.idempotency import IDEMPOTENCY_HEADER, earlier_result, record_result, request_hash
 from service.api.schemas import JobCreate, JobList, JobOut, StoryOut, StoryPage
 from service.store.jobs import TaskSpec, money
 from service.store.models import Job
@@ -115,12 +116,23 @@ async def _get(session: AsyncSession, job_id: uuid.UUID) -> Job:
         raise HTTPException(status_code=404, detail=f"job {job_id} not found") from None
 
 
+JOBS_ROUTE = "POST /v1/jobs"
+
+
 @router.post("/jobs", status_code=201, response_model=JobOut)
 async def submit_job(
-    body: JobCreate, request: Request, session: AsyncSession = session_dep
+    body: JobCreate,
+    request: Request,
+    session: AsyncSession = session_dep,
+    idempotency_key: str | None = IDEMPOTENCY_HEADER,
 ) -> JobOut:
     """Queue a generation job: one task per story."""
     from generator.prompts import DEFAULT_TEMPLATE_VERSION, available_versions
+
+    fingerprint = request_hash(body)
+    earlier = await earlier_result(session, JOBS_ROUTE, idempotency_key, fingerprint)
+    if earlier is not None:
+        return await _one(request, session, await _get(session, uuid.UUID(earlier.resource_id)))
 
     settings = request.app.state.settings
     pricing = request.app.state.pricing
@@ -163,6 +175,11 @@ async def submit_job(
         },
         tasks=tasks,
     )
+    winner = await record_result(
+        session, JOBS_ROUTE, idempotency_key, fingerprint, str(job.id), 201
+    )
+    if winner is not None:  # a concurrent retry created it first; ours was rolled back
+        return await _one(request, session, await _get(session, uuid.UUID(winner.resource_id)))
     return await _one(request, session, job)
 
 

@@ -165,7 +165,7 @@ class DatabaseCollector(Collector):
 
 def install_metrics(app: FastAPI) -> None:
     """Add GET /metrics (admin token required) with a registry of its own to `app` (once)."""
-    from service.dashboard import history_of, token_matches
+    from service.dashboard import authorized, history_of
 
     if getattr(app.state, "metrics_registry", None) is not None:
         return
@@ -178,7 +178,7 @@ def install_metrics(app: FastAPI) -> None:
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
         """Prometheus text exposition."""
-        if not token_matches(request):
+        if not await authorized(request):
             return JSONResponse(
                 status_code=401,
                 content={"error": "missing or wrong admin token", "field": "authorization"},

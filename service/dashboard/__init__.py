@@ -1,7 +1,9 @@
 """The admin dashboard at /admin: a server-rendered page that polls JSON data endpoints.
 
 `install(app)` adds the routes to the API app. Authentication is the API's admin token, sent
-as `Authorization: Bearer` or in the HttpOnly cookie the login form sets.
+as `Authorization: Bearer`, or a login session: the form checks the token once and sets an
+HttpOnly cookie holding a random secret that the database knows by its hash; logout revokes
+it for every API process.
 """
 
 from __future__ import annotations
@@ -37,19 +39,27 @@ _templates = Environment(
 )
 
 
-def token_matches(request: Request) -> bool:
-    """True when the bearer header or the dashboard cookie carries the admin token."""
+def bearer_matches(request: Request) -> bool:
+    """True when the Authorization header carries the admin token."""
     expected = getattr(request.app.state, "admin_token", None)
-    if not expected:
-        return False
-    candidates: list[str] = []
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        candidates.append(credentials.strip())
+    if not expected or scheme.lower() != "bearer" or not credentials.strip():
+        return False
+    return secrets.compare_digest(credentials.strip().encode(), expected.encode())
+
+
+async def authorized(request: Request) -> bool:
+    """The admin token as a bearer header, or a live dashboard login session."""
+    if bearer_matches(request):
+        return True
     cookie = request.cookies.get(COOKIE_NAME)
-    if cookie:
-        candidates.append(cookie)
-    return any(secrets.compare_digest(c.encode(), expected.encode()) for c in candidates)
+    sessionmaker = getattr(request.app.state, "sessionmaker", None)
+    if not cookie or sessionmaker is None or len(cookie) > 200:
+        return False
+    from service.store.api_state import session_is_valid
+
+    async with sessionmaker() as session:
+        return await session_is_valid(session=session, secret=cookie)
 
 
 def _secure_cookie(request: Request) -> bool:
@@ -109,7 +119,7 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 @router.get("", response_class=HTMLResponse)
 async def dashboard_page(request: Request, session: AsyncSession = session_dep) -> Any:
     """The dashboard, or the login form (401) without a valid token."""
-    if not token_matches(request):
+    if not await authorized(request):
         return _login_page(request, status_code=401)
     sections = {name: await _section(request, session, name) for name in SECTIONS}
     html = _templates.get_template("dashboard.html").render(
@@ -127,18 +137,22 @@ async def login_form(request: Request) -> HTMLResponse:
 
 
 @router.post("/login")
-async def login(request: Request) -> Response:
-    """Check the posted token; on success set it as an HttpOnly cookie and go to /admin."""
+async def login(request: Request, session: AsyncSession = session_dep) -> Response:
+    """Check the posted token; on success start a session (HttpOnly cookie), go to /admin."""
+    from service.store.api_state import create_session
+
     form = await request.form()
     token = str(form.get("token") or "").strip()
     expected = getattr(request.app.state, "admin_token", "")
     if not token or not secrets.compare_digest(token.encode(), expected.encode()):
         logger.warning("dashboard login refused client=%s", request.client and request.client.host)
         return _login_page(request, status_code=401, error="Wrong token.")
+    secret = secrets.token_urlsafe(32)
+    await create_session(session=session, secret=secret, lifetime_s=COOKIE_MAX_AGE_S)
     response = RedirectResponse("/admin", status_code=303)
     response.set_cookie(
         COOKIE_NAME,
-        token,
+        secret,
         max_age=COOKIE_MAX_AGE_S,
         httponly=True,
         samesite="strict",
@@ -150,8 +164,13 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    """Forget the cookie."""
+async def logout(request: Request, session: AsyncSession = session_dep) -> Response:
+    """End the session for every API process, and forget the cookie."""
+    from service.store.api_state import revoke_session
+
+    cookie = request.cookies.get(COOKIE_NAME)
+    if cookie and len(cookie) <= 200:
+        await revoke_session(session=session, secret=cookie)
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(COOKIE_NAME, path="/")
     return response
@@ -162,7 +181,7 @@ async def section_data(
     section: str, request: Request, session: AsyncSession = session_dep
 ) -> Response:
     """One block of the dashboard's figures as JSON."""
-    if not token_matches(request):
+    if not await authorized(request):
         return _unauthorized_json()
     if section not in SECTIONS:
         return JSONResponse(
@@ -180,7 +199,7 @@ async def job_action(
     """Pause, resume or cancel a job from the page (same rules as the REST API)."""
     from service import store
 
-    if not token_matches(request):
+    if not await authorized(request):
         return _unauthorized_json()
     if request.headers.get(ACTION_HEADER) != action:
         return JSONResponse(
