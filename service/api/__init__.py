@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     )
     app.state.settings = settings
     _install_handlers(app)
+    _document_errors(app, settings)
 
     from service.api import exports, health, jobs, stories
 
@@ -124,6 +125,104 @@ def _install_handlers(app: FastAPI) -> None:
             content={"error": message, "field": field, "detail": detail},
             headers=getattr(exc, "headers", None),
         )
+
+
+# Answers any operation can give besides its own: the guard's and the error handlers'.
+COMMON_ERRORS = {
+    401: "Missing or wrong admin token.",
+    413: "Request body over TINYSTORIES_MAX_REQUEST_BYTES.",
+    422: "Invalid request: `field` names the input at fault.",
+    503: "The database is unavailable; retry after `Retry-After` seconds.",
+}
+
+
+def _document_errors(app: FastAPI, settings: Settings) -> None:
+    """Publish the error body the API really sends (not FastAPI's HTTPValidationError), the
+    status codes every route can answer, and limits that come from the settings."""
+    from fastapi.openapi.utils import get_openapi
+
+    from service.api.schemas import ErrorOut
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ErrorOut"] = ErrorOut.model_json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        error_ref = {"$ref": "#/components/schemas/ErrorOut"}
+        for path, methods in schema.get("paths", {}).items():
+            for operation in methods.values():
+                responses = operation.setdefault("responses", {})
+                codes = dict(COMMON_ERRORS)
+                if path in ("/healthz", "/readyz"):
+                    codes = {503: COMMON_ERRORS[503]}
+                if "{" in path:
+                    codes[404] = "No such resource."
+                if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
+                    codes[409] = "The Idempotency-Key was used with a different request body."
+                for code, description in codes.items():
+                    responses.setdefault(str(code), {"description": description})
+                for code, response in responses.items():
+                    if code.startswith(("4", "5")):
+                        response["content"] = {"application/json": {"schema": error_ref}}
+        if "JobCreate" in components:
+            _document_job_rules(components["JobCreate"], settings)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _document_job_rules(job: dict[str, Any], settings: Settings) -> None:
+    """What POST /v1/jobs accepts beyond the body's types, from the running configuration:
+    priced models, packaged templates, known features, the job size limit, model XOR models.
+    A client (or a fuzzer) reading the schema then knows what will be accepted."""
+    import re
+
+    from generator.pricing import PriceTable
+    from generator.prompts import available_versions
+    from vocab import default_vocabulary
+
+    names = sorted(PriceTable.load().models())
+    alternatives = [
+        re.escape(n[:-1]) + "[^\\x00]*" if n.endswith("*") else re.escape(n) for n in names
+    ]
+    priced = "^(?:" + "|".join(alternatives) + ")$"
+    props = job.setdefault("properties", {})
+
+    def string_branch(prop: dict[str, Any]) -> dict[str, Any]:
+        for branch in prop.get("anyOf", [prop]):
+            if branch.get("type") == "string":
+                return branch
+        return prop
+
+    for name in ("model", "summary_model"):
+        if name in props:
+            string_branch(props[name])["pattern"] = priced
+    for branch in props.get("models", {}).get("anyOf", []):
+        if branch.get("type") == "object":
+            branch["propertyNames"] = {"pattern": priced}
+            branch["minProperties"] = 1
+    for branch in props.get("template_version", {}).get("anyOf", []):
+        if branch.get("type") == "string":
+            branch["enum"] = available_versions("story")
+            branch.pop("pattern", None)
+    features = [f.name for f in default_vocabulary().features]
+    for branch in props.get("feature_probs", {}).get("anyOf", []):
+        if branch.get("type") == "object":
+            branch["propertyNames"] = {"enum": features}
+    if "n_stories" in props:
+        props["n_stories"]["maximum"] = settings.max_job_stories
+    job["not"] = {
+        "required": ["model", "models"],
+        "properties": {"model": {"type": "string"}, "models": {"type": "object"}},
+    }
 
 
 async def database_ready(app: FastAPI) -> bool:

@@ -18,7 +18,7 @@ IDEMPOTENCY_HEADER = Header(
     max_length=255,
     pattern=r"^[\x21-\x7e]+$",
     description="Any unique string (a UUID): a retry with the same key and body returns what "
-    "the first request created; the same key with another body is a 422. Kept for a day.",
+    "the first request created; the same key with another body is a 409. Kept for a day.",
 )
 
 
@@ -30,7 +30,7 @@ def request_hash(body: Any) -> str:
 def _check_same_request(found: IdempotentResult, fingerprint: str) -> None:
     if found.request_hash != fingerprint:
         raise HTTPException(
-            status_code=422,
+            status_code=409,
             detail={
                 "field": "Idempotency-Key",
                 "message": "this key was used for a different request body",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -40,7 +40,7 @@ class JobCreate(BaseModel):
 
     n_stories: int = Field(ge=1, le=10_000_000)
     model: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[^\x00]+$")
-    models: dict[str, float] | None = Field(
+    models: dict[str, Annotated[float, Field(gt=0, le=1e6)]] | None = Field(
         default=None, description="weighted mix, e.g. {'gpt-4': 0.5, 'gpt-3.5-turbo': 0.5}"
     )
     instruct: bool = False
@@ -53,7 +53,7 @@ class JobCreate(BaseModel):
     template_version: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
     )
-    feature_probs: dict[str, float] | None = None
+    feature_probs: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = None
     max_tokens: int | None = Field(default=None, ge=16, le=8192)
     name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00]*$")
 
@@ -176,8 +176,8 @@ class StoryPage(BaseModel):
 
 
 class ErrorOut(BaseModel):
-    """Every 4xx body."""
+    """Every error answer: a message, the field it concerns (when one does), the details."""
 
-    error: str
-    detail: Any = None
-    field: str | None = None
+    error: Any = Field(description="What went wrong.")
+    field: str | None = Field(default=None, description="The request field at fault, if any.")
+    detail: Any = Field(default=None, description="Per-field errors or the raw detail.")

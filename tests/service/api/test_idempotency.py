@@ -20,7 +20,7 @@ async def test_a_retried_job_submission_creates_one_job(api: httpx.AsyncClient) 
     assert other.json()["id"] != first.json()["id"]
     assert len((await api.get("/v1/jobs")).json()["items"]) == 2
     reused = await api.post("/v1/jobs", json={**BODY, "seed": 6}, headers=key)
-    assert reused.status_code == 422 and reused.json()["field"] == "Idempotency-Key"
+    assert reused.status_code == 409 and reused.json()["field"] == "Idempotency-Key"
     assert len((await api.get("/v1/jobs")).json()["items"]) == 2
 
 
