@@ -23,9 +23,9 @@ _PER = 1_000_000
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 _HOW_TO_ADD = (
-    "add it to a pricing file (YAML or JSON: `models: {MODEL: {input: USD_PER_1M, "
-    "output: USD_PER_1M}}`) and pass it with PriceTable.load(path) or the "
-    f"{PRICING_ENV} environment variable"
+    "write a pricing file (YAML: `models: {MODEL: {input: USD_PER_1M, output: USD_PER_1M}}`; "
+    "0 for a local model) and name it in the "
+    f"{PRICING_ENV} environment variable (for the API and every worker too)"
 )
 
 

@@ -14,6 +14,29 @@ class ApiError(RuntimeError):
     """The API could not be reached or answered with an error."""
 
 
+def error_text(response: httpx.Response) -> str:
+    """One readable line from the API's error body: `field: message[; field: message]`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip().splitlines()[0][:200] if response.text.strip() else ""
+    if not isinstance(body, dict):
+        return str(body)[:200]
+    detail = body.get("detail")
+    if isinstance(detail, list) and detail:
+        parts = [
+            f"{d.get('field')}: {d.get('message')}" if d.get("field") else str(d.get("message"))
+            for d in detail
+            if isinstance(d, dict)
+        ]
+        if parts:
+            return "; ".join(parts).replace("Value error, ", "")
+    if isinstance(detail, dict) and detail.get("message"):
+        return f"{body.get('field') or detail.get('field')}: {detail['message']}"
+    error = str(body.get("error") or body)
+    return f"{body['field']}: {error}" if body.get("field") else error
+
+
 class ApiClient:
     """Bearer-authenticated calls to /v1."""
 
@@ -44,14 +67,7 @@ class ApiClient:
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach the API at {self._http.base_url}: {exc}") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                message = body.get("error") or body
-                if body.get("field"):
-                    message = f"{body['field']}: {body.get('detail')}"
-            except ValueError:
-                message = response.text[:200]
-            raise ApiError(f"HTTP {response.status_code}: {message}")
+            raise ApiError(f"HTTP {response.status_code}: {error_text(response)}")
         return response.json()
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:

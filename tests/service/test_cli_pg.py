@@ -90,3 +90,26 @@ def test_cli_errors_are_one_line_exit_1_and_usage_errors_exit_2(home: Path) -> N
         "error: setting TINYSTORIES_WORKER_CONCURRENCY='lots': Input should be a valid "
         "integer, unable to parse string as an integer"
     )
+
+
+def test_api_errors_read_as_one_line_naming_the_field() -> None:
+    import httpx
+
+    from service.api_client import error_text
+
+    request = httpx.Request("POST", "http://x/v1/jobs")
+    body = {
+        "error": "invalid request",
+        "field": "model",
+        "detail": [{"field": "model", "message": "Value error, no price known for model 'x'"}],
+    }
+    assert error_text(httpx.Response(422, json=body, request=request)) == (
+        "model: no price known for model 'x'"
+    )
+    conflict = {"error": "m", "field": "Idempotency-Key", "detail": {"message": "key reused"}}
+    assert error_text(httpx.Response(409, json=conflict, request=request)) == (
+        "Idempotency-Key: key reused"
+    )
+    assert error_text(httpx.Response(502, text="Bad gateway\nmore", request=request)) == (
+        "Bad gateway"
+    )
