@@ -17,10 +17,14 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _quiet_libraries() -> None:
-    import datasets
     import transformers
 
-    datasets.disable_progress_bars()
+    try:  # text-file exports need no datasets
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 
@@ -52,8 +56,21 @@ def train_command(
     checkpoint_every: Annotated[int, typer.Option()] = 500,
     log_every: Annotated[int, typer.Option()] = 10,
     seed: Annotated[int, typer.Option()] = 1337,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile")] = False,
+    compile: Annotated[
+        bool | None,
+        typer.Option("--compile/--no-compile", help="torch.compile [default: on for CUDA]."),
+    ] = None,
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast on GPU.")] = True,
+    local_attention: Annotated[
+        str, typer.Option(help="GPT-Neo local layers: auto, flex (CUDA) or sdpa.")
+    ] = "auto",
+    final_eval_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Score a seeded sample of this many validation tokens at the end "
+            "[default: the whole split]."
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoints.")
     ] = True,
@@ -76,6 +93,8 @@ def train_command(
 
     if format not in ("plain", "instruct"):
         raise _fail(f"--format must be plain or instruct, not {format!r}")
+    if local_attention not in ("auto", "flex", "sdpa"):
+        raise _fail(f"--local-attention must be auto, flex or sdpa, not {local_attention!r}")
     if schedule not in ("cosine", "constant"):
         raise _fail(f"--schedule must be cosine or constant, not {schedule!r}")
     try:
@@ -108,6 +127,8 @@ def train_command(
         seed=seed,
         compile=compile,
         bf16=bf16,
+        local_attention=local_attention,  # type: ignore[arg-type]
+        final_eval_tokens=final_eval_tokens,
         resume=resume,
         cache_dir=str(cache_dir) if cache_dir else None,
         threads=threads,
@@ -146,7 +167,8 @@ def train_command(
             fields["val"] = f"{info.val_loss:.3f}"
         if info.tokens_per_s:
             fields["rate"] = f"{info.tokens_per_s:,.0f}"
-        progress.update(task, completed=info.step, **fields)
+        # A time limit moves the schedule's horizon to the steps that fit: the bar follows it.
+        progress.update(task, completed=info.step, total=info.max_steps, **fields)
 
     try:
         result = train(cfg, on_step=on_step)
@@ -161,7 +183,9 @@ def train_command(
     resumed = (
         f", resumed from step {result.resumed_from}" if result.resumed_from is not None else ""
     )
-    mfu = f", MFU {result.mfu:.1%}" if result.mfu else ""
+    if result.vocab_note:
+        typer.echo(f"note: {result.vocab_note}", err=True)
+    mfu = f", MFU {result.steady_mfu or result.mfu:.1%}" if result.mfu else ""
     typer.echo(
         f"trained {preset} ({human(result.params)} params, {human(result.params_non_embedding)} "
         f"without embeddings): {result.steps} steps, {result.tokens_seen:,} tokens in "
@@ -211,21 +235,29 @@ def sample_command(
 
 
 def presets_command(
-    vocab_size: Annotated[int, typer.Option(help="Tokenizer vocabulary size.")] = 10_000,
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(help="Tokenizer vocabulary size [default: the one each name assumes]."),
+    ] = None,
 ) -> None:
     """List the model presets with their parameter counts."""
     from trainer.presets import PRESETS, count_preset, human
 
     typer.echo(
-        f"{'preset':<10} {'arch':<8} {'layers':>6} {'hidden':>6} {'params':>9} "
-        f"{'no-embed':>9}  (vocab {vocab_size:,})"
+        f"{'preset':<10} {'arch':<8} {'layers':>6} {'hidden':>6} {'vocab':>7} {'params':>9} "
+        f"{'no-embed':>9}"
     )
     for name, p in PRESETS.items():
-        total, non_embed = count_preset(name, vocab_size=vocab_size)
+        vocab = vocab_size or p.name_vocab
+        total, non_embed = count_preset(name, vocab_size=vocab)
         typer.echo(
-            f"{name:<10} {p.arch:<8} {p.layers:>6} {p.hidden:>6} {human(total):>9} "
+            f"{name:<10} {p.arch:<8} {p.layers:>6} {p.hidden:>6} {vocab:>7,} {human(total):>9} "
             f"{human(non_embed):>9}"
         )
+    typer.echo(
+        "Names count parameters at the vocabulary they assume (the paper's 10k; llama2.c's 32k); "
+        "a smaller tokenizer makes a smaller model."
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -55,19 +55,29 @@ class TrainConfig:
     # Speed.
     device: str = "auto"  # auto -> cuda if available, else cpu
     bf16: bool = True  # bf16 autocast, used on cuda only (CPU bf16 autocast is slower there)
-    compile: bool = False  # torch.compile pays off on GPU runs of minutes, not on short CPU runs
+    # None: on for CUDA (kernel fusion, FlexAttention), off on CPU, where a short run does not
+    # earn back the compile time. A failed compile falls back to eager with one warning line.
+    compile: bool | None = None
     fast_attention: bool = True  # SDPA training forward for GPT-Neo (transformers only has eager)
+    # GPT-Neo local layers: flex = FlexAttention sliding window (fused, skips masked blocks);
+    # sdpa = SDPA with a band mask; auto = flex when compiling on CUDA (eager flex is slow).
+    local_attention: Literal["auto", "flex", "sdpa"] = "auto"
+    prefetch: int = 4  # batches made ahead on a thread (CUDA only; 0 = in the loop)
     threads: int | None = None  # CPU intra-op threads; None leaves torch's default
 
     # Evaluation, logging and checkpoints.
     eval_every: int = 200  # steps between validation passes
-    eval_tokens: int = 65_536  # validation tokens per pass (fixed windows, same each pass)
+    # Periodic passes score a seeded sample of about this many validation tokens (the same
+    # windows each pass; None = the whole split). The final pass scores the whole split unless
+    # final_eval_tokens says otherwise; both are stated in training.json.
+    eval_tokens: int | None = 65_536
+    final_eval_tokens: int | None = None
     log_every: int = 10  # steps between loss reads; the only host syncs of the loop
     checkpoint_every: int = 500  # steps between resumable checkpoints
     keep_checkpoints: int = 2  # older step-N directories are deleted
     resume: bool = True  # continue from the newest checkpoint under out/checkpoints
     seed: int = 1337
-    peak_flops: float | None = None  # accelerator peak for MFU; None -> guessed from device name
+    peak_flops: float | None = None  # accelerator peak for MFU; None -> trainer.device table
 
     def resolved_cache_dir(self) -> Path:
         return Path(self.cache_dir) if self.cache_dir else default_cache_dir()

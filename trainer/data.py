@@ -1,10 +1,19 @@
-"""Export loading, one-time pre-tokenization to memory-mapped token files, batch sampling."""
+"""Export loading, one-time pre-tokenization to memory-mapped token files, batch sampling.
+
+An export is either the service's Hugging Face dataset directory (dataset_dict.json) or a
+directory of release-format text files, `train.txt` and `validation.txt` with stories separated
+by `<|endoftext|>` as in the TinyStories release (needs no `datasets`: GPU hosts, benchmarks).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,17 +32,64 @@ log = logging.getLogger(__name__)
 COLUMNS = {"plain": "text", "instruct": "instruct_text"}
 SPLITS = ("train", "validation")
 ENCODE_CHUNK = 8192  # texts per encode_batch call: enough to keep every core busy
+SEPARATOR = "<|endoftext|>"
+TEXT_FILES = {"train": ("train.txt",), "validation": ("validation.txt", "valid.txt")}
 
 
-def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict:
-    """The export's DatasetDict, checked for the splits and column the format needs."""
-    from datasets import load_from_disk
+class TextSplit:
+    """A split read from a release-format text file: the part of `Dataset` the trainer uses.
 
+    Read whole: simple, and only for tokenization (the release's 1.9 GB train file takes a few
+    GB of memory once; the token file is what training maps afterwards).
+    """
+
+    def __init__(self, path: Path) -> None:
+        raw = path.read_bytes()
+        self.texts = [t.strip() for t in raw.decode("utf-8").split(SEPARATOR) if t.strip()]
+        self.column_names = ["text"]
+        self._fingerprint = hashlib.sha256(raw).hexdigest()[:16]
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.texts)
+
+
+def text_batches(split: Any, column: str, size: int) -> Iterator[list[str]]:
+    """The split's texts of `column`, `size` at a time, without loading an Arrow split whole."""
+    if isinstance(split, TextSplit):
+        for i in range(0, split.num_rows, size):
+            yield split.texts[i : i + size]
+        return
+    texts_only = split.select_columns([column])
+    for i in range(0, split.num_rows, size):
+        yield texts_only[i : i + size][column]
+
+
+def _text_file(p: Path, split: str) -> Path | None:
+    return next((p / n for n in TEXT_FILES[split] if (p / n).is_file()), None)
+
+
+def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict | dict[str, TextSplit]:
+    """The export's splits, checked for the splits and column the format needs."""
     p = Path(path)
-    if not (p / "dataset_dict.json").is_file():
-        raise TrainerError(f"{p} is not an export directory (no dataset_dict.json)")
     if fmt not in COLUMNS:
         raise TrainerError(f"unknown format {fmt!r}; use plain or instruct")
+    if not (p / "dataset_dict.json").is_file():
+        files = {s: _text_file(p, s) for s in SPLITS}
+        if files["train"] is None or files["validation"] is None:
+            raise TrainerError(
+                f"{p} is not an export directory (no dataset_dict.json, "
+                "nor train.txt and validation.txt)"
+            )
+        if fmt != "plain":
+            raise TrainerError(f"{p}: text-file exports hold plain stories; use --format plain")
+        text = {s: TextSplit(f) for s, f in files.items() if f is not None}
+        for split, ts in text.items():
+            if ts.num_rows == 0:
+                raise TrainerError(f"export {p}: split {split!r} is empty")
+        return text
+    from datasets import load_from_disk
+
     try:
         listed = json.loads((p / "dataset_dict.json").read_text()).get("splits", [])
     except (OSError, ValueError) as exc:
@@ -58,8 +114,8 @@ def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict:
     return ds
 
 
-def export_fingerprint(path: str | Path, ds: DatasetDict, split: str) -> str:
-    """The export manifest's fingerprint when present, else the datasets fingerprint."""
+def export_fingerprint(path: str | Path, ds: Any, split: str) -> str:
+    """The export manifest's fingerprint when present, else the split's content fingerprint."""
     manifest = Path(path) / "export.json"
     if manifest.is_file():
         try:
@@ -73,9 +129,9 @@ def export_fingerprint(path: str | Path, ds: DatasetDict, split: str) -> str:
 
 @dataclass
 class TokenFile:
-    tokens: np.ndarray  # memory-mapped, uint16 or uint32, stories joined by eos
+    tokens: np.ndarray  # memory-mapped, uint16 or uint32, each story followed by eos
     n_docs: int
-    n_bytes: int  # utf-8 bytes of the texts plus one per separator (for bits per byte)
+    n_bytes: int  # UTF-8 bytes of the texts, separators excluded (trainer.evaluate's bpb)
     path: Path
     cached: bool  # True when an earlier run's file was reused
 
@@ -85,7 +141,7 @@ class TokenFile:
 
 
 def pretokenize(
-    split: Dataset,
+    split: Dataset | TextSplit,
     *,
     column: str,
     tokenizer: PreTrainedTokenizerFast,
@@ -95,6 +151,7 @@ def pretokenize(
     """Tokenize a split once into `cache_dir/tokens/KEY.bin`; later calls map the same file."""
     base = Path(cache_dir) / "tokens"
     base.mkdir(parents=True, exist_ok=True)
+    key = f"{key}-v2"  # v2: n_bytes counts text bytes only (v1 added one per separator)
     bin_path, meta_path = base / f"{key}.bin", base / f"{key}.json"
     vocab = len(tokenizer)
     dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32
@@ -108,17 +165,15 @@ def pretokenize(
     backend = tokenizer.backend_tokenizer
     n_docs = n_bytes = n_tokens = 0
     tmp = bin_path.with_suffix(f".tmp{os.getpid()}")
-    texts_only = split.select_columns([column])
     with tmp.open("wb") as fh:
-        for start in range(0, split.num_rows, ENCODE_CHUNK):
-            texts = texts_only[start : start + ENCODE_CHUNK][column]
+        for texts in text_batches(split, column, ENCODE_CHUNK):
             # encode_batch runs on all cores (Rust thread pool), without pickling the tokenizer.
             encodings = backend.encode_batch(texts, add_special_tokens=False)
             ids = [np.asarray([*e.ids, eos], dtype=dtype) for e in encodings]
             chunk = np.concatenate(ids) if ids else np.empty(0, dtype=dtype)
             chunk.tofile(fh)
             n_docs += len(texts)
-            n_bytes += sum(len(t.encode()) for t in texts) + len(texts)
+            n_bytes += sum(len(t.encode()) for t in texts)
             n_tokens += chunk.shape[0]
     os.replace(tmp, bin_path)
     meta = {
@@ -134,7 +189,11 @@ def pretokenize(
 
 
 class WindowSampler:
-    """Random (seq_len + 1)-token windows; its RNG state goes into checkpoints."""
+    """Random (seq_len + 1)-token windows; batch k depends only on (seed, k).
+
+    A counter instead of a stateful RNG: a checkpoint stores the next batch index, and a
+    prefetching thread can run ahead without changing what a resumed run sees.
+    """
 
     def __init__(self, tokens: np.ndarray, *, seq_len: int, batch_size: int, seed: int) -> None:
         if tokens.shape[0] < seq_len + 1:
@@ -144,32 +203,70 @@ class WindowSampler:
             )
         self.tokens = tokens
         self.batch_size = batch_size
+        self.seed = seed
         self.high = tokens.shape[0] - seq_len  # exclusive upper bound of window starts
         self.offsets = np.arange(seq_len + 1, dtype=np.int64)
-        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.index = 0
 
-    def next(self) -> torch.Tensor:
+    def batch(self, k: int) -> torch.Tensor:
         import torch
 
-        starts = self.rng.integers(0, self.high, size=self.batch_size)
-        batch = self.tokens[starts[:, None] + self.offsets]
-        return torch.from_numpy(batch.astype(np.int64))
+        rng = np.random.default_rng((self.seed, k))
+        starts = rng.integers(0, self.high, size=self.batch_size)
+        return torch.from_numpy(self.tokens[starts[:, None] + self.offsets].astype(np.int64))
+
+    def next(self) -> torch.Tensor:
+        self.index += 1
+        return self.batch(self.index - 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bit_generator": self.rng.bit_generator.state}
+        return {"index": self.index}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.rng.bit_generator.state = state["bit_generator"]
+        if "index" not in state:
+            raise TrainerError(
+                "checkpoint is from an older trainer (stateful sampler); use --no-resume "
+                "or a new --out directory"
+            )
+        self.index = int(state["index"])
 
 
-def eval_windows(tokens: np.ndarray, *, seq_len: int, max_tokens: int) -> torch.Tensor:
-    """Fixed, non-overlapping validation windows: every pass scores the same tokens."""
-    import torch
+class Prefetcher:
+    """Batches of a WindowSampler made `depth` ahead on a thread, in pinned memory for CUDA.
 
-    n = min((tokens.shape[0] - 1) // seq_len, max(1, max_tokens // seq_len))
-    if n < 1:
-        raise TrainerError(
-            f"validation split has {tokens.shape[0]} tokens, fewer than seq_len + 1 = {seq_len + 1}"
-        )
-    idx = np.arange(n)[:, None] * seq_len + np.arange(seq_len + 1)
-    return torch.from_numpy(tokens[idx].astype(np.int64))
+    Gathering windows from the memory map and pinning them is host work; on a thread it
+    overlaps the GPU's step instead of delaying the next launch.
+    """
+
+    def __init__(self, sampler: WindowSampler, *, depth: int = 4, pin: bool = True) -> None:
+        self.sampler, self.pin = sampler, pin
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._fill, args=(sampler.index,), daemon=True)
+        self.thread.start()
+
+    def _fill(self, k: int) -> None:
+        try:
+            while not self.stop.is_set():
+                batch = self.sampler.batch(k)
+                item: Any = batch.pin_memory() if self.pin else batch
+                while not self.stop.is_set():
+                    try:
+                        self.queue.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                k += 1
+        except BaseException as exc:  # handed to the consumer, raised in the training loop
+            self.queue.put(exc)
+
+    def next(self) -> torch.Tensor:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        self.sampler.index += 1
+        return item
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)

@@ -3,60 +3,84 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from trainer.config import TrainerError
+from trainer.attention import causal_attention, sliding_block_mask
+from trainer.device import resolve_device
 from trainer.presets import Preset, build_config
+from trainer.xent import IGNORE, linear_cross_entropy
+
+__all__ = ["IGNORE", "LossModel", "build_model", "flops_per_token", "resolve_device"]
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise TrainerError(f"unknown device {name!r}") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainerError(f"device {name!r} requested but CUDA is not available")
-    return device
+def build_model(
+    preset: Preset, *, vocab_size: int, eos_id: int, seed: int, context: int | None = None
+) -> PreTrainedModel:
+    """A freshly initialised float32 model with `context` positions (the trained seq_len).
 
-
-def build_model(preset: Preset, *, vocab_size: int, eos_id: int, seed: int) -> PreTrainedModel:
-    """A freshly initialised float32 model; the seed fixes the initial weights."""
+    The saved config's max_position_embeddings is what every consumer trusts: positions the run
+    never trains on must not be in it. The seed fixes the initial weights.
+    """
     torch.manual_seed(seed)
-    config = build_config(preset, vocab_size=vocab_size, eos_id=eos_id)
+    config = build_config(preset, vocab_size=vocab_size, eos_id=eos_id, context=context)
     if preset.arch == "llama":
         return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     return AutoModelForCausalLM.from_config(config)
 
 
 class LossModel(nn.Module):
-    """`forward(window) -> mean next-token loss`; the parameters are the wrapped model's.
+    """`forward(inputs, targets) -> summed next-token NLL`; the parameters are the wrapped model's.
 
     transformers' GPT-Neo only has an eager attention (fp32 scores, a materialised mask and
-    softmax). For training we run the same weights through `scaled_dot_product_attention`,
-    which picks flash / memory-efficient kernels; the saved model is a plain GPT-Neo.
+    softmax). For training we run the same weights through `trainer.attention` (flash kernels,
+    FlexAttention for local layers), and every model's output layer through the chunked
+    cross-entropy of `trainer.xent`; the saved model is the plain transformers one.
     """
 
     def __init__(self, model: PreTrainedModel, *, fast_attention: bool = True) -> None:
         super().__init__()
         self.model = model
         self.fast = fast_attention and model.config.model_type == "gpt_neo"
+        self.block_mask = None
+        self.flex_seq = 0
 
-    def forward(self, window: torch.Tensor) -> torch.Tensor:
-        x, y = window[:, :-1], window[:, 1:]
+    def use_flex(self, seq: int, device: torch.device) -> None:
+        """Run local layers of `seq`-token windows through FlexAttention (compiled CUDA runs)."""
+        if self.fast and seq > self.model.config.window_size:
+            self.block_mask = sliding_block_mask(seq, self.model.config.window_size, device)
+            self.flex_seq = seq
+
+    def no_flex(self) -> None:
+        self.block_mask, self.flex_seq = None, 0
+
+    @property
+    def attention_backend(self) -> str:
+        if not self.fast:
+            return "transformers"
+        return "sdpa+flex" if self.block_mask is not None else "sdpa"
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.fast:
-            logits = self._neo_logits(x)
+            hidden = self._neo_hidden(inputs)
         else:
-            logits = self.model(input_ids=x, use_cache=False).logits
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
+            hidden = self.model.base_model(input_ids=inputs, use_cache=False).last_hidden_state
+        weight = self.model.get_output_embeddings().weight
+        return linear_cross_entropy(
+            hidden.reshape(-1, hidden.size(-1)), weight, targets.reshape(-1)
+        )
 
-    def _neo_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def mean_loss(self, window: torch.Tensor) -> torch.Tensor:
+        """Mean next-token loss of full (batch, seq + 1) windows."""
+        x, y = window[:, :-1], window[:, 1:]
+        return self(x, y) / y.numel()
+
+    def _neo_hidden(self, x: torch.Tensor) -> torch.Tensor:
         t = self.model.transformer
         batch, seq = x.shape
         h = t.wte(x) + t.wpe(torch.arange(seq, device=x.device))
+        window = self.model.config.window_size
+        flex = self.block_mask if seq == self.flex_seq else None
         for block in t.h:
             attn = block.attn.attention
             a = block.ln_1(h)
@@ -65,15 +89,12 @@ class LossModel(nn.Module):
                 p(a).view(batch, seq, heads, dim).transpose(1, 2)
                 for p in (attn.q_proj, attn.k_proj, attn.v_proj)
             )
-            # GPT-Neo does not scale scores by 1/sqrt(d): scale=1 keeps the saved model exact.
-            if attn.attention_type == "global" or seq <= self.model.config.window_size:
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=1.0)
-            else:
-                mask = attn.bias[0, 0, :seq, :seq]  # causal band of window_size tokens
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
+            # GPT-Neo does not scale scores by 1/sqrt(d): causal_attention keeps scale 1.
+            local = window if attn.attention_type == "local" else None
+            o = causal_attention(q, k, v, window=local, block_mask=flex)
             h = h + attn.out_proj(o.transpose(1, 2).reshape(batch, seq, heads * dim))
             h = h + block.mlp(block.ln_2(h))
-        return self.model.lm_head(t.ln_f(h))
+        return t.ln_f(h)
 
 
 def flops_per_token(model: PreTrainedModel, *, non_embedding_params: int, seq_len: int) -> float:
@@ -82,22 +103,3 @@ def flops_per_token(model: PreTrainedModel, *, non_embedding_params: int, seq_le
     layers = getattr(cfg, "num_layers", None) or cfg.num_hidden_layers
     n = non_embedding_params + cfg.vocab_size * cfg.hidden_size
     return 6.0 * n + 12.0 * layers * cfg.hidden_size * seq_len
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """Dense bf16 peak of known accelerators, for the MFU estimate."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, flops in (
-        ("H200", 989e12),
-        ("H100", 989e12),
-        ("A100", 312e12),
-        ("L4", 121e12),
-        ("A10", 125e12),
-        ("4090", 165e12),
-        ("V100", 125e12),
-    ):
-        if key in name:
-            return flops
-    return None

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import math
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 METRIC_FIELDS = (
     "step",
@@ -40,7 +42,11 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a bare GPU host: metrics.csv holds the same numbers
+        log.info("curves skipped: matplotlib is not installed")
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -63,9 +69,74 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def bits_per_byte(loss: float, *, n_tokens: int, n_bytes: int) -> float:
-    """Nats per token -> bits per UTF-8 byte of the same text: tokenizer-independent."""
-    return loss / math.log(2) * n_tokens / max(n_bytes, 1)
+def run_info(
+    cfg: Any, *, preset: Any, model: Any, data: Any, result: Any, final: Any, **run: Any
+) -> dict[str, Any]:
+    """training.json: what was trained, on what, how far, how fast; `run` holds loop figures."""
+    device = run["device"]
+    return {
+        "preset": preset.name,
+        "architecture": model.config.model_type,
+        "layers": preset.layers,
+        "hidden": preset.hidden,
+        "heads": preset.heads,
+        # Trained windows are seq_len tokens and the model has exactly that many positions:
+        # no consumer can use a position the run never trained.
+        "context_length": model.config.max_position_embeddings,
+        "seq_len": cfg.seq_len,
+        "tokenizer_vocab_size": len(data.tokenizer),
+        "tokenizer_vocab_requested": None if cfg.tokenizer else cfg.vocab_size,
+        "vocab_note": data.vocab_note,
+        "tokenizer_source": cfg.tokenizer or "byte-level BPE trained on the train split",
+        "tokenizer_hash": data.tokenizer_hash,
+        "params": result.params,
+        "params_non_embedding": result.params_non_embedding,
+        "preset_name_params": preset.name_params,
+        "preset_name_vocab": preset.name_vocab,
+        "steps": result.steps,
+        "max_steps": run["max_steps"],
+        "schedule_horizon": run["horizon"],
+        "final_lr": run["final_lr"],
+        "tokens_seen": result.tokens_seen,
+        "batch_size": cfg.batch_size,
+        "grad_accum": cfg.grad_accum,
+        "world_size": run["world"],
+        "final_train_loss": result.train_loss,
+        "final_val_loss": final.loss,
+        "bits_per_byte": final.bits_per_byte,
+        "validation_tokens_scored": final.tokens,
+        "validation_windows": final.windows,
+        "validation_sampled": final.sampled,
+        "tokens_per_s": result.tokens_per_s,
+        "mfu": result.mfu,
+        "tokens_per_s_steady": result.steady_tokens_per_s,
+        "mfu_steady": result.steady_mfu,
+        "peak_flops": run["peak"],
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "compile": run["compiled"],  # False after a failed compile or a failed check
+        "attention": run["attention"],
+        "bf16": run["bf16"],
+        "elapsed_s": result.elapsed_s,
+        "stopped": result.stopped,
+        "resumed_from": result.resumed_from,
+        "device": str(device),
+        "device_name": _device_name(device),
+        "data": str(cfg.data),
+        "format": cfg.format,
+        "train_stories": data.train.n_docs,
+        "validation_stories": data.validation.n_docs,
+        "train_tokens": data.train.n_tokens,
+        "validation_tokens": data.validation.n_tokens,
+        "config": cfg.to_dict(),
+    }
+
+
+def _device_name(device: Any) -> str:
+    if device.type != "cuda":
+        return device.type
+    import torch
+
+    return torch.cuda.get_device_name(device)
 
 
 def write_card(out: Path, info: dict[str, Any]) -> None:
@@ -80,14 +151,19 @@ def write_card(out: Path, info: dict[str, Any]) -> None:
         ),
         (
             "preset",
-            f"`{i['preset']}`: {i['layers']} layers x {i['hidden']}, {i['heads']} heads, "
-            f"context {i['context_length']}",
+            f"`{i['preset']}`: {i['layers']} layers x {i['hidden']}, {i['heads']} heads",
+        ),
+        (
+            "context",
+            f"{i['context_length']} tokens: the length of the training windows; the model has "
+            "no other positions",
         ),
         ("parameters", f"{i['params']:,} ({i['params_non_embedding']:,} without embeddings)"),
         (
             "tokenizer",
             f"{i['tokenizer_vocab_size']:,} tokens ({i['tokenizer_source']}), "
-            "`<|endoftext|>` ends a story",
+            "`<|endoftext|>` ends a story"
+            + (f"; {i['vocab_note']}" if i.get("vocab_note") else ""),
         ),
         (
             "steps",
@@ -95,8 +171,16 @@ def write_card(out: Path, info: dict[str, Any]) -> None:
             f"x {i['seq_len']} tokens)",
         ),
         ("tokens seen", f"{i['tokens_seen']:,}"),
-        ("final validation loss", f"{i['final_val_loss']:.4f} nats/token"),
-        ("bits per byte", f"{i['bits_per_byte']:.4f}"),
+        (
+            "final validation loss",
+            f"{i['final_val_loss']:.4f} nats/token over "
+            + (
+                f"a seeded sample of {i['validation_tokens_scored']:,} tokens"
+                if i["validation_sampled"]
+                else f"the whole validation split ({i['validation_tokens_scored']:,} tokens)"
+            ),
+        ),
+        ("bits per byte", f"{i['bits_per_byte']:.4f} (`trainer.evaluate`: per UTF-8 byte of text)"),
         ("stopped by", str(i["stopped"])),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)

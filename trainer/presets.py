@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 CONTEXT = 512
 WINDOW = 256
 HEADS = 16
+# The paper kept GPT-Neo's 10k most frequent tokens: preset names count parameters (tied
+# embeddings, 512 positions) at that vocabulary. A smaller tokenizer makes a smaller model.
+NAME_VOCAB = 10_000
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class Preset:
     window: int = WINDOW
     intermediate: int | None = None  # None -> 4 x hidden
     kv_heads: int | None = None  # llama only; None -> heads
+    name_vocab: int = NAME_VOCAB  # the vocabulary at which the name's size holds
+
+    @property
+    def name_params(self) -> float | None:
+        """The parameter count the name states ("33M" -> 33e6), or None for unsized names."""
+        match = re.search(r"(\d+)M$", self.name)
+        return float(match[1]) * 1e6 if match else None
 
 
 PRESETS: dict[str, Preset] = {
@@ -45,7 +55,16 @@ PRESETS: dict[str, Preset] = {
         # For tests and smoke runs: trains in seconds on one CPU core.
         Preset("tiny", 2, 32, heads=4),
         # llama2.c's stories15M shape (dim 288, 6 layers, 6 heads, SwiGLU 768, context 256).
-        Preset("llama-15M", 6, 288, heads=6, arch="llama", context=256, intermediate=768),
+        Preset(
+            "llama-15M",
+            6,
+            288,
+            heads=6,
+            arch="llama",
+            context=256,
+            intermediate=768,
+            name_vocab=32_000,  # llama2.c's Llama 2 tokenizer
+        ),
     )
 }
 

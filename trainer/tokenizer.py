@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trainer.config import TrainConfig, TrainerError
-from trainer.data import COLUMNS
+from trainer.data import COLUMNS, text_batches
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -85,7 +85,23 @@ def prepare_tokenizer(cfg: TrainConfig, ds: Any, fingerprint: str) -> PreTrained
     column = COLUMNS[cfg.format]
     cached = cfg.resolved_cache_dir() / "tokenizers" / f"{fingerprint}-{column}-v{cfg.vocab_size}"
     if (cached / "tokenizer.json").is_file():
-        return load_tokenizer(cached)
-    texts = ds["train"].select_columns([column])
-    batches = (texts[i : i + 1000][column] for i in range(0, texts.num_rows, 1000))
-    return train_tokenizer(batches, vocab_size=cfg.vocab_size, out_dir=cached)
+        tok = load_tokenizer(cached)
+    else:
+        batches = text_batches(ds["train"], column, 1000)
+        tok = train_tokenizer(batches, vocab_size=cfg.vocab_size, out_dir=cached)
+    shortfall = vocab_shortfall(cfg.vocab_size, len(tok), stories=ds["train"].num_rows)
+    if shortfall:
+        log.warning("%s", shortfall)
+    return tok
+
+
+def vocab_shortfall(requested: int, got: int, *, stories: int) -> str | None:
+    """One line saying why a trained tokenizer is smaller than asked, or None when it is not."""
+    if got >= requested:
+        return None
+    return (
+        f"tokenizer has {got:,} tokens, not the {requested:,} asked for: the {stories:,} "
+        f"training stories hold only {got - MIN_VOCAB:,} merges seen at least twice "
+        f"(min_frequency=2); the model is sized for {got:,}. Use more stories or "
+        f"--vocab-size {got} to silence this"
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -12,23 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from trainer import checkpoint as ckpt
 from trainer.config import TrainConfig, TrainerError
-from trainer.data import (
-    COLUMNS,
-    WindowSampler,
-    eval_windows,
-    export_fingerprint,
-    load_export,
-    pretokenize,
-)
-from trainer.model import LossModel, build_model, flops_per_token, peak_flops, resolve_device
+from trainer.data import Prefetcher, WindowSampler
+from trainer.device import enable_fast_math, peak_flops, resolve_device, start_process_group
+from trainer.evaluate import Validation, evaluate_stream
+from trainer.model import LossModel, build_model, flops_per_token
 from trainer.optim import lr_factor, make_optimizer
-from trainer.output import bits_per_byte, plot_curves, read_metrics, write_card, write_metrics
+from trainer.output import plot_curves, read_metrics, run_info, write_card, write_metrics
+from trainer.prepare import prepare_data
 from trainer.presets import get_preset, param_counts
-from trainer.tokenizer import prepare_tokenizer, tokenizer_hash
+from trainer.step import Stepper
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +32,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class StepInfo:
     step: int
-    max_steps: int
+    max_steps: int  # the schedule's horizon (a time limit moves it to the steps that fit)
     loss: float | None  # set on logging steps only (reading it syncs the device)
     val_loss: float | None
     tokens_per_s: float | None
@@ -51,28 +47,20 @@ class TrainResult:
     train_loss: float | None
     val_loss: float
     bits_per_byte: float
-    tokens_per_s: float
+    tokens_per_s: float  # this invocation's average, compile and first steps included
     mfu: float | None
     elapsed_s: float
     stopped: str  # max_steps | time_limit
     resumed_from: int | None
     params: int
     params_non_embedding: int
+    steady_tokens_per_s: float | None = None  # after the first logging window (compile, warmup)
+    steady_mfu: float | None = None
+    peak_memory_bytes: int | None = None  # CUDA only
+    vocab_note: str | None = None  # why the tokenizer is smaller than asked
 
 
-def _evaluate(lm: LossModel, windows: torch.Tensor, *, batch: int, device, autocast) -> float:
-    lm.eval()
-    total = torch.zeros((), device=device)
-    with torch.no_grad(), autocast():
-        for i in range(0, windows.shape[0], batch):
-            chunk = windows[i : i + batch].to(device, non_blocking=True)
-            total += lm(chunk).float() * chunk.shape[0]
-    lm.train()
-    return total.item() / windows.shape[0]
-
-
-def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
-    """Train `cfg.preset` on the export at `cfg.data`; write the model directory `cfg.out`."""
+def _check(cfg: TrainConfig) -> None:
     preset = get_preset(cfg.preset)
     if cfg.seq_len > preset.context:
         raise TrainerError(
@@ -81,64 +69,69 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         )
     if min(cfg.seq_len, cfg.batch_size, cfg.grad_accum, cfg.max_steps) < 1:
         raise TrainerError("seq_len, batch_size, grad_accum and max_steps must be >= 1")
+
+
+def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
+    """Train `cfg.preset` on the export at `cfg.data`; write the model directory `cfg.out`."""
+    _check(cfg)
+    preset = get_preset(cfg.preset)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(cfg.device, local_rank)
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+    if cfg.local_attention == "flex" and device.type != "cuda":
+        raise TrainerError(
+            "local_attention flex trains on CUDA only (CPU FlexAttention has no backward)"
+        )
     is_main = rank == 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    ds = load_export(cfg.data, fmt=cfg.format)
-    column = COLUMNS[cfg.format]
-    fps = {s: export_fingerprint(cfg.data, ds, s) for s in ("train", "validation")}
-    if world > 1 and not is_main:  # rank 0 fills the caches first
-        torch.distributed.barrier()
-    tokenizer = prepare_tokenizer(cfg, ds, fps["train"])
-    tok_hash = tokenizer_hash(tokenizer)
-    cache = cfg.resolved_cache_dir()
-    data = {
-        s: pretokenize(
-            ds[s],
-            column=column,
-            tokenizer=tokenizer,
-            cache_dir=cache,
-            key=f"{fps[s]}-{column}-{tok_hash}",
-        )
-        for s in ("train", "validation")
-    }
-    if world > 1 and is_main:
-        torch.distributed.barrier()
+    data = prepare_data(cfg)  # before the process group: no rank waits at a barrier for it
+    tokenizer = data.tokenizer
+    if world > 1:
+        start_process_group(device, rank, world)
+    enable_fast_math(device)
+    if device.type == "cuda":  # this run's peak, not an earlier run's in the same process
+        torch.cuda.reset_peak_memory_stats(device)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
     max_steps = math.ceil(cfg.tokens / tokens_per_step) if cfg.tokens else cfg.max_steps
     model = build_model(
-        preset, vocab_size=len(tokenizer), eos_id=tokenizer.eos_token_id, seed=cfg.seed
+        preset,
+        vocab_size=len(tokenizer),
+        eos_id=tokenizer.eos_token_id,
+        seed=cfg.seed,
+        context=cfg.seq_len,
     )
     n_params, n_non_embed = param_counts(model)
     model.to(device)
     lm = LossModel(model, fast_attention=cfg.fast_attention)
+    use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
+    if cfg.local_attention == "flex" or (
+        cfg.local_attention == "auto" and use_compile and device.type == "cuda"
+    ):
+        lm.use_flex(cfg.seq_len, device)
     optimizer = make_optimizer(lm, cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, max_steps))
+    horizon = max_steps  # a time limit moves it to the number of steps that fit
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, horizon))
     sampler = WindowSampler(
-        data["train"].tokens,
+        data.train.tokens,
         seq_len=cfg.seq_len,
         batch_size=cfg.batch_size,
         seed=cfg.seed + 1000 * rank,
     )
-    val_windows = eval_windows(
-        data["validation"].tokens, seq_len=cfg.seq_len, max_tokens=cfg.eval_tokens
-    )
+    # The shared definition's stream starts with <eos>: the first story's first token counts.
+    eos = tokenizer.eos_token_id
+    val_stream = np.concatenate([np.array([eos], dtype=np.int64), data.validation.tokens])
 
     # What a checkpoint must agree on besides the config keys: the data and the tokenizer.
-    identity = {"tokenizer_hash": tok_hash, "train_fingerprint": fps["train"], "world": world}
+    identity = {
+        "tokenizer_hash": data.tokenizer_hash,
+        "train_fingerprint": data.train_fingerprint,
+        "world": world,
+    }
     step, tokens_seen, elapsed_before, resumed_from = 0, 0, 0.0, None
     rows: list[dict[str, Any]] = []
     latest = ckpt.latest_checkpoint(out) if cfg.resume else None
@@ -161,29 +154,54 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         train_lm = DistributedDataParallel(
             lm, device_ids=[device.index] if device.index is not None else None
         )
-    if cfg.compile:
-        train_lm = torch.compile(train_lm)
     use_bf16 = cfg.bf16 and device.type == "cuda"
+    stepper = Stepper(
+        lm,
+        train_lm,
+        device=device,
+        world=world,
+        grad_accum=cfg.grad_accum,
+        compile=use_compile,
+        bf16=use_bf16,
+        zero_grad=lambda: optimizer.zero_grad(set_to_none=True),
+    )
 
-    def autocast() -> Any:
-        if use_bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def evaluate(max_tokens: int | None) -> Validation:
+        def run(forward: Callable) -> Validation:
+            return evaluate_stream(
+                forward,
+                val_stream,
+                context=cfg.seq_len,
+                n_bytes=data.validation.n_bytes,
+                batch_size=cfg.batch_size,
+                device=device,
+                max_windows=max(1, max_tokens // cfg.seq_len) if max_tokens else None,
+                seed=cfg.seed,
+                rank=rank,
+                world=world,
+                pad_id=eos,
+            )
 
-    peak = cfg.peak_flops or peak_flops(device)
+        return stepper.evaluate(run)
+
+    loader: WindowSampler | Prefetcher = sampler
+    if device.type == "cuda" and cfg.prefetch > 0:
+        loader = Prefetcher(sampler, depth=cfg.prefetch)
+    peak = cfg.peak_flops or peak_flops(device, bf16=use_bf16)
     fpt = flops_per_token(model, non_embedding_params=n_non_embed, seq_len=cfg.seq_len)
-    loss_sum = torch.zeros((), device=device)
-    micro_count, window_tokens, last_loss, mfu, tok_s = 0, 0, None, None, 0.0
+    window_tokens, last_loss, mfu, tok_s = 0, None, None, 0.0
+    steady: list[tuple[int, float]] = []  # (tokens, seconds) of each logging window
     val_loss: float | None = None
     t_start = t_log = time.perf_counter()
     paused = total_paused = 0.0  # seconds spent in evaluation and checkpoints
-    stopped = "max_steps"
+    calibration: tuple[int, float] | None = None  # (step, time) after the first logging window
     last_saved = step
 
     def save() -> None:
         extra = {
             "tokens_seen": tokens_seen,
             "elapsed_s": elapsed_before + time.perf_counter() - t_start,
+            "horizon": horizon,
             **identity,
         }
         ckpt.save_checkpoint(
@@ -204,13 +222,14 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
 
     def log_row() -> float:
         """Read the mean loss since the last log: the loop's only host sync."""
-        nonlocal micro_count, window_tokens, t_log, paused, tok_s, mfu, last_loss
-        last_loss = loss_sum.item() / micro_count
+        nonlocal window_tokens, t_log, paused, tok_s, mfu, last_loss
+        last_loss = stepper.take_loss()
         now = time.perf_counter()
-        tok_s = window_tokens / max(now - t_log - paused, 1e-9)  # evals and saves excluded
+        seconds = max(now - t_log - paused, 1e-9)  # evals and saves excluded
+        tok_s = window_tokens / seconds
+        steady.append((window_tokens, seconds))
         mfu = fpt * tok_s / peak if peak else None
-        loss_sum.zero_()
-        micro_count, window_tokens, t_log, paused = 0, 0, now, 0.0
+        window_tokens, t_log, paused = 0, now, 0.0
         rows.append(
             {
                 "step": step,
@@ -223,98 +242,115 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
             }
         )
         log.info(
-            "train step=%d loss=%.4f tokens_per_s=%.0f mfu=%s",
+            "train step=%d loss=%.4f lr=%.2e tokens_per_s=%.0f mfu=%s",
             step,
             last_loss,
+            scheduler.get_last_lr()[0],
             tok_s,
             f"{mfu:.3f}" if mfu else "-",
         )
         return last_loss
 
-    def out_of_time() -> bool:
+    def check_clock() -> bool:
+        """At logging steps: re-aim the schedule at the steps that fit; True when out of time."""
+        nonlocal horizon, calibration
         if cfg.time_limit_s is None:
             return False
-        over = time.perf_counter() - t_start >= cfg.time_limit_s
-        if world == 1:
-            return over
-        if step % cfg.log_every:  # ranks agree at logging steps only: no extra syncs
+        now = time.perf_counter()
+        over = now - t_start >= cfg.time_limit_s
+        if step % cfg.log_every == 0 or step == 0:
+            if calibration is None and step > (resumed_from or 0):
+                calibration = (step, now)  # first window done: compile time is behind us
+            elif calibration is not None and step > calibration[0]:
+                per_step = (now - calibration[1]) / (step - calibration[0])  # evals included
+                fit = step + int((cfg.time_limit_s - (now - t_start)) / per_step)
+                horizon = max(step + 1, min(max_steps, fit))
+            if world > 1:  # ranks agree on both at logging steps only: no extra syncs
+                flags = torch.tensor([float(over), -float(horizon)], device=device)
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+                over, horizon = bool(flags[0].item()), int(-flags[1].item())
+        elif world > 1:
             return False
-        flag = torch.tensor([float(over)], device=device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        return bool(flag.item())
+        return over
 
     lm.train()
-    while step < max_steps:
-        if out_of_time():
-            stopped = "time_limit"
-            break
-        for micro in range(cfg.grad_accum):
-            window = sampler.next()
-            if device.type == "cuda":  # pinned host memory lets the copy overlap compute
-                window = window.pin_memory()
-            window = window.to(device, non_blocking=True)
-            sync_ctx = (
-                train_lm.no_sync()
-                if world > 1 and micro < cfg.grad_accum - 1
-                else contextlib.nullcontext()
-            )
-            with sync_ctx, autocast():
-                loss = train_lm(window)
-            (loss / cfg.grad_accum).backward()
-            loss_sum += loss.detach()
-            micro_count += 1
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        tokens_seen += tokens_per_step
-        window_tokens += tokens_per_step // world
-        info_loss = info_val = None
-        if step % cfg.log_every == 0 or step == max_steps:
-            info_loss = log_row()
-        if step % cfg.eval_every == 0 and step < max_steps:
-            t_pause = time.perf_counter()
-            val_loss = info_val = _evaluate(
-                lm, val_windows, batch=cfg.batch_size, device=device, autocast=autocast
-            )
-            rows.append({"step": step, "tokens": tokens_seen, "val_loss": f"{val_loss:.5f}"})
-            paused += time.perf_counter() - t_pause
-            total_paused += time.perf_counter() - t_pause
-        if is_main and (info_loss is not None or info_val is not None):
-            write_metrics(out / "metrics.csv", rows)
-        if step % cfg.checkpoint_every == 0 and step < max_steps:
-            t_pause = time.perf_counter()
-            save()
-            last_saved = step
-            paused += time.perf_counter() - t_pause
-            total_paused += time.perf_counter() - t_pause
-        if on_step is not None:
-            on_step(
-                StepInfo(
-                    step, max_steps, info_loss, info_val, tok_s or None, scheduler.get_last_lr()[0]
-                )
-            )
+    try:
+        while step < horizon:
+            if check_clock():
+                break
+            stepper.step([loader.next() for _ in range(cfg.grad_accum)])
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += tokens_per_step
+            window_tokens += tokens_per_step // world
+            info_loss = info_val = None
+            if step % cfg.log_every == 0 or step == horizon:
+                info_loss = log_row()
+            if step % cfg.eval_every == 0 and step < horizon:
+                t_pause = time.perf_counter()
+                val_loss = info_val = evaluate(cfg.eval_tokens).loss
+                rows.append({"step": step, "tokens": tokens_seen, "val_loss": f"{val_loss:.5f}"})
+                paused += time.perf_counter() - t_pause
+                total_paused += time.perf_counter() - t_pause
+            if is_main and (info_loss is not None or info_val is not None):
+                write_metrics(out / "metrics.csv", rows)
+            if step % cfg.checkpoint_every == 0 and step < horizon:
+                t_pause = time.perf_counter()
+                save()
+                last_saved = step
+                paused += time.perf_counter() - t_pause
+                total_paused += time.perf_counter() - t_pause
+            if on_step is not None:
+                lr = scheduler.get_last_lr()[0]
+                on_step(StepInfo(step, horizon, info_loss, info_val, tok_s or None, lr))
+    finally:
+        if isinstance(loader, Prefetcher):
+            loader.close()
 
-    if micro_count:  # steps since the last log (a time-limited stop)
+    if stepper.micro_count:  # steps since the last log (a time-limited stop)
         log_row()
+    stopped = "time_limit" if step < max_steps else "max_steps"
     run_tokens = (step - (resumed_from or 0)) * tokens_per_step // world
     loop_s = time.perf_counter() - t_start - total_paused
     run_tok_s = run_tokens / loop_s if run_tokens else 0.0  # this invocation's average
     run_mfu = fpt * run_tok_s / peak if peak and run_tokens else None
-    val_loss = _evaluate(lm, val_windows, batch=cfg.batch_size, device=device, autocast=autocast)
+    later = steady[1:] or steady
+    steady_tok_s = sum(t for t, _ in later) / sum(s for _, s in later) if later else None
+    steady_mfu = fpt * steady_tok_s / peak if peak and steady_tok_s else None
+    peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    final = evaluate(cfg.final_eval_tokens)
     elapsed = elapsed_before + time.perf_counter() - t_start
     if step != last_saved or latest is None:
         save()  # a time-limited run can be continued by running the same command again
-    n_val_tokens = data["validation"].n_tokens
-    bpb = bits_per_byte(val_loss, n_tokens=n_val_tokens, n_bytes=data["validation"].n_bytes)
+    result = TrainResult(
+        out,
+        step,
+        tokens_seen,
+        last_loss,
+        final.loss,
+        final.bits_per_byte,
+        run_tok_s,
+        run_mfu,
+        elapsed,
+        stopped,
+        resumed_from,
+        n_params,
+        n_non_embed,
+        steady_tok_s,
+        steady_mfu,
+        peak_mem,
+        data.vocab_note,
+    )
     if is_main:
         rows.append(
             {
                 "step": step,
                 "tokens": tokens_seen,
-                "val_loss": f"{val_loss:.5f}",
+                "val_loss": f"{final.loss:.5f}",
                 "elapsed_s": f"{elapsed:.1f}",
             }
         )
@@ -323,69 +359,34 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.eos_token_id
         model.save_pretrained(out)
+        tokenizer.model_max_length = cfg.seq_len  # pipelines truncate to what was trained
         tokenizer.save_pretrained(out)
-        cfgm = model.config
-        write_card(
-            out,
-            {
-                "preset": preset.name,
-                "architecture": cfgm.model_type,
-                "layers": preset.layers,
-                "hidden": preset.hidden,
-                "heads": preset.heads,
-                "context_length": cfgm.max_position_embeddings,
-                "seq_len": cfg.seq_len,
-                "tokenizer_vocab_size": len(tokenizer),
-                "tokenizer_source": cfg.tokenizer or "byte-level BPE trained on the train split",
-                "tokenizer_hash": tok_hash,
-                "params": n_params,
-                "params_non_embedding": n_non_embed,
-                "steps": step,
-                "max_steps": max_steps,
-                "tokens_seen": tokens_seen,
-                "batch_size": cfg.batch_size,
-                "grad_accum": cfg.grad_accum,
-                "world_size": world,
-                "final_train_loss": last_loss,
-                "final_val_loss": val_loss,
-                "bits_per_byte": bpb,
-                "tokens_per_s": run_tok_s,
-                "mfu": run_mfu,
-                "elapsed_s": elapsed,
-                "stopped": stopped,
-                "resumed_from": resumed_from,
-                "device": str(device),
-                "data": str(cfg.data),
-                "format": cfg.format,
-                "train_stories": data["train"].n_docs,
-                "validation_stories": data["validation"].n_docs,
-                "train_tokens": data["train"].n_tokens,
-                "validation_tokens": n_val_tokens,
-                "config": cfg.to_dict(),
-            },
+        info = run_info(
+            cfg,
+            preset=preset,
+            model=model,
+            data=data,
+            result=result,
+            final=final,
+            max_steps=max_steps,
+            horizon=horizon,
+            final_lr=scheduler.get_last_lr()[0],
+            world=world,
+            peak=peak,
+            compiled=stepper.compiled,
+            attention=lm.attention_backend,
+            bf16=use_bf16,
+            device=device,
         )
+        write_card(out, info)
         log.info(
             "train done steps=%d tokens=%d val_loss=%.4f bpb=%.4f stopped=%s",
             step,
             tokens_seen,
-            val_loss,
-            bpb,
+            final.loss,
+            final.bits_per_byte,
             stopped,
         )
     if world > 1:
         torch.distributed.destroy_process_group()
-    return TrainResult(
-        out,
-        step,
-        tokens_seen,
-        last_loss,
-        val_loss,
-        bpb,
-        run_tok_s,
-        run_mfu,
-        elapsed,
-        stopped,
-        resumed_from,
-        n_params,
-        n_non_embed,
-    )
+    return result

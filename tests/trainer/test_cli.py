@@ -82,6 +82,7 @@ def test_sample_prints_n_continuations(model_dir: Path) -> None:
         (["--preset", "giant"], "error: unknown preset 'giant'; valid presets: 1M, 3M"),
         (["--seq-len", "4096"], "error: seq_len 4096 is longer than the model's 512 positions"),
         (["--format", "chat"], "error: --format must be plain or instruct"),
+        (["--device", "gpu"], "error: unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
     ],
 )
 def test_train_errors_are_one_line(export_dir, tmp_path, args, message) -> None:
@@ -96,7 +97,8 @@ def test_not_an_export_and_not_a_model(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert (
         result.stderr.strip()
-        == f"error: {tmp_path} is not an export directory (no dataset_dict.json)"
+        == f"error: {tmp_path} is not an export directory (no dataset_dict.json, "
+        "nor train.txt and validation.txt)"
     )
     result = run("sample", "--model", tmp_path)
     assert result.exit_code == 2 and "is not a model directory" in result.stderr
@@ -143,3 +145,12 @@ def test_empty_split_is_one_line_error(tmp_path: Path) -> None:
     result = run("train", "--data", export, "--out", tmp_path / "m", "--preset", "tiny")
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: export {export}: split 'validation' is empty"
+
+
+def test_presets_default_to_the_vocabulary_their_names_assume() -> None:
+    result = run("train-presets")
+    assert result.exit_code == 0
+    line = next(x for x in result.stdout.splitlines() if x.startswith("33M "))
+    assert "10,000" in line and "36.42M" in line
+    llama = next(x for x in result.stdout.splitlines() if x.startswith("llama-15M "))
+    assert "32,000" in llama and "15.19M" in llama

@@ -40,3 +40,13 @@ def test_custom_and_unknown_presets() -> None:
     assert count_preset("3x48", vocab_size=100)[1] > 0  # 48 % 16 == 0, 3 layers: odd count works
     with pytest.raises(TrainerError, match=r"unknown preset 'huge'.*1M, 3M, 8M, 28M, 33M"):
         get_preset("huge")
+
+
+@pytest.mark.parametrize("name", [n for n, p in PRESETS.items() if p.name_params])
+def test_preset_names_match_their_size_at_the_vocabulary_they_assume(name: str) -> None:
+    # The names are the paper's rounded sizes at its 10k vocabulary (llama-15M: llama2.c's 32k),
+    # 512 positions and tied embeddings; 8M is the loosest at 9.0M.
+    preset = PRESETS[name]
+    total, _ = count_preset(name, vocab_size=preset.name_vocab)
+    assert total == pytest.approx(preset.name_params, rel=0.15), (name, total)
+    assert get_preset("6x384").name_params is None

@@ -77,7 +77,7 @@ def test_model_card_and_training_json(trained: TrainResult) -> None:
     assert info["tokens_seen"] == 30 * 8 * 64
     assert info["final_val_loss"] == pytest.approx(trained.val_loss)
     assert info["bits_per_byte"] == pytest.approx(trained.bits_per_byte)
-    assert info["context_length"] == 512 and info["tokenizer_vocab_size"] == 512
+    assert info["context_length"] == 64 == info["seq_len"] and info["tokenizer_vocab_size"] == 512
     card = (trained.out / "README.md").read_text()
     assert f"{trained.val_loss:.4f}" in card and "bits per byte" in card
     assert "15,360" in card  # tokens seen
@@ -171,3 +171,79 @@ def test_llama_preset_trains_and_loads(export_dir: Path, cache_dir: Path, tmp_pa
     assert result.steps == 3 and result.val_loss < 6.3  # ln(512) = 6.24 plus init noise
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "m")
     assert model.config.model_type == "llama" and model.num_parameters() == result.params
+
+
+def test_time_limited_run_anneals_to_the_minimum(export_dir, cache_dir, tmp_path) -> None:
+    # A horizon far beyond what fits: the schedule must follow the steps that fit instead.
+    cfg = tiny_config(
+        export_dir,
+        cache_dir,
+        tmp_path / "m",
+        max_steps=10**6,
+        time_limit_s=4.0,
+        warmup_steps=2,
+        log_every=4,
+        eval_every=10**6,
+        checkpoint_every=10**6,
+    )
+    result = train(cfg)
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert result.stopped == "time_limit" and 20 < result.steps < 10**6
+    assert info["schedule_horizon"] <= result.steps + 4  # it ended where it aimed
+    # Cosine floor is lr x 0.1 = 3e-4; the peak is 3e-3.
+    assert info["final_lr"] < cfg.lr * cfg.min_lr_ratio * 1.5
+
+
+def test_small_export_says_what_vocabulary_it_got(export_dir, cache_dir, tmp_path) -> None:
+    result = train(
+        tiny_config(export_dir, cache_dir, tmp_path / "m", max_steps=2, vocab_size=20_000)
+    )
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    got = info["tokenizer_vocab_size"]
+    assert got < 20_000 and info["tokenizer_vocab_requested"] == 20_000
+    assert result.vocab_note == info["vocab_note"]
+    assert f"tokenizer has {got:,} tokens, not the 20,000 asked for" in result.vocab_note
+    assert "\n" not in result.vocab_note
+
+
+def test_sampling_stays_within_the_trained_context(trained: TrainResult) -> None:
+    from trainer.sample import generate
+
+    texts = generate(trained.out, "Once upon a time", max_new_tokens=500, n=1, seed=0, device="cpu")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(trained.out)
+    assert tok.model_max_length == 64
+    assert len(tok(texts[0])["input_ids"]) <= 64
+    with pytest.raises(TrainerError, match="the model has 64 positions"):
+        generate(trained.out, "the " * 80, device="cpu")
+
+
+def test_missing_device_is_one_line(export_dir, cache_dir, tmp_path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(TrainerError, match="CUDA is not available"):
+        train(tiny_config(export_dir, cache_dir, tmp_path / "m", device="cuda"))
+    assert not (tmp_path / "m" / "checkpoints").exists()
+
+
+def test_compiled_step_checked_against_eager(export_dir, cache_dir, tmp_path, monkeypatch, caplog):
+    # A "compiler" whose graph trains nothing (gradients cut, as torch 2.11 once did to the
+    # chunked cross-entropy): the first step's check catches it and the run goes on eager.
+    class Broken(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x, y):
+            return self.inner(x, y).detach().requires_grad_()
+
+    monkeypatch.setattr(torch, "compile", lambda m, **_: Broken(m))
+    cfg = tiny_config(export_dir, cache_dir, tmp_path / "m", compile=True, eval_every=100)
+    with caplog.at_level("INFO", logger="trainer.step"):
+        result = train(cfg)
+    assert "compiled gradients differ from eager ones" in caplog.text
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["compile"] is False
+    reference = train(replace(cfg, out=str(tmp_path / "e"), compile=False))
+    assert result.val_loss == pytest.approx(reference.val_loss, abs=1e-5)  # same training

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The trainer's GPU check: one script, no internet, no installs (torch, transformers, tokenizers,
+# numpy). From the repository root on the GPU host:
+#
+#     bash benchmarks/gpu_check.sh                 # < 6 minutes on one H100
+#
+# Prints, as each run finishes, for the 8M and 33M presets at their 512-token paper context:
+# tokens/s, MFU, step time with torch.compile on and off, peak memory, and the validation loss
+# after the same steps (compiled and eager must agree: the numerics check of the GPU path);
+# then validation loss after a fixed token budget for 1M, 8M and 33M, with the share of the
+# budget 8M and 33M need to reach 1M's final loss; then the test model on CPU, compile on/off.
+# Data: 1,100 + 100 real TinyStories shipped in tests/trainer/data (a text-file export, so
+# `datasets` is not needed). Writes gpu_check-MODE.log and gpu_check-MODE.json (every run's
+# figures and metrics.csv) to $OUT when set.
+# Without CUDA only the CPU part runs (that is how it is checked off the GPU host).
+# `bash benchmarks/gpu_check.sh smoke`: versions and 12 compiled 33M steps only (~1-2 min); it
+# also fills the compile cache the full check then reuses. `... mfu`: 33M at batch 64 and 128,
+# 8M at 128, compiled (~2 min).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR="${OUT:-$(mktemp -d /tmp/gpu_check.XXXX)}"
+mkdir -p "$OUT_DIR"
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}." PYTHONUNBUFFERED=1
+export TOKENIZERS_PARALLELISM=true
+echo "gpu_check: results to $OUT_DIR"
+MODE="${1:-full}"
+if [ "$MODE" = smoke ] && command -v nvidia-smi >/dev/null; then nvidia-smi -L; fi
+"${PYTHON:-python3}" - "$OUT_DIR" "$MODE" <<'PY' 2>&1 | tee "$OUT_DIR/gpu_check-$MODE.log"
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from trainer.config import TrainConfig
+from trainer.train import train
+
+out_dir, mode = Path(sys.argv[1]), sys.argv[2]
+work = Path(tempfile.mkdtemp(prefix="gpu_check_"))
+logging.basicConfig(level=logging.WARNING, format="  %(levelname)s %(name)s: %(message)s")
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
+results: dict = {"runs": {}}
+T0 = time.perf_counter()
+
+
+def say(msg: str) -> None:
+    print(f"[{time.perf_counter() - T0:6.1f}s] {msg}", flush=True)
+
+
+def save_results() -> None:
+    (out_dir / f"gpu_check-{mode}.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+cuda = torch.cuda.is_available()
+results["env"] = {
+    "torch": torch.__version__,
+    "transformers": transformers.__version__,
+    "cuda": torch.version.cuda,
+    "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+    "capability": torch.cuda.get_device_capability(0) if cuda else None,
+    "cpu_threads": torch.get_num_threads(),
+}
+say(f"env {results['env']}")
+
+# A text-file export: the release format, 1,100 train / 100 validation stories.
+stories = Path("tests/trainer/data/tinystories-1200.txt").read_text().split("<|endoftext|>")
+stories = [s.strip() for s in stories if s.strip()]
+export = work / "export"
+export.mkdir()
+(export / "train.txt").write_text("<|endoftext|>".join(stories[:1100]))
+(export / "validation.txt").write_text("<|endoftext|>".join(stories[1100:]))
+cache = work / "cache"
+
+
+def run(name: str, **kw) -> dict:
+    """One training run; its summary (from training.json) is printed and kept."""
+    out = work / name
+    base = dict(
+        data=str(export), out=str(out), cache_dir=str(cache), vocab_size=10_000, seq_len=512,
+        warmup_steps=10, lr=1e-3, eval_every=10**9, checkpoint_every=10**9, log_every=10,
+        resume=False, seed=0,
+    )
+    base.update(kw)
+    t = time.perf_counter()
+    try:
+        res = train(TrainConfig(**base))
+    except Exception as exc:  # one failed configuration must not cost the others' figures
+        say(f"{name}: FAILED {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        results["runs"][name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+        save_results()
+        return {}
+    info = json.loads((out / "training.json").read_text())
+    tps = info["tokens_per_s_steady"] or info["tokens_per_s"]
+    tokens_per_step = base["batch_size"] * base["seq_len"] * info["grad_accum"]
+    row = {
+        "preset": info["preset"], "device": info["device_name"], "compile": info["compile"],
+        "attention": info["attention"], "bf16": info["bf16"], "steps": info["steps"],
+        "batch": f"{base['batch_size']}x{base['seq_len']}", "params": info["params"],
+        "vocab": info["tokenizer_vocab_size"], "tokens_per_s": tps, "mfu": info["mfu_steady"],
+        "step_ms": 1000 * tokens_per_step / tps if tps else None,
+        "peak_memory_gib": (info["peak_memory_bytes"] or 0) / 2**30,
+        "val_loss": info["final_val_loss"], "bits_per_byte": info["bits_per_byte"],
+        "wall_s": time.perf_counter() - t, "tokens_seen": info["tokens_seen"],
+    }
+    row["metrics_csv"] = (out / "metrics.csv").read_text()  # one file back, not one per run
+    results["runs"][name] = row
+    save_results()
+    mfu = f"{row['mfu']:.1%}" if row["mfu"] else "n/a"
+    say(
+        f"{name}: {row['preset']} {row['params'] / 1e6:.1f}M params vocab {row['vocab']} "
+        f"batch {row['batch']} compile={row['compile']} attention={row['attention']} "
+        f"bf16={row['bf16']} | tokens/s {tps:,.0f} | MFU {mfu} | step {row['step_ms']:.1f} ms | "
+        f"peak mem {row['peak_memory_gib']:.2f} GiB | val loss {row['val_loss']:.4f} after "
+        f"{row['tokens_seen']:,} tokens | wall {row['wall_s']:.0f}s"
+    )
+    if res.vocab_note and "vocab_note" not in results:
+        results["vocab_note"] = res.vocab_note
+        say(f"note: {res.vocab_note}")
+    return row
+
+
+if mode == "smoke":
+    if cuda:
+        run("smoke-33M", preset="33M", batch_size=64, max_steps=12, log_every=4, compile=True,
+            device="cuda")
+    else:
+        run("smoke-tiny", preset="tiny", vocab_size=2048, seq_len=300, batch_size=8,
+            max_steps=8, log_every=4, compile=True, device="cpu")
+    say("smoke done")
+    save_results()
+    sys.exit(0)
+if mode == "mfu":  # batch size against MFU, compiled, at the paper context
+    for preset, batch in (("33M", 64), ("33M", 128), ("8M", 128)):
+        run(f"{preset}-b{batch}", preset=preset, batch_size=batch, max_steps=40, compile=True,
+            device="cuda" if cuda else "cpu")
+    save_results()
+    sys.exit(0)
+
+if cuda:
+    # 1. Throughput at the paper context: same steps from the same start with and without
+    # compile; the two validation losses must agree (compiled flex/bf16 path == eager SDPA).
+    for preset in ("8M", "33M"):
+        rows = {c: run(f"{preset}-compile-{c}", preset=preset, batch_size=64, max_steps=40,
+                       compile=c, device="cuda")
+                for c in (True, False)}
+        if rows[True] and rows[False]:
+            say(f"{preset}: compile speed-up {rows[True]['tokens_per_s'] / rows[False]['tokens_per_s']:.2f}x, "
+                f"val loss compiled {rows[True]['val_loss']:.4f} vs eager {rows[False]['val_loss']:.4f}")
+
+    # 2. Validation loss after a fixed budget (1.5M tokens, about 5 epochs of the shipped
+    # stories; eager: the check above covers the compiled path's numerics).
+    budget = 1_500_000
+    curves = {}
+    for preset in ("1M", "8M", "33M"):
+        row = run(f"{preset}-budget", preset=preset, batch_size=16, tokens=budget,
+                  eval_every=15, eval_tokens=None, compile=False, device="cuda",
+                  time_limit_s=60)
+        if row:
+            with (work / f"{preset}-budget" / "metrics.csv").open() as fh:
+                import csv
+
+                curves[preset] = [(int(r["tokens"]), float(r["val_loss"]))
+                                  for r in csv.DictReader(fh) if r["val_loss"]]
+    if "1M" in curves:
+        target = curves["1M"][-1][1]
+        for preset in ("8M", "33M"):
+            hit = next((t for t, v in curves.get(preset, []) if v <= target), None)
+            share = f"{hit / curves['1M'][-1][0]:.0%} of its tokens" if hit else "not within budget"
+            results.setdefault("reach_1M_final_loss", {})[preset] = hit
+            say(f"{preset} reaches 1M's final val loss {target:.4f} at {hit} tokens: {share}")
+        save_results()
+
+# 3. The test model on CPU, compile on and off.
+threads = torch.get_num_threads()
+for c in (True, False):
+    run(f"cpu-tiny-compile-{c}", preset="tiny", vocab_size=2048, seq_len=256, batch_size=8,
+        max_steps=30, compile=c, device="cpu", threads=threads)
+say(f"gpu_check done in {time.perf_counter() - T0:.0f}s")
+save_results()
+PY
