@@ -11,9 +11,10 @@ import typer
 log = logging.getLogger(__name__)
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """One error line; exit 2 for a wrong command line, 1 (code=1) when the run failed."""
     typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
+    return typer.Exit(code)
 
 
 def _quiet_libraries() -> None:
@@ -88,7 +89,7 @@ def train_command(
         TimeRemainingColumn,
     )
 
-    from trainer.config import TrainConfig, TrainerError
+    from trainer.config import OptionError, TrainConfig, TrainerError
     from trainer.presets import get_preset, human
 
     if format not in ("plain", "instruct"):
@@ -173,10 +174,10 @@ def train_command(
     try:
         result = train(cfg, on_step=on_step)
     except TrainerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), 2 if isinstance(exc, OptionError) else 1) from None
     except KeyboardInterrupt:
         raise _fail(
-            f"interrupted; run the same command again to resume from {out}/checkpoints"
+            f"interrupted; run the same command again to resume from {out}/checkpoints", 1
         ) from None
     finally:
         progress.stop()
@@ -209,7 +210,7 @@ def sample_command(
     from trainer.config import TrainerError
 
     if not (model / "config.json").is_file():
-        raise _fail(f"{model} is not a model directory (no config.json)")
+        raise _fail(f"{model} is not a model directory (no config.json)", 1)
     if n < 1 or max_new_tokens < 1 or temperature <= 0:
         raise _fail("--n and --max-new-tokens must be >= 1 and --temperature > 0")
     _quiet_libraries()
@@ -227,7 +228,7 @@ def sample_command(
             device=device,
         )
     except TrainerError as exc:
-        raise _fail(str(exc)) from None
+        raise _fail(str(exc), 1) from None
     for i, text in enumerate(texts):
         if i:
             typer.echo("-" * 40)
@@ -239,17 +240,40 @@ def presets_command(
         int | None,
         typer.Option(help="Tokenizer vocabulary size [default: the one each name assumes]."),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ) -> None:
     """List the model presets with their parameter counts."""
-    from trainer.presets import PRESETS, count_preset, human
+    from trainer.presets import PRESETS, formula_counts, human
 
+    if as_json:
+        import json
+
+        rows = []
+        for name, p in PRESETS.items():
+            vocab = vocab_size or p.name_vocab
+            total, non_embed = formula_counts(name, vocab_size=vocab)
+            rows.append(
+                {
+                    "preset": name,
+                    "arch": p.arch,
+                    "layers": p.layers,
+                    "hidden": p.hidden,
+                    "heads": p.heads,
+                    "context": p.context,
+                    "vocab": vocab,
+                    "params": total,
+                    "non_embedding_params": non_embed,
+                }
+            )
+        typer.echo(json.dumps(rows, indent=2))
+        return
     typer.echo(
         f"{'preset':<10} {'arch':<8} {'layers':>6} {'hidden':>6} {'vocab':>7} {'params':>9} "
         f"{'no-embed':>9}"
     )
     for name, p in PRESETS.items():
         vocab = vocab_size or p.name_vocab
-        total, non_embed = count_preset(name, vocab_size=vocab)
+        total, non_embed = formula_counts(name, vocab_size=vocab)
         typer.echo(
             f"{name:<10} {p.arch:<8} {p.layers:>6} {p.hidden:>6} {vocab:>7,} {human(total):>9} "
             f"{human(non_embed):>9}"

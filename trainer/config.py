@@ -13,6 +13,10 @@ class TrainerError(ValueError):
     """A user-facing problem with the trainer's input; the message is one clear line."""
 
 
+class OptionError(TrainerError):
+    """An option value that cannot work (the command line is wrong: exit 2, not 1)."""
+
+
 def default_cache_dir() -> Path:
     """Where tokenizers and pre-tokenized token files are cached between runs."""
     if os.environ.get("TINYSTORIES_CACHE"):

@@ -6,7 +6,7 @@ import logging
 
 import torch
 
-from trainer.config import TrainerError
+from trainer.config import OptionError, TrainerError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise TrainerError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise OptionError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise TrainerError(f"device {name!r} requested but CUDA is not available here")

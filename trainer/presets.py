@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from trainer.config import TrainerError
+from trainer.config import OptionError, TrainerError
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
@@ -88,7 +88,7 @@ def get_preset(name: str) -> Preset:
             raise TrainerError(f"custom preset {name!r}: layers and hidden size must be >= 1")
         return Preset(name, layers, hidden, heads=heads, arch=arch)
     valid = ", ".join(PRESETS)
-    raise TrainerError(
+    raise OptionError(
         f"unknown preset {name!r}; valid presets: {valid}, or a custom size like 6x384"
     )
 
@@ -171,6 +171,25 @@ def count_preset(name: str, *, vocab_size: int, context: int | None = None) -> t
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return param_counts(model)
+
+
+def formula_counts(name: str, *, vocab_size: int, context: int | None = None) -> tuple[int, int]:
+    """The same counts as `count_preset`, from the architecture's shapes: no torch or
+    transformers import, so `train-presets` prints at once (a test checks both agree)."""
+    p = get_preset(name)
+    h, layers = p.hidden, p.layers
+    inner = p.intermediate or 4 * h
+    if p.arch == "llama":
+        kv = (p.kv_heads or p.heads) * (h // p.heads)
+        # q, o: h*h; k, v: h*kv; gate, up, down: h*inner each (no biases); two RMSNorms.
+        per_layer = 2 * h * h + 2 * h * kv + 3 * h * inner + 2 * h
+        non_embed = layers * per_layer + h  # + the final norm
+        return non_embed + vocab_size * h, non_embed  # tied classifier, rotary positions
+    # q, k, v without bias; out_proj, c_fc, c_proj with bias; two LayerNorms (weight + bias).
+    per_layer = 4 * h * h + h + 2 * h * inner + inner + h + 4 * h
+    non_embed = layers * per_layer + 2 * h  # + ln_f
+    positions = context or p.context
+    return non_embed + vocab_size * h + positions * h, non_embed
 
 
 def human(n: int) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from trainer import checkpoint as ckpt
-from trainer.config import TrainConfig, TrainerError
+from trainer.config import OptionError, TrainConfig, TrainerError
 from trainer.data import Prefetcher, WindowSampler
 from trainer.device import enable_fast_math, peak_flops, resolve_device, start_process_group
 from trainer.evaluate import Validation, evaluate_stream
@@ -63,7 +63,7 @@ class TrainResult:
 def _check(cfg: TrainConfig) -> None:
     preset = get_preset(cfg.preset)
     if cfg.seq_len > preset.context:
-        raise TrainerError(
+        raise OptionError(
             f"seq_len {cfg.seq_len} is longer than the model's {preset.context} positions "
             f"(preset {preset.name})"
         )

@@ -94,14 +94,14 @@ def test_train_errors_are_one_line(export_dir, tmp_path, args, message) -> None:
 
 def test_not_an_export_and_not_a_model(tmp_path: Path) -> None:
     result = run("train", "--data", tmp_path, "--out", tmp_path / "m", "--preset", "tiny")
-    assert result.exit_code == 2
+    assert result.exit_code == 1  # the run failed; the command line itself was fine
     assert (
         result.stderr.strip()
         == f"error: {tmp_path} is not an export directory (no dataset_dict.json, "
         "nor train.txt and validation.txt)"
     )
     result = run("sample", "--model", tmp_path)
-    assert result.exit_code == 2 and "is not a model directory" in result.stderr
+    assert result.exit_code == 1 and "is not a model directory" in result.stderr
 
 
 def test_checkpoint_from_another_config(export_dir, cache_dir, model_dir) -> None:
@@ -126,7 +126,7 @@ def test_checkpoint_from_another_config(export_dir, cache_dir, model_dir) -> Non
         "--device",
         "cpu",
     )
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "is from another config (seq_len 32 != 16)" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -143,7 +143,7 @@ def test_empty_split_is_one_line_error(tmp_path: Path) -> None:
 
     export = make_export(tmp_path / "e", n_train=10, empty="validation")
     result = run("train", "--data", export, "--out", tmp_path / "m", "--preset", "tiny")
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert result.stderr.strip() == f"error: export {export}: split 'validation' is empty"
 
 

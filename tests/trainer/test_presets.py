@@ -50,3 +50,11 @@ def test_preset_names_match_their_size_at_the_vocabulary_they_assume(name: str) 
     total, _ = count_preset(name, vocab_size=preset.name_vocab)
     assert total == pytest.approx(preset.name_params, rel=0.15), (name, total)
     assert get_preset("6x384").name_params is None
+
+
+@pytest.mark.parametrize("name", [*PRESETS, "3x48", "llama:2x64"])
+@pytest.mark.parametrize("vocab", [4096, 10_000])
+def test_the_instant_table_counts_what_transformers_builds(name: str, vocab: int) -> None:
+    from trainer.presets import formula_counts
+
+    assert formula_counts(name, vocab_size=vocab) == count_preset(name, vocab_size=vocab)
