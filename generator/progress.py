@@ -41,6 +41,7 @@ class Progress:
         every_s: float | None = None,
         stream: IO[str] | None = None,
         terminal: bool | None = None,
+        start_at: int = 0,
     ) -> None:
         self.name = name
         self.total = total
@@ -48,7 +49,8 @@ class Progress:
         self.every_s = every_s_from_env() if every_s is None else every_s
         self.stream = stream or sys.stderr
         self.terminal = self.stream.isatty() if terminal is None else terminal
-        self.done = 0
+        self.done = self._base = start_at  # a resumed run's rate counts this run's work only
+        self.detail = ""  # appended to each line, e.g. "loss 2.31 val 2.40"
         self._started = time.monotonic()
         self._last_line = self._started
         self._bar: Any = None
@@ -87,17 +89,19 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-        elif exc[0] is None and self.done:
+        elif exc[0] is None and self.done > self._base:
             self._write_line(final=True)  # the totals, and how long it took
 
     def rate(self) -> float:
-        """Units per second since the start."""
-        return self.done / max(time.monotonic() - self._started, 1e-9)
+        """Units per second of this run's work since the start."""
+        return (self.done - self._base) / max(time.monotonic() - self._started, 1e-9)
 
-    def update(self, done: int, total: int | None = None) -> None:
-        """Set the absolute count (and the total, when it becomes known)."""
+    def update(self, done: int, total: int | None = None, detail: str | None = None) -> None:
+        """Set the absolute count (and the total, when it becomes known, or changes)."""
         if total is not None:
             self.total = total
+        if detail is not None:
+            self.detail = detail
         self.advance(done - self.done)
 
     def advance(self, n: int = 1) -> None:
@@ -125,6 +129,8 @@ class Progress:
         parts.append(f"{rate:,.1f} {self.unit}/s")
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"eta {_eta((self.total - self.done) / rate)}")
+        if self.detail:
+            parts.append(self.detail)
         return " ".join(parts)
 
     def _write_line(self, *, final: bool = False) -> None:

@@ -89,6 +89,7 @@ def train_command(
         TimeRemainingColumn,
     )
 
+    from generator.progress import Progress as LineProgress
     from trainer.config import OptionError, TrainConfig, TrainerError
     from trainer.presets import get_preset, human
 
@@ -147,9 +148,24 @@ def train_command(
         transient=True,
     )
     task = None
+    # Off a terminal (nohup, docker logs, CI) the bar prints nothing: a line every few seconds.
+    lines: LineProgress | None = None
+    latest = {"loss": "", "val": "", "rate": ""}
 
     def on_step(info: StepInfo) -> None:
-        nonlocal task
+        nonlocal task, lines
+        if not console.is_terminal:
+            if lines is None:  # the clock starts at the first step, not during set-up
+                lines = LineProgress("train", unit="steps", start_at=info.step - 1)
+            if info.loss is not None:
+                latest["loss"] = f"loss {info.loss:.3f}"
+            if info.val_loss is not None:
+                latest["val"] = f"val {info.val_loss:.3f}"
+            if info.tokens_per_s:
+                latest["rate"] = f"{info.tokens_per_s:,.0f} tok/s"
+            detail = " ".join(part for part in latest.values() if part)
+            lines.update(info.step, total=info.max_steps, detail=detail)
+            return
         if task is None:  # started lazily: setup errors print without a progress frame
             progress.start()
             task = progress.add_task(
