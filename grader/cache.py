@@ -1,4 +1,5 @@
-"""Append-only JSONL cache of judgments, so an interrupted grading run resumes where it stopped."""
+"""Append-only JSONL caches of judgments and completions: an interrupted or larger run resumes
+where the last one stopped."""
 
 from __future__ import annotations
 
@@ -16,7 +17,20 @@ def judgment_key(judge_model: str, rubric_version: str, prompt: str, completion:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-class JudgmentCache:
+def completion_key(
+    weights_sha: str, prompt: str, settings: dict, seed: int, sample_index: int
+) -> str:
+    """A completion is a function of the weights, the prompt, the sampling settings and seed.
+
+    `sample_index` is the j-th sample of that prompt, so `--k 10` reuses the 2 samples of a
+    `--k 2` run and generates 8 more. Batch size is left out: it changes speed, not the model.
+    """
+    relevant = {k: v for k, v in settings.items() if k != "batch_size"}
+    payload = json.dumps([weights_sha, prompt, relevant, seed, sample_index], sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class JsonlCache:
     """One JSON object per line, keyed by `key`; the last line for a key wins."""
 
     def __init__(self, path: str | Path) -> None:
@@ -45,9 +59,21 @@ class JudgmentCache:
         return self._entries.get(key)
 
     def put(self, entry: dict) -> None:
+        self.put_many([entry])
+
+    def put_many(self, entries: list[dict]) -> None:
+        """Append and fsync once: a crash loses at most the batch being written."""
+        if not entries:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            for entry in entries:
+                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
-        self._entries[entry["key"]] = entry
+        for entry in entries:
+            self._entries[entry["key"]] = entry
+
+
+JudgmentCache = JsonlCache
+CompletionCache = JsonlCache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 from grader.generation import GenerationSettings, generate
@@ -42,6 +43,16 @@ def run_suites(
     return rows
 
 
+def wilson_ci(passed: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval: unlike passed/n +- se it stays inside [0, 1] and is not [0, 0]
+    for 0 of 11 (11 items say little about a model)."""
+    p = passed / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # Rounded: floating error would otherwise print 0 passes as a lower bound of 3e-17.
+    return round(max(0.0, centre - half), 12), round(min(1.0, centre + half), 12)
+
+
 def suite_table(rows: list[dict]) -> dict[str, dict]:
     table: dict[str, dict] = {}
     for r in rows:
@@ -53,6 +64,7 @@ def suite_table(rows: list[dict]) -> dict[str, dict]:
             t["judge_consistency"].append(r["judge_consistency"])
     for t in table.values():
         t["accuracy"] = t["passed"] / t["n"] if t["n"] else None
+        t["ci95"] = list(wilson_ci(t["passed"], t["n"])) if t["n"] else None
         js = t.pop("judge_consistency")
         t["judge_consistency"] = sum(js) / len(js) if js else None
     return table

@@ -12,7 +12,7 @@ SIMULATOR_JUDGE = "simulator-judge-1"
 
 
 class _RichProgress:
-    """rich progress bars behind grader.run.Progress."""
+    """rich progress bars behind grader.config.Progress."""
 
     def __init__(self, progress, console) -> None:
         self._p = progress
@@ -74,6 +74,17 @@ def grade_command(
     checkpoint_k: Annotated[int, typer.Option(help="Completions/prompt for checkpoints.")] = 2,
     attention_prompt: Annotated[str | None, typer.Option(help="Prompt for attention.")] = None,
     cache: Annotated[Path | None, typer.Option(help="Judgment cache (JSONL).")] = None,
+    completion_cache: Annotated[
+        Path | None, typer.Option(help="Completion cache (JSONL; default OUT/).")
+    ] = None,
+    rejudge_failures: Annotated[
+        bool, typer.Option(help="Ask the judge again for cached unreadable answers.")
+    ] = False,
+    judge_max_tokens: Annotated[int, typer.Option(help="Judge answer token limit.")] = 400,
+    extra_judge: Annotated[
+        list[str] | None,
+        typer.Option(help="Another judge model at the same endpoint (repeatable): agreement."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Sampling / bootstrap seed.")] = 0,
 ) -> None:
     """Grade models the paper's way (GPT-Eval and more) and write a report."""
@@ -83,13 +94,13 @@ def grade_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from grader.config import GradeConfig, GradeError
     from grader.exportdata import ExportDirError
     from grader.generation import GenerationSettings
     from grader.judge import JudgeUnavailable
     from grader.models import ModelDirError
-    from grader.report import SIM_WARNING
     from grader.resources import GraderDataError
-    from grader.run import GradeConfig, GradeError, JudgeSettings, grade, validate_inputs
+    from grader.run import grade, validate_inputs
 
     err = Console(stderr=True)
 
@@ -102,9 +113,6 @@ def grade_command(
     if min(beams, max_new_tokens, batch_size, judge_max_attempts, judge_concurrency) < 1:
         fail("--beams, --max-new-tokens, --batch-size and --judge-* counts must be >= 1")
     logging.basicConfig(level=logging.WARNING)
-    api_key = judge_api_key or os.environ.get("OPENAI_API_KEY")
-    base_url = judge_base_url or os.environ.get("OPENAI_BASE_URL")
-    use_simulator = not api_key and not base_url
     settings = GenerationSettings(
         temperature=0.0 if (greedy or beams > 1) else temperature,
         num_beams=beams,
@@ -138,6 +146,9 @@ def grade_command(
         checkpoint_k=checkpoint_k,
         attention_prompt=attention_prompt,
         cache_path=cache,
+        completion_cache_path=completion_cache,
+        rejudge_failures=rejudge_failures,
+        extra_judges=list(extra_judge or []),
         seed=seed,
     )
     limits = {
@@ -145,31 +156,15 @@ def grade_command(
         "tpm": judge_tpm,
         "concurrency": judge_concurrency,
         "max_attempts": judge_max_attempts,
+        "max_tokens": judge_max_tokens,
     }
     try:
         # Bad models, prompts or data fail here, before a simulator or judge is started.
         inputs = validate_inputs(config)
         with contextlib.ExitStack() as stack:
-            if use_simulator:
-                from generator.simulator import SimulatorConfig, run_simulator
-
-                err.print(f"[bold red]WARNING: no OPENAI_API_KEY: {SIM_WARNING}[/]")
-                sim_url = stack.enter_context(run_simulator(SimulatorConfig(seed=seed)))
-                config.judge = JudgeSettings(
-                    model=SIMULATOR_JUDGE,
-                    base_url=sim_url,
-                    api_key="simulator",
-                    simulator=True,
-                    requested_model=judge,
-                    **limits,
-                )
-            else:
-                config.judge = JudgeSettings(
-                    model=judge,
-                    base_url=base_url or "https://api.openai.com/v1",
-                    api_key=api_key or "none",
-                    **limits,
-                )
+            config.judge = _judge_settings(
+                stack, judge, judge_base_url, judge_api_key, limits, seed
+            )
             _quiet_libraries()
             columns = (
                 TextColumn("{task.description}"),
@@ -194,11 +189,95 @@ def grade_command(
     typer.echo(result["summary"])
 
 
+def _judge_settings(stack, judge: str, base_url, api_key, limits: dict, seed: int):
+    """The judge from flags or OPENAI_* variables; without either, a simulator started here."""
+    from rich.console import Console
+
+    from grader.config import JudgeSettings
+    from grader.report import SIM_WARNING
+
+    api_key = api_key or os.environ.get("OPENAI_API_KEY")
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+    if not api_key and not base_url:
+        from generator.simulator import SimulatorConfig, run_simulator
+
+        Console(stderr=True).print(f"[bold red]WARNING: no OPENAI_API_KEY: {SIM_WARNING}[/]")
+        sim_url = stack.enter_context(run_simulator(SimulatorConfig(seed=seed)))
+        return JudgeSettings(
+            model=SIMULATOR_JUDGE,
+            base_url=sim_url,
+            api_key="simulator",
+            simulator=True,
+            requested_model=judge,
+            **limits,
+        )
+    return JudgeSettings(
+        model=judge,
+        base_url=base_url or "https://api.openai.com/v1",
+        api_key=api_key or "none",
+        **limits,
+    )
+
+
+def pairwise_command(
+    model: Annotated[list[Path], typer.Option("--model", help="Model A, then optional model B.")],
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Export dir: one model vs true endings.")
+    ] = None,
+    judge: Annotated[str, typer.Option("--judge", help="Judge model name.")] = "gpt-4",
+    judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
+    judge_api_key: Annotated[str | None, typer.Option(help="Judge API key.")] = None,
+    n: Annotated[int, typer.Option("--n", help="Pairs (prompts or held-out stories).")] = 20,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens per completion.")] = 200,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling / bootstrap seed.")] = 0,
+) -> None:
+    """Pairwise win rate (both orders judged): two models, or one model vs the true endings."""
+    import contextlib
+
+    from grader.exportdata import ExportDirError
+    from grader.generation import GenerationSettings
+    from grader.judge import JudgeUnavailable
+    from grader.models import ModelDirError
+    from grader.pairwise import PairwiseConfig, run_pairwise, summary_line
+
+    if not 1 <= len(model) <= 2 or (len(model) == 1 and data is None) or n < 1:
+        typer.echo("error: give two --model, or one --model and --data; --n >= 1", err=True)
+        raise typer.Exit(2)
+    config = PairwiseConfig(
+        model_a=model[0],
+        model_b=model[1] if len(model) == 2 else None,
+        out=out,
+        data=data,
+        n=n,
+        generation=GenerationSettings(
+            temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
+        ),
+        seed=seed,
+    )
+    try:
+        with contextlib.ExitStack() as stack:
+            config.judge = _judge_settings(stack, judge, judge_base_url, judge_api_key, {}, seed)
+            _quiet_libraries()
+            result = run_pairwise(config)
+    except (ModelDirError, ExportDirError, JudgeUnavailable, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"report: {out / 'pairwise.md'}")
+    typer.echo(summary_line(result))
+
+
 def _print_table(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="GPT-Eval (paper-style)")
+    from grader.report import SIM_MARK
+
+    sim = bool(result["judge"].get("simulator"))
+    mark = SIM_MARK if sim else ""
+    title = "GPT-Eval (paper-style)" + (": SIMULATOR judge, not an LLM" if sim else "")
+    table = Table(title=title)
     for col in (
         "model",
         "params",
@@ -208,22 +287,24 @@ def _print_table(result: dict) -> None:
         "consistency",
         "plot",
         "age",
+        "n (unreadable)",
     ):
         table.add_column(col)
 
     def f(v, d=2):
         return "-" if v is None else f"{v:.{d}f}"
 
+    def score(r: dict, c: str) -> str:
+        return "-" if r[c] is None else f"{r[c]:.2f}{mark} n={r[f'{c}_n']}"
+
     for r in result["table"]:
         table.add_row(
             r["model"],
             f"{r['params']:,}",
             f(r["eval_loss"], 3),
-            f(r["grammar"]),
-            f(r["creativity"]),
-            f(r["consistency"]),
-            f(r["plot"]),
-            r["age_group"] or "-",
+            *(score(r, c) for c in ("grammar", "creativity", "consistency", "plot")),
+            (r["age_group"] + mark) if r["age_group"] else "-",
+            f"{r['n_completions']} ({r['parse_failures']})",
         )
     Console().print(table)
 
@@ -279,4 +360,5 @@ def register(app: typer.Typer) -> None:
     """Add this package's commands to the `tinystories` application."""
     app.command("grade")(grade_command)
     app.command("grade-loss")(loss_command)
+    app.command("grade-pairwise")(pairwise_command)
     app.command("grade-attention")(attention_command)

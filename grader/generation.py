@@ -70,6 +70,14 @@ def _decode(lm: LoadedModel, new_ids: list[int]) -> tuple[str, int, bool]:
     return lm.tokenizer.decode(new_ids, skip_special_tokens=True), len(new_ids), finished
 
 
+def within_context(lm: LoadedModel, settings: GenerationSettings) -> GenerationSettings:
+    """Positions past the trained context were never trained: new tokens get at most half of
+    it, the beginning keeps the rest (the run says so once per model)."""
+    if settings.max_new_tokens >= lm.context_length:
+        return replace(settings, max_new_tokens=lm.context_length // 2)
+    return settings
+
+
 def generate(
     lm: LoadedModel,
     prompts: list[str],
@@ -77,37 +85,33 @@ def generate(
     *,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[Completion]:
-    """Complete every prompt (repeat a prompt to get several samples); order is preserved."""
+    """Complete every prompt (repeat a prompt to get several samples); order is preserved.
+
+    Batches go through transformers' `model.generate` with left padding: our own KV-cache loop
+    was within 5% of it (benchmarks/RESULTS.md) and used a deprecated cache argument.
+    """
     import torch
 
     if not prompts:
         return []
-    if settings.max_new_tokens >= lm.context_length:
-        # Positions past the context do not exist; keep half the window for the beginning.
-        log.warning(
-            "max_new_tokens=%d capped to half the context %d",
-            settings.max_new_tokens,
-            lm.context_length,
-        )
-        settings = replace(settings, max_new_tokens=lm.context_length // 2)
+    settings = within_context(lm, settings)
     encoded = [_encode(lm, p, settings.max_new_tokens) for p in prompts]
     # Similar lengths in one batch waste less compute on padding.
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     results: list[Completion | None] = [None] * len(prompts)
-    gen = torch.Generator(device=lm.model.device).manual_seed(settings.seed)
     bs = max(1, settings.batch_size if settings.num_beams == 1 else settings.batch_size // 4)
-    for start in range(0, len(order), bs):
-        idx = order[start : start + bs]
-        batch = [encoded[i] for i in idx]
-        if settings.num_beams > 1:
-            outs = _beam_batch(lm, batch, settings)
-        else:
-            outs = _sample_batch(lm, batch, settings, gen)
-        for i, new_ids in zip(idx, outs, strict=True):
-            text, n, finished = _decode(lm, new_ids)
-            results[i] = Completion(prompt=prompts[i], text=text, n_tokens=n, finished=finished)
-        if on_batch:
-            on_batch(len(idx))
+    # generate() samples from torch's global generator: fork it so callers' RNG is untouched.
+    devices = [lm.model.device] if lm.model.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(settings.seed)
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            outs = generate_batch(lm, [encoded[i] for i in idx], settings)
+            for i, new_ids in zip(idx, outs, strict=True):
+                text, n, finished = _decode(lm, new_ids)
+                results[i] = Completion(prompts[i], text, n, finished)
+            if on_batch:
+                on_batch(len(idx))
     return [r for r in results if r is not None]
 
 
@@ -124,90 +128,52 @@ def _left_pad(lm: LoadedModel, batch: list[list[int]]):
     return ids.to(lm.model.device), mask.to(lm.model.device)
 
 
-def _sample_batch(lm: LoadedModel, batch: list[list[int]], settings: GenerationSettings, gen):
-    """Our own decode loop: one prefill, then one token per step reusing past_key_values."""
+def generate_kwargs(lm: LoadedModel, settings: GenerationSettings) -> dict:
+    """`model.generate` arguments for the settings: plain sampling means no top-k/top-p cut."""
+    kwargs: dict = {
+        "max_new_tokens": settings.max_new_tokens,
+        "pad_token_id": lm.tokenizer.pad_token_id,
+        "eos_token_id": lm.eos_id,
+    }
+    if settings.mode == "sample":
+        kwargs |= {"do_sample": True, "temperature": settings.temperature, "top_k": 0, "top_p": 1.0}
+    elif settings.mode == "beam":
+        kwargs |= {"do_sample": False, "num_beams": settings.num_beams, "early_stopping": True}
+    else:
+        kwargs |= {"do_sample": False}
+    return kwargs
+
+
+def generate_batch(
+    lm: LoadedModel, batch: list[list[int]], settings: GenerationSettings
+) -> list[list[int]]:
+    """New token ids for one left-padded batch of encoded prompts."""
     import torch
-
-    model = lm.model
-    ids, mask = _left_pad(lm, batch)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    eos = lm.eos_id
-    rows = ids.shape[0]
-    done = torch.zeros(rows, dtype=torch.bool, device=ids.device)
-    produced: list[torch.Tensor] = []
-    with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        past = out.past_key_values
-        logits = out.logits[:, -1, :]
-        last_pos = positions[:, -1:]
-        for _ in range(settings.max_new_tokens):
-            if settings.temperature <= 0:
-                nxt = logits.argmax(-1)
-            else:
-                probs = torch.softmax(logits.float() / settings.temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
-            if eos is not None:
-                nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
-                done = done | (nxt == eos)
-            produced.append(nxt)
-            if bool(done.all()) or len(produced) == settings.max_new_tokens:
-                break
-            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=mask.device)], 1)
-            last_pos = last_pos + 1
-            out = model(
-                input_ids=nxt[:, None],
-                attention_mask=mask,
-                position_ids=last_pos,
-                past_key_values=past,
-                use_cache=True,
-            )
-            past = out.past_key_values
-            logits = out.logits[:, -1, :]
-    tokens = torch.stack(produced, 1).tolist()
-    return tokens
-
-
-def _beam_batch(lm: LoadedModel, batch: list[list[int]], settings: GenerationSettings):
-    import torch
+    from transformers import GenerationConfig
 
     ids, mask = _left_pad(lm, batch)
+    # One complete config, not the model's saved defaults plus overrides (deprecated, and the
+    # saved ones may carry sampling settings of their own).
+    config = GenerationConfig(
+        bos_token_id=lm.model.config.bos_token_id, **generate_kwargs(lm, settings)
+    )
     with torch.inference_mode():
-        out = lm.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            do_sample=False,
-            num_beams=settings.num_beams,
-            max_new_tokens=settings.max_new_tokens,
-            early_stopping=True,
-            pad_token_id=lm.tokenizer.pad_token_id,
-            eos_token_id=lm.eos_id,
-        )
+        out = lm.model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
     return out[:, ids.shape[1] :].tolist()
 
 
 def generate_sequential(
     lm: LoadedModel, prompts: list[str], settings: GenerationSettings
 ) -> list[Completion]:
-    """Baseline: one `model.generate` call per completion (what a naive evaluator does)."""
+    """One `model.generate` call per completion, unpadded: the reference batching must match."""
     import torch
 
-    torch.manual_seed(settings.seed)
     results = []
-    for prompt in prompts:
-        seq = _encode(lm, prompt, settings.max_new_tokens)
-        ids = torch.tensor([seq], device=lm.model.device)
-        with torch.inference_mode():
-            out = lm.model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                do_sample=settings.temperature > 0,
-                temperature=settings.temperature if settings.temperature > 0 else None,
-                **({"top_k": 0} if settings.temperature > 0 else {}),
-                num_beams=settings.num_beams,
-                max_new_tokens=settings.max_new_tokens,
-                pad_token_id=lm.tokenizer.pad_token_id,
-                eos_token_id=lm.eos_id,
-            )
-        text, n, finished = _decode(lm, out[0, ids.shape[1] :].tolist())
-        results.append(Completion(prompt=prompt, text=text, n_tokens=n, finished=finished))
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        for prompt in prompts:
+            encoded = _encode(lm, prompt, settings.max_new_tokens)
+            (new_ids,) = generate_batch(lm, [encoded], settings)
+            text, n, finished = _decode(lm, new_ids)
+            results.append(Completion(prompt, text, n, finished))
     return results

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from grader.cache import JsonlCache, completion_key
 from grader.generation import Completion, GenerationSettings, generate
 from grader.judge import Judge, Judgment, gpt_eval_fields
 from grader.models import LoadedModel
@@ -33,12 +35,45 @@ def completions_for_prompts(
     k: int,
     settings: GenerationSettings,
     on_batch: Callable[[int], None] | None = None,
+    cache: JsonlCache | None = None,
 ) -> list[Sample]:
-    """k samples per prompt; greedy and beam search give one, since k copies would be equal."""
+    """k samples per prompt; greedy and beam search give one, since k copies would be equal.
+
+    With a cache, samples already made by these weights with these settings are reused and only
+    the missing ones are generated.
+    """
     per = 1 if settings.deterministic else k
-    flat = [(i, p) for i, p in enumerate(prompts) for _ in range(per)]
-    outs = generate(lm, [p for _, p in flat], settings, on_batch=on_batch)
-    return [Sample(i, p, c) for (i, p), c in zip(flat, outs, strict=True)]
+    flat = [(i, p, j) for i, p in enumerate(prompts) for j in range(per)]
+    if cache is None:
+        outs = generate(lm, [p for _, p, _ in flat], settings, on_batch=on_batch)
+        return [Sample(i, p, c) for (i, p, _), c in zip(flat, outs, strict=True)]
+    keys = [
+        completion_key(lm.weights_sha, p, settings.to_dict(), settings.seed, j) for _, p, j in flat
+    ]
+    missing = [n for n, key in enumerate(keys) if cache.get(key) is None]
+    if on_batch and len(flat) > len(missing):
+        on_batch(len(flat) - len(missing))
+    if missing:
+        # A seed drawn from the missing keys: reusing settings.seed would make sample j=2 of a
+        # larger run repeat sample j=0 of the smaller one whenever the batches line up.
+        digest = hashlib.sha256("".join(keys[n] for n in missing).encode()).hexdigest()
+        derived = int(digest[:8], 16)
+        fresh = generate(
+            lm, [flat[n][1] for n in missing], replace(settings, seed=derived), on_batch=on_batch
+        )
+        cache.put_many(
+            [
+                {"key": keys[n], "model": lm.name, "prompt": flat[n][1], "sample": flat[n][2]}
+                | {"text": c.text, "n_tokens": c.n_tokens, "finished": c.finished}
+                for n, c in zip(missing, fresh, strict=True)
+            ]
+        )
+    samples = []
+    for (i, p, _), key in zip(flat, keys, strict=True):
+        e = cache.get(key)
+        assert e is not None
+        samples.append(Sample(i, p, Completion(p, e["text"], e["n_tokens"], e["finished"])))
+    return samples
 
 
 def _age_summary(letters: list[str]) -> dict:
@@ -75,10 +110,14 @@ def aggregate(samples: list[Sample], judgments: list[Judgment], *, seed: int = 0
         ages = [j.age_group for j in good if j.age_group]
         row["age_mean"] = _age_summary(ages)["mean"]
         per_prompt.append(row)
-    overall = {
-        c: summarize([r["scores"][c] for r in per_prompt if r["scores"][c] is not None], seed=seed)
-        for c in CATEGORIES
-    }
+    overall: dict = {}
+    for c in CATEGORIES:
+        overall[c] = summarize(
+            [r["scores"][c] for r in per_prompt if r["scores"][c] is not None], seed=seed
+        )
+        # Every mean is stated with how many completions it covers and how many it could not.
+        scored = sum(1 for j in judgments if j.ok and j.scores.get(c) is not None)
+        overall[c] |= {"n_completions": scored, "n_unscored": len(judgments) - scored}
     overall["age_group"] = _age_summary([j.age_group for j in judgments if j.ok and j.age_group])
     age_rows = [r["age_mean"] for r in per_prompt if r["age_mean"] is not None]
     overall["age_group"]["ci95"] = summarize(age_rows, seed=seed)["ci95"]
@@ -89,6 +128,14 @@ def aggregate(samples: list[Sample], judgments: list[Judgment], *, seed: int = 0
         "parse_failures": sum(j.method == "parse_failure" for j in judgments),
         "errors": sum(j.method == "error" for j in judgments),
         "methods": dict(Counter(j.method for j in judgments)),
+        "n_completions": len(judgments),
+        # The raw answers behind each failure, so a reader can see what the judge said.
+        "failures": [
+            {"prompt_index": s.prompt_index, "method": j.method, "raw": j.raw or j.error or ""}
+            | ({"first_raw": j.first_raw} if j.first_raw else {})
+            for s, j in zip(samples, judgments, strict=True)
+            if not j.ok
+        ][:20],
     }
 
 
@@ -101,7 +148,7 @@ async def judge_noise(
     seed: int = 0,
     on_done: Callable[[], None] | None = None,
 ) -> dict:
-    """Grade a random sample a second time, bypassing the cache; mean |difference| per category."""
+    """Grade a random sample a second time, independently; mean |difference| per category."""
     ok = [i for i, j in enumerate(judgments) if j.ok]
     pick = random.Random(seed).sample(ok, min(n, len(ok)))
     items = [
@@ -112,7 +159,8 @@ async def judge_noise(
         )
         for i in pick
     ]
-    again = await judge.grade_many(items, use_cache=False, on_done=on_done)
+    # A second, independent judgment (its own cache key): a rerun does not pay for it again.
+    again = await judge.grade_many(items, repeat=1, on_done=on_done)
     out: dict = {"n": 0, "mean_abs_diff": {}}
     pairs_all: list[tuple[float, float]] = []
     for c in CATEGORIES:

@@ -21,7 +21,10 @@ def attention_maps(lm: LoadedModel, prompt: str, path: str | Path, *, max_tokens
     import matplotlib.pyplot as plt
     import torch
 
-    ids = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"][:max_tokens]
+    # Never past the trained context: positions beyond it have no embedding (or an untrained one).
+    ids = lm.tokenizer(prompt, add_special_tokens=False)["input_ids"][
+        : min(max_tokens, lm.context_length)
+    ]
     if not ids:
         raise ValueError("attention prompt is empty after tokenization")
     with torch.inference_mode():
@@ -33,19 +36,18 @@ def attention_maps(lm: LoadedModel, prompt: str, path: str | Path, *, max_tokens
         raise RuntimeError("model returned no attention weights (load with eager attention)")
     layers, heads = len(atts), atts[0].shape[0]
     labels = _token_labels(lm, ids)
-    cell = max(2.0, min(4.0, 0.12 * len(ids)))
+    # Every token keeps its label: the cells grow with the prompt (about 0.1 inch per token,
+    # so a 5-point label fits at 90 dpi) instead of the labels being dropped.
+    cell = max(2.0, 0.1 * len(ids) + 0.8)
+    font = 5 if len(ids) <= 48 else 4
     fig, axes = plt.subplots(layers, heads, figsize=(cell * heads, cell * layers), squeeze=False)
     for li in range(layers):
         for hi in range(heads):
             ax = axes[li][hi]
             ax.imshow(atts[li][hi], cmap="viridis", vmin=0, vmax=1)
             ax.set_title(f"layer {li} head {hi}", fontsize=8)
-            if len(ids) <= 24:
-                ax.set_xticks(range(len(ids)), labels, rotation=90, fontsize=5)
-                ax.set_yticks(range(len(ids)), labels, fontsize=5)
-            else:
-                ax.set_xticks([])
-                ax.set_yticks([])
+            ax.set_xticks(range(len(ids)), labels, rotation=90, fontsize=font)
+            ax.set_yticks(range(len(ids)), labels, fontsize=font)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -54,6 +56,7 @@ def attention_maps(lm: LoadedModel, prompt: str, path: str | Path, *, max_tokens
         "layers": layers,
         "heads": heads,
         "tokens": len(ids),
+        "labelled_tokens": len(axes[0][0].get_xticklabels()),
         "png": str(path),
         "row_sum_max_error": float(max(abs(a.sum(-1) - 1).max() for a in atts)),
     }
@@ -82,14 +85,13 @@ def top_activating_tokens(
                 lambda _m, _inp, out, li=li: store[li].append(out[0].float().cpu().numpy())
             )
         )
+    window = min(max_tokens_per_text, lm.context_length)  # positions the model was trained on
     tokens: list[tuple[int, int]] = []  # (text index, position)
     all_ids: list[list[int]] = []
     try:
         with torch.inference_mode():
             for text in texts:
-                ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][
-                    :max_tokens_per_text
-                ]
+                ids = lm.tokenizer(text, add_special_tokens=False)["input_ids"][:window]
                 if not ids:
                     continue
                 all_ids.append(ids)

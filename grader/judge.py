@@ -48,6 +48,7 @@ class Judgment:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    first_raw: str | None = None  # the unreadable first answer when a correction was asked
 
     @property
     def ok(self) -> bool:
@@ -61,6 +62,7 @@ class Judgment:
             "method": self.method,
             "attempts": self.attempts,
             "raw": self.raw,
+            "first_raw": self.first_raw,
             "error": self.error,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
@@ -101,8 +103,12 @@ class Judge:
         cache: JudgmentCache | None,
         *,
         concurrency: int = 32,
+        rejudge_failures: bool = False,
+        parser: Callable[[str], ParsedScores | None] | None = None,
     ) -> None:
         self.transport = transport
+        self._parser = parser
+        self.rejudge_failures = rejudge_failures
         self.rubric = rubric
         self.cache = cache
         self.stats = JudgeStats()
@@ -116,13 +122,22 @@ class Judge:
     def model(self) -> str:
         return self.transport.model
 
+    @property
+    def simulator(self) -> bool:
+        """Whether the built-in simulator answers: every number it yields is marked so."""
+        return bool(getattr(self.transport, "simulator", False))
+
     def parse(self, text: str) -> ParsedScores | None:
+        if self._parser is not None:
+            return self._parser(text)
         if self._template is not None:
             return parse_template(text, self._template)
         return parse_gpt_eval(text)
 
-    def key(self, prompt: str, completion: str) -> str:
-        return judgment_key(self.model, self.rubric.version, prompt, completion)
+    def key(self, prompt: str, completion: str, repeat: int = 0) -> str:
+        # Repeat n > 0 is an independent second judgment (judge noise), cached on its own key.
+        version = self.rubric.version + (f"#repeat{repeat}" if repeat else "")
+        return judgment_key(self.model, version, prompt, completion)
 
     async def _call(self, messages: list[dict]) -> JudgeReply:
         if self._abort:
@@ -133,27 +148,53 @@ class Judge:
         self.stats.completion_tokens += reply.completion_tokens
         return reply
 
+    def _from_cache(self, key: str) -> Judgment | None:
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is None or (hit["method"] == "parse_failure" and self.rejudge_failures):
+            return None
+        self.stats.cache_hits += 1
+        if hit["method"] == "parse_failure":
+            self.stats.parse_failures += 1
+        return Judgment(
+            key=key,
+            scores=hit["scores"],
+            age_group=hit.get("age_group"),
+            method=hit["method"],
+            attempts=hit.get("attempts", 1),
+            raw=hit.get("raw", ""),
+            cached=True,
+            first_raw=hit.get("first_raw"),
+        )
+
+    def _correction(self) -> str:
+        if self.rubric.correction:
+            return self.rubric.correction
+        return "I could not read your grades. Answer again in exactly the format asked for above."
+
     async def grade(
-        self, prompt: str, completion: str, fields: dict[str, str], *, use_cache: bool = True
+        self,
+        prompt: str,
+        completion: str,
+        fields: dict[str, str],
+        *,
+        use_cache: bool = True,
+        repeat: int = 0,
     ) -> Judgment:
-        """Run the rubric's turns and parse the last answer; retry the last turn once if needed."""
-        key = self.key(prompt, completion)
-        if use_cache and self.cache is not None:
-            hit = self.cache.get(key)
+        """Run the rubric's turns and parse the last answer.
+
+        An unreadable answer gets one follow-up turn asking for the exact format (resending the
+        same messages at temperature 0 would return the same answer). A final failure is cached
+        with both raw answers, so a rerun does not pay for it again.
+        """
+        key = self.key(prompt, completion, repeat)
+        if use_cache:
+            hit = self._from_cache(key)
             if hit is not None:
-                self.stats.cache_hits += 1
-                return Judgment(
-                    key=key,
-                    scores=hit["scores"],
-                    age_group=hit.get("age_group"),
-                    method=hit["method"],
-                    attempts=hit.get("attempts", 1),
-                    raw=hit.get("raw", ""),
-                    cached=True,
-                )
+                return hit
         async with self._sem:
             pt = ct = 0
             messages: list[dict] = []
+            first_raw = None
             try:
                 reply = None
                 for turn in self.rubric.turns:
@@ -166,7 +207,11 @@ class Judge:
                 parsed, attempts = self.parse(reply.text), 1
                 if parsed is None:
                     self.stats.retries += 1
-                    attempts = 2
+                    attempts, first_raw = 2, reply.text
+                    messages += [
+                        {"role": "assistant", "content": reply.text},
+                        {"role": "user", "content": self._correction()},
+                    ]
                     reply = await self._call(messages)
                     pt, ct = pt + reply.prompt_tokens, ct + reply.completion_tokens
                     parsed = self.parse(reply.text)
@@ -174,41 +219,25 @@ class Judge:
                 self._abort = exc
                 raise
             except JudgeCallError as exc:
+                # Transient by nature (content filter, 5xx after retries): not cached.
                 self.stats.errors += 1
                 log.warning("judge_error key=%s error=%s", key[:12], exc)
                 return Judgment(key, {}, None, "error", 1, "", error=str(exc))
         if parsed is None:
             self.stats.parse_failures += 1
             log.warning("judge_parse_failure key=%s answer=%r", key[:12], reply.text[:200])
-            # Not cached: a rerun (maybe with a better judge) tries again.
-            return Judgment(
-                key,
-                {},
-                None,
-                "parse_failure",
-                attempts,
-                reply.text,
-                prompt_tokens=pt,
-                completion_tokens=ct,
+            judgment = Judgment(key, {}, None, "parse_failure", attempts, reply.text)
+        else:
+            setattr(self.stats, parsed.method, getattr(self.stats, parsed.method) + 1)
+            judgment = Judgment(
+                key, parsed.scores, parsed.age_group, parsed.method, attempts, reply.text
             )
-        judgment = Judgment(
-            key,
-            parsed.scores,
-            parsed.age_group,
-            parsed.method,
-            attempts,
-            reply.text,
-            prompt_tokens=pt,
-            completion_tokens=ct,
-        )
-        setattr(self.stats, parsed.method, getattr(self.stats, parsed.method) + 1)
+        judgment.first_raw = first_raw
+        judgment.prompt_tokens, judgment.completion_tokens = pt, ct
         if use_cache and self.cache is not None:
             self.cache.put(
                 judgment.to_dict()
-                | {
-                    "judge_model": self.model,
-                    "rubric_version": self.rubric.version,
-                }
+                | {"judge_model": self.model, "rubric_version": self.rubric.version}
             )
         return judgment
 
@@ -217,13 +246,14 @@ class Judge:
         items: list[tuple[str, str, dict[str, str]]],
         *,
         use_cache: bool = True,
+        repeat: int = 0,
         on_done: Callable[[], None] | None = None,
     ) -> list[Judgment]:
         """Grade items concurrently; an unreachable judge stops the batch (done ones are cached)."""
 
         async def one(item: tuple[str, str, dict[str, str]]) -> Judgment:
             try:
-                return await self.grade(*item, use_cache=use_cache)
+                return await self.grade(*item, use_cache=use_cache, repeat=repeat)
             finally:
                 if on_done:
                     on_done()

@@ -64,8 +64,18 @@ class _Pricing:
 class EngineTransport:
     """JudgeTransport over StoryEngine.chat('judge', ...)."""
 
-    def __init__(self, engine, model: str, *, base_url: str, temperature: float, max_tokens: int):
+    def __init__(
+        self,
+        engine,
+        model: str,
+        *,
+        base_url: str,
+        temperature: float,
+        max_tokens: int,
+        simulator: bool = False,
+    ):
         self.engine = engine
+        self.simulator = simulator
         self.model = model
         self.base_url = base_url
         self.temperature = temperature
@@ -137,7 +147,12 @@ async def open_transport(
     )
     try:
         yield EngineTransport(
-            engine, model, base_url=base_url, temperature=temperature, max_tokens=max_tokens
+            engine,
+            model,
+            base_url=base_url,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            simulator=provider == "simulator",
         )
     finally:
         await client.aclose()

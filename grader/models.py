@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -25,6 +26,8 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     training: dict = field(default_factory=dict)
+    tokenizer_dir: Path | None = None
+    _weights_sha: str | None = field(default=None, repr=False)
 
     @property
     def n_params(self) -> int:
@@ -32,7 +35,18 @@ class LoadedModel:
 
     @property
     def context_length(self) -> int:
-        return int(getattr(self.model.config, "max_position_embeddings", 2048))
+        return trained_context(self.model.config, self.training)[0]
+
+    @property
+    def context_source(self) -> str:
+        return trained_context(self.model.config, self.training)[1]
+
+    @property
+    def weights_sha(self) -> str:
+        """sha256 of the weight and tokenizer files: caches key completions by it."""
+        if self._weights_sha is None:
+            self._weights_sha = weights_hash(self.path, self.tokenizer_dir)
+        return self._weights_sha
 
     @property
     def eos_id(self) -> int | None:
@@ -49,8 +63,52 @@ class LoadedModel:
             "layers": getattr(cfg, "num_layers", getattr(cfg, "num_hidden_layers", None)),
             "heads": getattr(cfg, "num_heads", getattr(cfg, "num_attention_heads", None)),
             "context_length": self.context_length,
+            "context_source": self.context_source,
+            "weights_sha256": self.weights_sha[:16],
             "tokenizer": tokenizer_description(self.tokenizer),
         }
+
+
+# Keys older trainer outputs used in training.json for the sequence length they trained at.
+_TRAINED_CONTEXT_KEYS = ("context_length", "seq_len", "block_size")
+
+
+def trained_context(config: Any, training: dict) -> tuple[int, str]:
+    """(context, where it came from): the window the model was trained at, never more.
+
+    The trainer saves the trained context as `max_position_embeddings`; an older model dir may
+    have a larger position table than it ever trained, with the real length in training.json.
+    """
+    n_pos = getattr(config, "max_position_embeddings", None)
+    trained = next(
+        (int(training[k]) for k in _TRAINED_CONTEXT_KEYS if isinstance(training.get(k), int)),
+        None,
+    )
+    if trained is not None and (n_pos is None or trained < n_pos):
+        return trained, f"training.json (position table {n_pos})"
+    if n_pos is None:
+        raise ModelDirError(
+            "model config has no max_position_embeddings and training.json no context_length: "
+            "the context the model was trained at is unknown"
+        )
+    return int(n_pos), "config.json max_position_embeddings"
+
+
+def weights_hash(path: Path, tokenizer_dir: Path | None = None) -> str:
+    """sha256 over the weight files and the tokenizer: equal hashes mean equal completions."""
+    digest = hashlib.sha256()
+    # Only the weights: a checkpoint's optimizer or RNG state must not make it look different.
+    files = sorted(
+        f for pattern in ("model*.safetensors", "pytorch_model*.bin") for f in path.glob(pattern)
+    )
+    tok = tokenizer_dir or path
+    files += [tok / f for f in TOKENIZER_FILES if (tok / f).is_file()]
+    for f in files:
+        digest.update(f.name.encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def tokenizer_description(tokenizer: Any) -> str:
@@ -68,7 +126,26 @@ def check_model_dir(path: str | Path, tokenizer_dir: str | Path | None = None) -
         raise ModelDirError(f"model directory {p} has no config.json (not a save_pretrained dir)")
     if not any((t / f).is_file() for f in TOKENIZER_FILES):
         raise ModelDirError(f"model directory {p} has no tokenizer (expected tokenizer.json)")
+    _check_context_is_recorded(p)
     return p
+
+
+def _check_context_is_recorded(p: Path) -> None:
+    """A config without a position count loads with the class default (2048 for GPT-Neo), which
+    says nothing about what the model was trained at: refuse rather than evaluate past it."""
+    try:
+        config = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"model directory {p}: config.json is unreadable ({exc})") from exc
+    keys = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
+    if any(isinstance(config.get(k), int) for k in keys):
+        return
+    if any(isinstance(read_training_info(p).get(k), int) for k in _TRAINED_CONTEXT_KEYS):
+        return
+    raise ModelDirError(
+        f"model directory {p} records no training context (config.json has no "
+        "max_position_embeddings, training.json no context_length)"
+    )
 
 
 def read_training_info(path: Path) -> dict:
@@ -111,12 +188,15 @@ def load_model(
     if tokenizer.pad_token_id is None:
         # Padding positions are masked out; any id works, EOS is the usual choice.
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.convert_ids_to_tokens(0)
+    training = read_training_info(p)
+    trained_context(model.config, training)  # an unknown context fails here, in one line
     return LoadedModel(
         path=p,
         name=name or p.name,
         model=model,
         tokenizer=tokenizer,
-        training=read_training_info(p),
+        training=training,
+        tokenizer_dir=Path(tokenizer_dir) if tokenizer_dir else p,
     )
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from grader.parsing import CATEGORIES
+from grader.plots import write_plots
 
 SIM_WARNING = (
     "**JUDGE IS THE BUILT-IN SIMULATOR**: scores come from text heuristics, not from an LLM. "
@@ -13,15 +14,35 @@ SIM_WARNING = (
 )
 
 
+# Appended to every number the simulator judge produced, wherever it is shown.
+SIM_MARK = " (sim)"
+
+
 def _fmt(v: float | None, digits: int = 2) -> str:
     return "-" if v is None else f"{v:.{digits}f}"
 
 
-def _ci(summary: dict | None) -> str:
-    if not summary or summary.get("mean") is None:
+def _counts(summary: dict) -> str:
+    """`n=210, 10 unscored`: how many completions a mean covers and how many it leaves out."""
+    if "n_completions" not in summary:
+        return f"n={summary.get('n_prompts', 0)} prompts"
+    extra = f", {summary['n_unscored']} unscored" if summary.get("n_unscored") else ""
+    return f"n={summary['n_completions']}{extra}"
+
+
+def _ci(summary: dict | None, sim: bool = False) -> str:
+    if not summary:
         return "-"
+    mark = SIM_MARK if sim else ""
+    if summary.get("mean") is None:
+        return f"- ({_counts(summary)})" if "n_completions" in summary else "-"
     ci = summary.get("ci95")
-    return f"{summary['mean']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{summary['mean']:.2f}"
+    body = f"{summary['mean']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{summary['mean']:.2f}"
+    return f"{body}{mark} ({_counts(summary)})"
+
+
+def _is_sim(result: dict) -> bool:
+    return bool(result["judge"].get("simulator"))
 
 
 def eval_loss(entry: dict) -> tuple[float | None, str]:
@@ -46,7 +67,12 @@ def paper_table(models: list[dict]) -> list[dict]:
                 "eval_loss": loss,
                 "eval_loss_source": src,
                 **{c: o[c]["mean"] for c in CATEGORIES},
+                **{f"{c}_ci95": o[c].get("ci95") for c in CATEGORIES},
+                **{f"{c}_n": o[c].get("n_completions") for c in CATEGORIES},
+                "n_completions": m["gpt_eval"].get("n_completions"),
+                "parse_failures": m["gpt_eval"].get("parse_failures"),
                 "age_group": o["age_group"].get("mean_letter"),
+                "judge": "SIMULATOR" if m["gpt_eval"].get("judge_simulator") else "llm",
             }
         )
     return rows
@@ -54,13 +80,14 @@ def paper_table(models: list[dict]) -> list[dict]:
 
 def summary_line(result: dict) -> str:
     parts = []
+    mark = SIM_MARK if _is_sim(result) else ""
     for r in paper_table(result["models"]):
+        scores = " ".join(f"{c} {_fmt(r[c])}{mark}" for c in CATEGORIES)
         parts.append(
-            f"{r['model']}: grammar {_fmt(r['grammar'])} creativity {_fmt(r['creativity'])} "
-            f"consistency {_fmt(r['consistency'])} plot {_fmt(r['plot'])} "
-            f"age {r['age_group'] or '-'}"
+            f"{r['model']}: {scores} age {r['age_group'] or '-'}{mark} "
+            f"(n={r['n_completions']}, {r['parse_failures']} unreadable)"
         )
-    sim = " (SIMULATOR judge)" if result["judge"].get("simulator") else ""
+    sim = " (SIMULATOR judge)" if _is_sim(result) else ""
     return (
         f"graded {len(result['models'])} model(s){sim}: "
         + "; ".join(parts)
@@ -68,65 +95,24 @@ def summary_line(result: dict) -> str:
     )
 
 
-def _plots(result: dict, out: Path) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    models = result["models"]
-    rows = sorted(paper_table(models), key=lambda r: r["params"])
-    if rows:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for c in CATEGORIES:
-            pts = [(r["params"], r[c]) for r in rows if r[c] is not None]
-            if pts:
-                ax.plot([p for p, _ in pts], [v for _, v in pts], marker="o", label=c)
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
-        ax.set_ylabel("GPT-Eval score (/10)")
-        ax.set_ylim(0, 10)
-        ax.set_title("Scores by model size")
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "scores_by_size.png", dpi=100)
-        plt.close(fig)
-        written.append("scores_by_size.png")
-    with_ck = [m for m in models if m.get("checkpoints")]
-    if with_ck:
-        fig, axes = plt.subplots(1, len(with_ck), figsize=(6 * len(with_ck), 4), squeeze=False)
-        for ax, m in zip(axes[0], with_ck, strict=True):
-            cks = m["checkpoints"]
-            for c in CATEGORIES:
-                pts = [
-                    (ck["step"], ck["gpt_eval"]["overall"][c]["mean"])
-                    for ck in cks
-                    if ck["gpt_eval"]["overall"][c]["mean"] is not None
-                ]
-                if pts:
-                    ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", label=c)
-            ax.set_xlabel("training step")
-            ax.set_ylabel("GPT-Eval score (/10)")
-            ax.set_ylim(0, 10)
-            ax.set_title(f"{m['model']['name']}: scores by checkpoint")
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "scores_by_checkpoint.png", dpi=100)
-        plt.close(fig)
-        written.append("scores_by_checkpoint.png")
-    return written
-
-
 def render_markdown(result: dict, plots: list[str]) -> str:
     j = result["judge"]
+    sim = _is_sim(result)
+    mark = SIM_MARK if sim else ""
     lines = ["# TinyStories grading report", ""]
-    if j.get("simulator"):
-        lines += [f"> {SIM_WARNING} (requested judge: `{j.get('requested_model')}`)", ""]
+    if sim:
+        lines += [
+            f"> {SIM_WARNING} (requested judge: `{j.get('requested_model')}`). "
+            f"Every score from it is marked `{SIM_MARK.strip()}`.",
+            "",
+        ]
     s = result["settings"]
     g = s["generation"]
     lines += [
-        f"Judge: `{j['model']}` at `{j['base_url']}`, rubric `{j['rubric_version']}`. "
+        f"Judge: `{j['model']}` at `{j['base_url']}`, temperature {j.get('temperature')}, "
+        f"max tokens {j.get('max_tokens')}, rubrics `{j['rubric_version']}` and "
+        f"`{j.get('instruct_rubric_version')}`; an unreadable answer gets one correction turn, "
+        "then counts as unscored. "
         f"Prompts: {s['prompts']}, completions per prompt: {s['k']} "
         f"({g['mode']}, temperature {g['temperature']}, beams {g['num_beams']}, "
         f"max {g['max_new_tokens']} new tokens).",
@@ -142,17 +128,26 @@ def render_markdown(result: dict, plots: list[str]) -> str:
         "",
         "## Comparison (paper style)",
         "",
-        "| model | params | eval loss | grammar | creativity | consistency | plot | age group |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | params | eval loss | grammar | creativity | consistency | plot | age group "
+        "| judged (unreadable) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in paper_table(result["models"]):
         loss = _fmt(r["eval_loss"], 3) + (" *" if r["eval_loss_source"] == "training.json" else "")
-        lines.append(
-            f"| {r['model']} | {r['params']:,} | {loss} | {_fmt(r['grammar'])} | "
-            f"{_fmt(r['creativity'])} | {_fmt(r['consistency'])} | {_fmt(r['plot'])} | "
-            f"{r['age_group'] or '-'} |"
+        scores = " | ".join(
+            f"{_fmt(r[c])}{mark if r[c] is not None else ''} (n={r[f'{c}_n']})" for c in CATEGORIES
         )
-    lines += ["", "Eval loss marked * is the trainer's own figure (no --data given).", ""]
+        lines.append(
+            f"| {r['model']} | {r['params']:,} | {loss} | {scores} | "
+            f"{r['age_group'] or '-'}{mark if r['age_group'] else ''} | "
+            f"{r['n_completions']} ({r['parse_failures']}) |"
+        )
+    lines += [
+        "",
+        "Eval loss marked * is the trainer's own figure (no --data given). n: completions "
+        "whose answer gave that score; unreadable answers are left out of every mean.",
+        "",
+    ]
     lines += [f"![{p}]({p})" for p in plots] + [""]
     for m in result["models"]:
         lines += _model_section(m)
@@ -167,34 +162,46 @@ def _model_section(m: dict) -> list[str]:
         f"## {d['name']}",
         "",
         f"{d['params']:,} parameters, {d['layers']} layers, hidden {d['hidden_size']}, "
-        f"context {d['context_length']}, tokenizer {d['tokenizer']}.",
+        f"tokenizer {d['tokenizer']}. Loss and generation stay within the trained context of "
+        f"{d['context_length']} tokens (from {d.get('context_source', 'config.json')})"
+        + (
+            f"; completions got {d['max_new_tokens_used']} new tokens to fit it."
+            if d.get("max_new_tokens_used")
+            else "."
+        ),
         "",
         "### GPT-Eval (mean over prompts, bootstrap 95% CI over prompts)",
         "",
-        "| category | mean [95% CI] |",
+        "| category | mean [95% CI] (completions scored) |",
         "|---|---|",
     ]
-    lines += [f"| {c} | {_ci(o[c])} |" for c in CATEGORIES]
+    sim = bool(ge.get("judge_simulator"))
+    lines += [f"| {c} | {_ci(o[c], sim)} |" for c in CATEGORIES]
     age = o["age_group"]
     lines += [
-        f"| age group | {age.get('mean_letter') or '-'} (mode {age.get('mode') or '-'}, "
-        f"distribution {age.get('distribution')}) |",
+        f"| age group | {age.get('mean_letter') or '-'}{SIM_MARK if sim else ''} (mode "
+        f"{age.get('mode') or '-'}, distribution {age.get('distribution')}) |",
         "",
-        f"Judged {ge['judged']} completions; parse failures {ge['parse_failures']}, "
-        f"judge errors {ge['errors']}; parse methods {ge['methods']}.",
+        f"Judged {ge['judged']} of {ge.get('n_completions', ge['judged'])} completions; "
+        f"unreadable answers {ge['parse_failures']} (after one correction turn each), judge "
+        f"errors {ge['errors']}; parse methods {ge['methods']}.",
     ]
+    lines += _failures(ge.get("failures") or [])
+    mark = SIM_MARK if sim else ""
+    cols = [f"{c}{mark}" for c in CATEGORIES]
     noise = ge.get("judge_noise")
     if noise:
         diffs = ", ".join(f"{c} {_fmt(v)}" for c, v in noise["mean_abs_diff"].items())
         lines.append(
-            f"Judge noise ({noise['n']} completions graded twice, mean |difference|): "
+            f"Judge noise{mark} ({noise['n']} completions graded twice, mean |difference|): "
             f"{diffs}; overall {_fmt(noise['overall_mean_abs_diff'])}."
         )
+    lines += _agreement(m.get("agreement"), mark)
     lines += [
         "",
         "<details><summary>Per-prompt means</summary>",
         "",
-        "| # | prompt | " + " | ".join(CATEGORIES) + " | failed |",
+        "| # | prompt | " + " | ".join(cols) + " | unreadable |",
         "|---|---|" + "---|" * len(CATEGORIES) + "---|",
     ]
     for r in ge["per_prompt"]:
@@ -210,13 +217,14 @@ def _model_section(m: dict) -> list[str]:
         lines += [
             "### Capability suites (greedy, expected-answer rules)",
             "",
-            "| suite | scored | passed | accuracy | judge consistency |",
+            f"| suite | scored | passed | accuracy [Wilson 95% CI] | judge consistency{mark} |",
             "|---|---|---|---|---|",
         ]
         for name, t in m["capability"]["table"].items():
+            ci = t.get("ci95")
+            acc = _fmt(t["accuracy"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
             lines.append(
-                f"| {name} | {t['n']} | {t['passed']} | {_fmt(t['accuracy'])} | "
-                f"{_fmt(t['judge_consistency'])} |"
+                f"| {name} | {t['n']} | {t['passed']} | {acc} | {_fmt(t['judge_consistency'])} |"
             )
         lines.append("")
     if m.get("loss"):
@@ -253,7 +261,9 @@ def _model_section(m: dict) -> list[str]:
             lines += [
                 "### Instruction following",
                 "",
-                f"{ins['n']} held-out instructions: judge score {_ci(ins['judge_score'])}, "
+                f"{ins['n']} held-out instructions: judge score "
+                f"{_ci(ins['judge_score'], bool(ins.get('judge_simulator')))} "
+                f"({ins.get('parse_failures', 0)} unreadable), "
                 f"share of required words present {_ci(ins['required_word_share'])}.",
                 "",
             ]
@@ -272,23 +282,54 @@ def _model_section(m: dict) -> list[str]:
         lines += [
             "### Checkpoints",
             "",
-            "| step | eval loss | " + " | ".join(CATEGORIES) + " |",
+            "| step | eval loss | " + " | ".join(cols) + " |",
             "|---|---|" + "---|" * len(CATEGORIES),
         ]
         for ck in m["checkpoints"]:
             o2 = ck["gpt_eval"]["overall"]
+            step = f"{ck['step']} (= final model)" if ck.get("same_as_final") else ck["step"]
             lines.append(
-                f"| {ck['step']} | {_fmt(ck.get('loss', {}).get('loss'), 3)} | "
-                + " | ".join(_fmt(o2[c]["mean"]) for c in CATEGORIES)
+                f"| {step} | {_fmt(ck.get('loss', {}).get('loss'), 3)} | "
+                + " | ".join(f"{_fmt(o2[c]['mean'])} ({_counts(o2[c])})" for c in CATEGORIES)
                 + " |"
             )
-        lines.append("")
+        lines += ["", "A checkpoint with the final model's weights is graded once.", ""]
     return lines
+
+
+def _agreement(agreement: dict | None, mark: str) -> list[str]:
+    if not agreement:
+        return []
+    first, others = agreement["judges"][0], agreement["judges"][1:]
+    lines = [
+        "",
+        f"Judge agreement{mark} on the same completions (Spearman against `{first}`, "
+        "Krippendorff's alpha, interval, across all judges; means per judge):",
+        "",
+        "| category | alpha | " + " | ".join(f"rho vs {o} (n)" for o in others) + " | means |",
+        "|---|---|" + "---|" * len(others) + "---|",
+    ]
+    for c, row in agreement["categories"].items():
+        rhos = " | ".join(f"{_fmt(row['spearman_vs_first'][o])} ({row['n'][o]})" for o in others)
+        means = ", ".join(f"{k} {_fmt(v)}" for k, v in row["means"].items())
+        lines.append(f"| {c} | {_fmt(row['alpha'])} | {rhos} | {means} |")
+    return lines
+
+
+def _failures(failures: list[dict]) -> list[str]:
+    if not failures:
+        return []
+    lines = ["", "<details><summary>Unreadable or failed judge answers (raw)</summary>", ""]
+    for f in failures:
+        raw = (f.get("raw") or "").replace("\n", " ")[:300]
+        where = f"prompt {f['prompt_index']}, " if "prompt_index" in f else ""
+        lines.append(f"- {where}{f['method']}: `{raw}`")
+    return [*lines, "", "</details>"]
 
 
 def write_report(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    plots = _plots(result, out)
+    plots = write_plots(result, paper_table(result["models"]), out)
     result["plots"] = plots
     result["table"] = paper_table(result["models"])
     result["summary"] = summary_line(result)

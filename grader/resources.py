@@ -19,6 +19,7 @@ class Rubric:
     categories: tuple[str, ...]
     turns: tuple[str, ...]
     age_groups: dict[str, str]
+    correction: str | None = None  # the one follow-up turn after an unreadable answer
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class CapabilityItem:
     prompt: str
     expect: tuple[str, ...]
     supplied: bool
+    right: str | None = None  # a continuation the rule must pass (tested)
+    wrong: str | None = None  # a continuation the rule must fail (tested)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ def load_rubric(name: str = "gpt_eval_rubric.yaml") -> Rubric:
         categories=tuple(data.get("categories") or ()),
         turns=tuple(str(t) for t in data["turns"]),
         age_groups={str(k): str(v) for k, v in (data.get("age_groups") or {}).items()},
+        correction=str(data["correction"]) if data.get("correction") else None,
     )
 
 
@@ -98,6 +102,8 @@ def load_capability_suites(
                     prompt=str(entry["prompt"]),
                     expect=tuple(str(e) for e in entry.get("expect") or ()),
                     supplied=bool(entry.get("supplied", False)),
+                    right=entry.get("right"),
+                    wrong=entry.get("wrong"),
                 )
             )
     if only:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from grader import capability, instruct, loss, sections
-from grader.cache import JudgmentCache
+from grader.cache import CompletionCache, JudgmentCache
+from grader.config import GradeConfig, GradeError, Progress
 from grader.exportdata import column, load_export
-from grader.generation import GenerationSettings
+from grader.generation import within_context
 from grader.judge import Judge, JudgeTransport, gpt_eval_fields
 from grader.judge_client import JudgeCost, open_transport
 from grader.models import (
@@ -22,6 +24,7 @@ from grader.models import (
     checkpoint_tokenizer_dir,
     list_checkpoints,
     load_model,
+    weights_hash,
 )
 from grader.resources import (
     GraderDataError,
@@ -33,70 +36,12 @@ from grader.resources import (
 log = logging.getLogger(__name__)
 
 
-class Progress(Protocol):
-    def task(self, description: str, total: int) -> Callable[[int], None]: ...
-    def note(self, message: str) -> None: ...
-
-
 class _Quiet:
     def task(self, description: str, total: int) -> Callable[[int], None]:
         return lambda n=1: None
 
     def note(self, message: str) -> None:
         log.info("grade_note %s", message)
-
-
-@dataclass
-class JudgeSettings:
-    model: str
-    base_url: str
-    api_key: str = field(repr=False)
-    simulator: bool = False
-    requested_model: str | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    concurrency: int = 32
-    max_attempts: int = 4
-    timeout_s: float = 60.0
-
-    def public(self) -> dict:
-        # Never the key.
-        return {
-            "model": self.model,
-            "base_url": self.base_url,
-            "simulator": self.simulator,
-            "requested_model": self.requested_model,
-            "rpm": self.rpm,
-            "tpm": self.tpm,
-        }
-
-
-@dataclass
-class GradeConfig:
-    models: list[Path]
-    out: Path
-    judge: JudgeSettings | None = None  # set before grade(); the simulator's URL comes late
-    data: Path | None = None
-    k: int = 10
-    n_prompts: int | None = None  # first N evaluation prompts (None: all 44)
-    prompts_file: Path | None = None
-    suites: list[str] | None = None  # None: every suite
-    judge_suites: bool = False
-    generation: GenerationSettings = field(default_factory=GenerationSettings)
-    noise_sample: int = 20  # completions graded twice to measure the judge's own noise
-    instruct: str = "auto"  # auto | on | off
-    instruct_n: int = 20
-    memorization_n: int = 20
-    loss_texts: int = 200
-    checkpoints: bool = True
-    checkpoint_k: int = 2  # checkpoints are many: fewer samples each, same prompts
-    attention_prompt: str | None = None
-    cache_path: Path | None = None
-    seed: int = 0
-
-
-class GradeError(RuntimeError):
-    """A grading run cannot start or continue; the message is for the user."""
 
 
 def validate_inputs(config: GradeConfig) -> dict[str, Any]:
@@ -116,13 +61,30 @@ def validate_inputs(config: GradeConfig) -> dict[str, Any]:
 
 
 async def _grade_model(
-    path: Path, judge: Judge, ijudge: Judge, inputs: dict, config: GradeConfig, progress: Progress
+    path: Path,
+    judges: list[Judge],
+    ijudge: Judge,
+    inputs: dict,
+    config: GradeConfig,
+    progress: Progress,
 ) -> dict:
+    judge = judges[0]
     out = config.out
     lm = await asyncio.to_thread(load_model, path)
     name = lm.name
-    progress.note(f"grading {name} ({lm.n_params:,} parameters)")
+    progress.note(
+        f"grading {name} ({lm.n_params:,} parameters): loss and generation stay within its "
+        f"trained context of {lm.context_length} tokens ({lm.context_source})"
+    )
     entry: dict[str, Any] = {"model": lm.describe(), "training": lm.training}
+    fitted = within_context(lm, config.generation)
+    if fitted.max_new_tokens != config.generation.max_new_tokens:
+        progress.note(
+            f"{name}: --max-new-tokens {config.generation.max_new_tokens} does not fit its "
+            f"context of {lm.context_length}; completions get {fitted.max_new_tokens} new tokens"
+        )
+        entry["model"]["max_new_tokens_used"] = fitted.max_new_tokens
+    ccache = inputs["completion_cache"]
     gpt, rows = await sections.gpt_eval_section(
         lm,
         judge,
@@ -133,8 +95,13 @@ async def _grade_model(
         name,
         config.noise_sample,
         config.seed,
+        cache=ccache,
     )
     entry["gpt_eval"] = gpt
+    if len(judges) > 1:
+        entry["agreement"] = await sections.agreement_section(
+            judges, inputs["prompts"], rows, progress, name
+        )
     sections.write_jsonl(out / "completions" / f"{name}.jsonl", rows)
     if inputs["suites"] is not None:
         caps = await asyncio.to_thread(capability.run_suites, lm, inputs["suites"])
@@ -175,11 +142,19 @@ async def _grade_model(
     if config.checkpoints:
         entry["checkpoints"] = []
         for step, ck in list_checkpoints(path):
+            tok_dir = checkpoint_tokenizer_dir(path, ck)
+            if await asyncio.to_thread(weights_hash, ck, tok_dir) == lm.weights_sha:
+                # The last checkpoint is usually the final model: graded once, reported twice.
+                entry["checkpoints"].append(
+                    {"step": step, "same_as_final": True, "gpt_eval": _ck_summary(gpt)}
+                    | ({"loss": entry["loss"]} if "loss" in entry else {})
+                )
+                continue
             ck_lm = await asyncio.to_thread(
                 load_model,
                 ck,
                 name=f"{name}@{step}",
-                tokenizer_dir=checkpoint_tokenizer_dir(path, ck),
+                tokenizer_dir=tok_dir,
             )
             gpt_ck, _ = await sections.gpt_eval_section(
                 ck_lm,
@@ -191,48 +166,65 @@ async def _grade_model(
                 ck_lm.name,
                 0,
                 config.seed,
+                cache=ccache,
             )
-            row = {
-                "step": step,
-                "gpt_eval": {
-                    "overall": gpt_ck["overall"],
-                    "parse_failures": gpt_ck["parse_failures"],
-                },
-            }
+            row = {"step": step, "gpt_eval": _ck_summary(gpt_ck)}
             if export is not None:
-                val = column(export, "validation", "text", config.loss_texts)
                 row["loss"] = await asyncio.to_thread(loss.evaluate_loss, ck_lm, val)
             entry["checkpoints"].append(row)
     log.info("model_graded name=%s params=%d", name, lm.n_params)
     return entry
 
 
+def _ck_summary(gpt: dict) -> dict:
+    keep = ("overall", "parse_failures", "n_completions", "judge_simulator")
+    return {k: gpt[k] for k in keep if k in gpt}
+
+
 async def _run(config: GradeConfig, inputs: dict, progress: Progress, cost: JudgeCost) -> dict:
     rubric = load_rubric()
     instruct_rubric = load_rubric("instruct_rubric.yaml")
     cache = JudgmentCache(config.cache_path or config.out / "judge_cache.jsonl")
+    inputs["completion_cache"] = CompletionCache(
+        config.completion_cache_path or config.out / "completion_cache.jsonl"
+    )
     js = config.judge
     assert js is not None
-    async with open_transport(
-        model=js.model,
-        base_url=js.base_url,
-        api_key=js.api_key,
-        provider="simulator" if js.simulator else "openai",
-        rpm=js.rpm,
-        tpm=js.tpm,
-        max_attempts=js.max_attempts,
-        timeout_s=js.timeout_s,
-        cost=cost,
-    ) as transport:
-        await _preflight(transport)
-        judge = Judge(transport, rubric, cache, concurrency=js.concurrency)
-        ijudge = Judge(transport, instruct_rubric, cache, concurrency=js.concurrency)
+    async with contextlib.AsyncExitStack() as stack:
+        transports = []
+        for model in [js.model, *config.extra_judges]:
+            transport = await stack.enter_async_context(
+                open_transport(
+                    model=model,
+                    base_url=js.base_url,
+                    api_key=js.api_key,
+                    provider="simulator" if js.simulator else "openai",
+                    rpm=js.rpm,
+                    tpm=js.tpm,
+                    max_attempts=js.max_attempts,
+                    timeout_s=js.timeout_s,
+                    temperature=js.temperature,
+                    max_tokens=js.max_tokens,
+                    cost=cost,
+                )
+            )
+            await _preflight(transport)
+            transports.append(transport)
+        opts = {"concurrency": js.concurrency, "rejudge_failures": config.rejudge_failures}
+        judges = [Judge(t, rubric, cache, **opts) for t in transports]
+        judge = judges[0]
+        ijudge = Judge(transports[0], instruct_rubric, cache, **opts)
         models = []
         for path in config.models:
-            models.append(await _grade_model(path, judge, ijudge, inputs, config, progress))
+            models.append(await _grade_model(path, judges, ijudge, inputs, config, progress))
         stats = judge.stats.to_dict()
         stats["instruct"] = ijudge.stats.to_dict()
-    return {"models": models, "judge_stats": stats, "cache_entries": len(cache)}
+    return {
+        "models": models,
+        "judge_stats": stats,
+        "cache_entries": len(cache),
+        "completion_cache_entries": len(inputs["completion_cache"]),
+    }
 
 
 async def _preflight(transport: JudgeTransport) -> None:
@@ -256,7 +248,11 @@ def grade(
     result = asyncio.run(_run(config, inputs, progress, cost))
     result.update(
         {
-            "judge": config.judge.public() | {"rubric_version": load_rubric().version},
+            "judge": config.judge.public()
+            | {
+                "rubric_version": load_rubric().version,
+                "instruct_rubric_version": load_rubric("instruct_rubric.yaml").version,
+            },
             "cost": cost.to_dict(),
             "settings": {
                 "k": config.k,

@@ -5,17 +5,35 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grader import gpteval, instruct, interpret, memorization
+from grader.agreement import judge_agreement
+from grader.cache import JsonlCache
+from grader.config import GradeConfig, Progress
 from grader.exportdata import column
 from grader.generation import GenerationSettings, generate
-from grader.judge import Judge
+from grader.judge import Judge, gpt_eval_fields
 from grader.models import LoadedModel, load_model
+from grader.parsing import CATEGORIES
 from grader.stats import distinct_n, mean_or_none, summarize
 
-if TYPE_CHECKING:
-    from grader.run import GradeConfig, Progress
+
+async def agreement_section(
+    judges: list[Judge], prompts: list[str], rows: list[dict], progress: Progress, label: str
+) -> dict:
+    """Extra judges grade the same completions; agreement with the first judge and overall."""
+    items = [(prompts[r["prompt_index"]], r["completion"]) for r in rows]
+    fields = [gpt_eval_fields(p, c) for p, c in items]
+    scores = [[r["scores"] if r["method"] in ("strict", "lenient") else None for r in rows]]
+    for judge in judges[1:]:
+        adv = progress.task(f"{label}: judge {judge.model}", len(items))
+        js = await judge.grade_many(
+            [(p, c, f) for (p, c), f in zip(items, fields, strict=True)],
+            on_done=lambda adv=adv: adv(1),
+        )
+        scores.append([j.scores if j.ok else None for j in js])
+    return judge_agreement([j.model for j in judges], scores, CATEGORIES)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
@@ -35,17 +53,29 @@ async def gpt_eval_section(
     label: str,
     noise_n: int,
     seed: int,
+    *,
+    cache: JsonlCache | None = None,
 ) -> tuple[dict, list[dict]]:
     per = 1 if settings.deterministic else k
     adv = progress.task(f"{label}: generating", len(prompts) * per)
     samples = await asyncio.to_thread(
-        gpteval.completions_for_prompts, lm, prompts, k=k, settings=settings, on_batch=adv
+        gpteval.completions_for_prompts,
+        lm,
+        prompts,
+        k=k,
+        settings=settings,
+        on_batch=adv,
+        cache=cache,
     )
     adv = progress.task(f"{label}: judging", len(samples))
     judgments = await gpteval.judge_samples(judge, samples, on_done=lambda: adv(1))
     result = gpteval.aggregate(samples, judgments, seed=seed)
     result["k"] = per
     result["generation"] = settings.to_dict()
+    result["judge_simulator"] = judge.simulator
+    if judge.simulator:
+        for row in result["per_prompt"]:
+            row["judge"] = "SIMULATOR"
     if noise_n:
         adv = progress.task(f"{label}: judge noise", min(noise_n, result["judged"]))
         result["judge_noise"] = await gpteval.judge_noise(
@@ -62,6 +92,7 @@ async def gpt_eval_section(
             "method": j.method,
             "cached": j.cached,
         }
+        | ({"judge": "SIMULATOR"} if judge.simulator else {})
         for s, j in zip(samples, judgments, strict=True)
     ]
     return result, rows
@@ -114,12 +145,18 @@ async def instruct_section(
                 "judge_score": score,
                 "method": j.method,
             }
+            | ({"judge": "SIMULATOR"} if judge.simulator else {})
         )
     return {
         "n": len(records),
-        "judge_score": summarize(scores, seed=config.seed),
+        "judge_simulator": judge.simulator,
+        "judge_score": summarize(scores, seed=config.seed)
+        | {"n_completions": len(scores), "n_unscored": len(records) - len(scores)},
         "required_word_share": summarize(shares, seed=config.seed),
         "parse_failures": sum(j.method == "parse_failure" for j in judgments),
+        "failures": [
+            {"method": j.method, "raw": j.raw or j.error or ""} for j in judgments if not j.ok
+        ][:10],
         "examples": rows[:5],
     }
 

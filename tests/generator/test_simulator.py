@@ -15,25 +15,16 @@ from generator.simulator.answers import answer, parse_story_request, score
 from generator.simulator.app import SimulatorState
 from generator.simulator.grammar import StoryRequest, write_story
 from generator.simulator.wordlists import BOYS, GIRLS
+from grader.resources import load_rubric
 from vocab import FEATURES, Recipe, RecipeSampler
 
 JUDGE_LINE = re.compile(
     r"^Grammar: (\d+)/10, Creativity: (\d+)/10, Consistency: (\d+)/10, Plot: (\d+)/10, "
     r"Age group: [A-F] \((3 or under|\d+-\d+)\)$"
 )
-TURN1 = (
-    "In the following exercise, the student is given a beginning of a story. The student needs "
-    "to complete it into a full story. The exercise tests the student's language abilities and "
-    "creativity. The symbol *** marks the separator between the prescribed beginning and the "
-    "student's completion:\n\n{beginning}***{completion}\n\nPlease provide your general "
-    "assessment about the part written by the student (the one after the *** symbol)."
-)
-TURN2 = (
-    "Now, grade the student's completion in terms of grammar, creativity, consistency with the "
-    "story's beginning and whether the plot makes sense. Moreover, please provide your best "
-    "guess of what the age of the student might be, as reflected from the completion. Choose "
-    "from possible age groups: A: 3 or under. B: 4-5. C: 6-7. D: 8-9. E: 10-12. F: 13-16."
-)
+# The real rubric file, closing sentence and all: its second and third `***` once fooled the
+# simulator into grading "." (an earlier copy of turn 1 here left that sentence out).
+TURN1, TURN2 = load_rubric().turns
 
 
 def user(text: str) -> list[dict]:
@@ -97,7 +88,7 @@ def test_judge_turns_follow_the_gpt_eval_format() -> None:
     beginning = "Once upon a time, there was a little girl named Lily. She loved to"
     good = " play in the park with her dog. One day, they found a big red ball. Lily and the dog "
     good += "played all day. In the end, they went home happy."
-    messages = user(TURN1.format(beginning=beginning, completion=good))
+    messages = user(TURN1.replace("{beginning}", beginning).replace("{completion}", good))
     first = answer(messages, random.Random(0))
     assert first.kind == "judge" and "***" not in first.text and len(first.text) > 20
     messages += [{"role": "assistant", "content": first.text}, *user(TURN2)]

@@ -65,7 +65,7 @@ def test_grade_with_simulator_writes_report_and_rerun_uses_cache(
     g = ge["overall"]["grammar"]
     assert 1 <= g["mean"] <= 10 and g["ci95"][0] <= g["mean"] <= g["ci95"][1]
     assert ge["judge_noise"]["n"] == 2
-    assert report["judge"]["simulator"] and report["judge"]["rubric_version"] == "gpt-eval-v1"
+    assert report["judge"]["simulator"] and report["judge"]["rubric_version"] == "gpt-eval-v2"
     assert "api_key" not in json.dumps(report["judge"])
     assert report["cost"]["requests"] > 0 and report["cost"]["usd"] > 0
     assert m["loss"]["context_length"] == 256 and m["loss"]["bits_per_byte"] > 0
@@ -77,6 +77,11 @@ def test_grade_with_simulator_writes_report_and_rerun_uses_cache(
     assert 1 <= ins["judge_score"]["mean"] <= 10
     assert 0 <= ins["required_word_share"]["mean"] <= 1
     assert [c["step"] for c in m["checkpoints"]] == [1, 2]
+    # The fixture's checkpoints hold the final weights: graded once, not three times.
+    assert all(c["same_as_final"] for c in m["checkpoints"])
+    assert report["judge"]["temperature"] == 0.0 and report["judge"]["max_tokens"] == 400
+    assert m["model"]["context_source"] == "config.json max_position_embeddings"
+    assert all(r["judge"] == "SIMULATOR" for r in report["table"])
     for name in (
         "report.md",
         "scores_by_size.png",
@@ -91,15 +96,47 @@ def test_grade_with_simulator_writes_report_and_rerun_uses_cache(
         "| model | params | eval loss | grammar | creativity | consistency | plot | age group |"
         in md
     )
-    completions = (out / "completions" / "tiny-64x2.jsonl").read_text().splitlines()
-    assert len(completions) == 6
+    # Every simulator number carries the mark, with the count it covers next to it.
+    assert re.search(r"\| grammar \| \d+\.\d\d \[[\d.]+, [\d.]+\] \(sim\) \(n=6\) \|", md), md
+    assert "within the trained context of 256 tokens" in md
+    assert "(sim)" in last and "n=6" in last
+    rows = [
+        json.loads(r) for r in (out / "completions" / "tiny-64x2.jsonl").read_text().splitlines()
+    ]
+    assert len(rows) == 6 and all(r["judge"] == "SIMULATOR" for r in rows)
 
-    # Rerun: every GPT-Eval judgment comes from the cache; only the noise sample is re-asked.
+    # Rerun: every completion and judgment (noise sample included) comes from the caches; the
+    # only judge request is the preflight.
     res2 = CliRunner().invoke(app, [*args, "--no-checkpoints"])
     assert res2.exit_code == 0, res2.output
     again = json.loads((out / "report.json").read_text())
-    assert again["judge_stats"]["cache_hits"] >= 6
+    assert again["judge_stats"]["cache_hits"] >= 8 and again["cost"]["requests"] == 1
     assert again["models"][0]["gpt_eval"]["overall"]["grammar"]["mean"] == g["mean"]
+
+
+def test_larger_run_reuses_completions_and_judgments(model_dir, tmp_path, no_key):
+    from grader.cache import CompletionCache
+
+    out = tmp_path / "report"
+    base = ["grade", "--model", str(model_dir), "--out", str(out), "--suites", "none"]
+    base += ["--no-checkpoints", "--max-new-tokens", "16", "--noise-sample", "0"]
+    small = CliRunner().invoke(app, [*base, "--k", "2", "--prompts", "2"])
+    assert small.exit_code == 0, small.output
+    first = CompletionCache(out / "completion_cache.jsonl")
+    assert len(first) == 4
+    before = {e["key"]: e["text"] for e in first._entries.values()}
+    large = CliRunner().invoke(app, [*base, "--k", "3", "--prompts", "3"])
+    assert large.exit_code == 0, large.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["judge_stats"]["cache_hits"] == 4  # the small run's judgments
+    assert report["models"][0]["gpt_eval"]["judged"] == 9
+    after = CompletionCache(out / "completion_cache.jsonl")
+    assert len(after) == 9  # 4 reused + 5 new
+    assert all(after.get(k)["text"] == t for k, t in before.items())
+    # A different seed is a different sample: nothing reused.
+    other = CliRunner().invoke(app, [*base, "--k", "2", "--prompts", "2", "--seed", "1"])
+    assert other.exit_code == 0, other.output
+    assert len(CompletionCache(out / "completion_cache.jsonl")) == 13
 
 
 def test_bad_inputs_exit_2_with_one_line(model_dir, export_dir, tmp_path, no_key):
@@ -107,11 +144,18 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, export_dir, tmp_path, no_key
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(model_dir / "config.json", bare / "config.json")
+    no_context = tmp_path / "no-context"
+    shutil.copytree(model_dir, no_context, ignore=shutil.ignore_patterns("checkpoints"))
+    cfg = json.loads((no_context / "config.json").read_text())
+    del cfg["max_position_embeddings"]
+    (no_context / "config.json").write_text(json.dumps(cfg))
+    (no_context / "training.json").write_text("{}")
     cases = [
         (["--model", str(bare)], "no tokenizer"),
         (["--model", str(model_dir), "--prompts", "0"], "empty"),
         (["--model", str(model_dir), "--data", str(tmp_path)], "not an export directory"),
         (["--model", str(model_dir), "--suites", "poetry"], "unknown suite"),
+        (["--model", str(no_context)], "records no training context"),
     ]
     for extra, needle in cases:
         res = runner.invoke(app, ["grade", "--out", str(tmp_path / "r"), *extra])
@@ -220,3 +264,18 @@ def test_loss_and_attention_helpers(model_dir, export_dir, tmp_path):
         app, ["grade-loss", "--model", str(model_dir), "--data", str(export_dir), "--split", "test"]
     )
     assert bad.exit_code == 2 and "no 'test' split" in bad.stderr
+
+
+def test_extra_judges_report_their_agreement(model_dir, tmp_path, no_key):
+    out = tmp_path / "r"
+    args = ["grade", "--model", str(model_dir), "--out", str(out), "--suites", "none"]
+    args += ["--no-checkpoints", "--k", "2", "--prompts", "3", "--max-new-tokens", "24"]
+    args += ["--noise-sample", "0", "--extra-judge", "simulator-judge-2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    agreement = json.loads((out / "report.json").read_text())["models"][0]["agreement"]
+    assert agreement["judges"] == ["simulator-judge-1", "simulator-judge-2"]
+    g = agreement["categories"]["grammar"]
+    # The simulator's heuristics are deterministic: two simulator judges agree perfectly.
+    assert g["alpha"] == 1.0 and g["n"]["simulator-judge-2"] == 6
+    assert "Judge agreement (sim)" in (out / "report.md").read_text()

@@ -51,21 +51,41 @@ async def test_two_turn_conversation_and_cache(tmp_path):
     j2 = _judge(t2, tmp_path)
     again = await j2.grade("Once upon", " a time.", gpt_eval_fields("Once upon", " a time."))
     assert again.cached and again.scores == res.scores and t2.calls == 0
-    key = judgment_key("scripted-judge", "gpt-eval-v1", "Once upon", " a time.")
+    key = judgment_key("scripted-judge", "gpt-eval-v2", "Once upon", " a time.")
     assert JudgmentCache(tmp_path / "cache.jsonl").get(key)["scores"]["plot"] == 5
 
 
-async def test_retry_then_parse_failure_is_recorded_not_raised(tmp_path):
+async def test_unreadable_answer_gets_one_correction_turn(tmp_path):
     t = ScriptedJudge(["I refuse to grade.", GOOD])
     j = _judge(t, tmp_path)
     ok = await j.grade("a", "b", gpt_eval_fields("a", "b"))
     assert ok.ok and ok.attempts == 2 and j.stats.retries == 1
-    t.answers = ["nonsense", "still nonsense"]
+    assert ok.first_raw == "I refuse to grade."
+    # Not the same messages again: the judge sees its answer and a request for the format.
+    retry = t.seen[-1]
+    assert [m["role"] for m in retry] == ["user", "assistant", "user", "assistant", "user"]
+    assert retry[3]["content"] == "I refuse to grade."
+    assert retry[4]["content"] == load_rubric().correction
+    assert "Answer in the format:" in retry[4]["content"]
+
+
+async def test_final_parse_failure_is_recorded_and_cached_with_raw_answers(tmp_path):
+    t = ScriptedJudge(["nonsense", "still nonsense"])
+    j = _judge(t, tmp_path)
     bad = await j.grade("c", "d", gpt_eval_fields("c", "d"))
-    assert bad.method == "parse_failure" and bad.raw == "still nonsense"
-    assert j.stats.parse_failures == 1
-    # Failures are not cached, so a rerun asks again.
-    assert j.cache.get(bad.key) is None
+    assert bad.method == "parse_failure" and not bad.ok
+    assert bad.raw == "still nonsense" and bad.first_raw == "nonsense"
+    assert j.stats.parse_failures == 1 and t.calls == 3
+    entry = JudgmentCache(tmp_path / "cache.jsonl").get(bad.key)
+    assert entry["method"] == "parse_failure" and entry["first_raw"] == "nonsense"
+    # A rerun reuses the recorded failure without paying for it again...
+    t2 = ScriptedJudge([])
+    again = await _judge(t2, tmp_path).grade("c", "d", gpt_eval_fields("c", "d"))
+    assert again.cached and again.method == "parse_failure" and t2.calls == 0
+    # ...unless asked to try failures again (say, with a better judge prompt).
+    j3 = Judge(t2, load_rubric(), JudgmentCache(tmp_path / "cache.jsonl"), rejudge_failures=True)
+    third = await j3.grade("c", "d", gpt_eval_fields("c", "d"))
+    assert third.ok and t2.calls == 2
 
 
 async def test_unreachable_judge_stops_and_keeps_finished_work(tmp_path):
@@ -134,3 +154,81 @@ def test_aggregate_per_prompt_means_failures_and_age():
     assert res["overall"]["age_group"]["distribution"] == {"A": 1, "C": 1, "E": 1}
     assert res["overall"]["age_group"]["mean_letter"] == "C"
     assert res["parse_failures"] == 1 and res["judged"] == 3
+
+
+class InProcessSimulator:
+    """The simulator's answering code behind the Judge, without HTTP."""
+
+    model = "simulator-judge-1"
+    simulator = True
+
+    async def chat(self, messages):
+        import random
+
+        from generator.simulator.answers import answer
+
+        return JudgeReply(answer(messages, random.Random(0)).text, 10, 10)
+
+
+async def test_simulator_judge_ranks_real_stories_above_an_untrained_model(loaded, tmp_path):
+    """Real held-out endings beat what a random-weight model writes after the same beginnings."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    from grader.generation import GenerationSettings, generate
+
+    data = Path(__file__).parents[1] / "generator" / "data" / "real_stories_heldout.json"
+    stories = json.loads(data.read_text())["stories"][:12]
+    cuts = [(" ".join(s.split()[:25]), " " + " ".join(s.split()[25:])) for s in stories]
+    model = generate(loaded, [b for b, _ in cuts], GenerationSettings(max_new_tokens=60))
+    judge = Judge(InProcessSimulator(), load_rubric(), None)
+    real = await judge.grade_many([(b, c, gpt_eval_fields(b, c)) for b, c in cuts])
+    weak = await judge.grade_many(
+        [(b, o.text, gpt_eval_fields(b, o.text)) for (b, _), o in zip(cuts, model, strict=True)]
+    )
+    assert all(j.ok and j.method == "strict" for j in real + weak)
+    assert judge.simulator
+    for c in ("grammar", "creativity", "consistency", "plot"):
+        good = statistics.mean(j.scores[c] for j in real)
+        bad = statistics.mean(j.scores[c] for j in weak)
+        assert good >= bad + 3, (c, good, bad)
+
+
+async def test_aggregate_states_counts_and_keeps_raw_failures():
+    from grader.generation import Completion
+    from grader.gpteval import Sample, aggregate
+    from grader.judge import Judgment
+
+    samples = [Sample(0, "p", Completion("p", "x", 1, False)) for _ in range(3)]
+    js = [
+        Judgment(
+            "k",
+            {"grammar": 8, "creativity": 7, "consistency": 6, "plot": None},
+            "C",
+            "lenient",
+            1,
+            "",
+        ),
+        Judgment(
+            "k", {"grammar": 6, "creativity": 5, "consistency": 6, "plot": 4}, "B", "strict", 1, ""
+        ),
+        Judgment(
+            "k", {}, None, "parse_failure", 2, "I cannot grade this.", first_raw="Nice story."
+        ),
+    ]
+    res = aggregate(samples, js)
+    assert res["overall"]["grammar"]["n_completions"] == 2
+    assert res["overall"]["grammar"]["n_unscored"] == 1
+    assert (
+        res["overall"]["plot"]["n_completions"] == 1 and res["overall"]["plot"]["n_unscored"] == 2
+    )
+    assert res["overall"]["grammar"]["mean"] == 7.0  # the failure is not a zero
+    assert res["failures"] == [
+        {
+            "prompt_index": 0,
+            "method": "parse_failure",
+            "raw": "I cannot grade this.",
+            "first_raw": "Nice story.",
+        }
+    ]

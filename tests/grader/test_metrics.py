@@ -103,3 +103,22 @@ def test_instruct_models_are_recognised_from_training_json():
     assert is_instruct_model({"format": "instruct", "steps": 10})
     assert not is_instruct_model({"format": "plain", "steps": 10})
     assert not is_instruct_model({})
+
+
+def test_every_capability_rule_passes_its_right_and_fails_its_wrong_continuation():
+    suites = load_capability_suites()
+    assert suites.version == "capability-v2"
+    for item in suites.items:
+        assert item.right and item.wrong, item.prompt
+        assert rule_passes(item, item.right, suites.window), (item.prompt, item.right)
+        assert not rule_passes(item, item.wrong, suites.window), (item.prompt, item.wrong)
+
+
+def test_suite_accuracy_has_a_wilson_interval():
+    from grader.capability import wilson_ci
+
+    rows = [{"suite": "s", "passed": False}] * 11
+    t = suite_table(rows)["s"]
+    assert t["accuracy"] == 0 and t["ci95"][0] == 0 and 0.2 < t["ci95"][1] < 0.3
+    lo, hi = wilson_ci(5, 10)
+    assert lo < 0.5 < hi and hi - lo > wilson_ci(50, 100)[1] - wilson_ci(50, 100)[0]

@@ -18,7 +18,7 @@ def test_packaged_evaluation_prompts_are_the_authors_44():
 
 def test_gpt_eval_rubric_is_the_papers_two_turns():
     r = load_rubric()
-    assert r.version == "gpt-eval-v1"
+    assert r.version == "gpt-eval-v2"
     assert len(r.turns) == 2
     assert "The symbol *** marks the separator" in r.turns[0]
     assert "{beginning}***{completion}" in r.turns[0]
