@@ -121,6 +121,8 @@ def run_pipeline(
                 "grade", "--model", str(model_dir), "--judge", judge,
                 "--data", str(export_dir), "--out", str(report_dir),
                 "--prompts", str(grade_prompts), "--k", str(grade_k),
+                # The model was trained at 128 tokens: prompt and completion fit in it.
+                "--max-new-tokens", "64",
             ],
             env,
         )  # fmt: skip
