@@ -15,7 +15,15 @@ from typing import Any, Literal, Protocol
 
 from generator.client import ChatClient, ChatResult
 from generator.errors import ProviderError
-from generator.ratelimit import RateLimiter, TokenEstimator, estimate_prompt_tokens
+from generator.ratelimit import (
+    RateLimiter,
+    TokenAccounting,
+    TokenEstimator,
+    charged_tokens,
+    default_accounting,
+    estimate_prompt_tokens,
+    reserved_tokens,
+)
 from generator.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -126,6 +134,7 @@ class StoryEngine:
         on_request: OnRequest | None = None,
         budget: BudgetGuard | None = None,
         estimator: TokenEstimator | None = None,
+        accounting: TokenAccounting | None = None,
     ) -> None:
         from generator.prompts import DEFAULT_TEMPLATE_VERSION
 
@@ -138,6 +147,8 @@ class StoryEngine:
         self.on_request = on_request
         self.budget = budget
         self.estimator = estimator or TokenEstimator()
+        # How the provider counts tokens toward TPM; by default from the endpoint.
+        self.accounting = accounting or default_accounting(getattr(client, "base_url", None))
 
     def story_reservation(self, recipe: Any, *, model: str, max_tokens: int = 1024) -> float:
         """USD that `story()`'s first attempt reserves: its prompt estimate at the full
@@ -278,12 +289,19 @@ class StoryEngine:
         extra: dict[str, Any],
     ) -> ChatResult:
         prompt_est = estimate_prompt_tokens(messages)
-        est_tokens = prompt_est + self.estimator.expected(model, max_tokens)
+        expected = self.estimator.expected(model, max_tokens)
+        est_tokens = reserved_tokens(self.accounting, prompt_est, expected, max_tokens)
         budget_token = None
         if self.budget is not None:
             worst = self.pricing.cost(model, prompt_est, max_tokens or est_tokens)
             budget_token = await self.budget.reserve(worst)
-        permit = await self.limiter.acquire(model=model, est_tokens=est_tokens)
+
+        def estimate() -> int:  # at the head of the limiter's queue, with what it learned since
+            expected = self.estimator.expected(model, max_tokens)
+            return reserved_tokens(self.accounting, prompt_est, expected, max_tokens)
+
+        fresh = {"estimate": estimate} if getattr(self.limiter, "fresh_estimates", False) else {}
+        permit = await self.limiter.acquire(model=model, est_tokens=est_tokens, **fresh)
         started_at = datetime.now(UTC)
         try:
             result = await self.client.chat(
@@ -296,7 +314,10 @@ class StoryEngine:
         except ProviderError as exc:
             billed = exc.prompt_tokens + exc.completion_tokens
             # A rejected (429) request is not counted by the provider; otherwise keep the estimate.
-            actual = billed if billed else (0 if exc.status == 429 else None)
+            charged = charged_tokens(
+                self.accounting, exc.prompt_tokens, exc.completion_tokens, max_tokens
+            )
+            actual = charged if billed else (0 if exc.status == 429 else None)
             await self.limiter.settle(
                 permit,
                 actual_tokens=actual,
@@ -342,7 +363,9 @@ class StoryEngine:
             raise
         await self.limiter.settle(
             permit,
-            actual_tokens=result.prompt_tokens + result.completion_tokens,
+            actual_tokens=charged_tokens(
+                self.accounting, result.prompt_tokens, result.completion_tokens, max_tokens
+            ),
             headers=result.headers,
             status=200,
             retry_after=None,

@@ -10,6 +10,11 @@ for many worker processes, e.g. rows in Postgres) can replace `LocalRateLimiter`
   permit when the request ended: it refunds or charges the token difference (`actual_tokens`
   None means "unknown, keep the reservation"), follows the provider's `x-ratelimit-*` headers
   and `Retry-After`, and frees the concurrency slot.
+
+Token accounting is a per-provider setting (`TokenAccounting`): OpenAI and Azure count a
+request's `max_tokens` toward the TPM limit when they admit it, others count what was generated.
+The engine reserves and settles tokens by it (`reserved_tokens`, `charged_tokens`), so any
+`RateLimiter` budgets what the provider will count, without knowing the mode.
 """
 
 from __future__ import annotations
@@ -20,9 +25,10 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+from urllib.parse import urlparse
 
 from asyncio_throttle import Throttler
 
@@ -45,6 +51,40 @@ class Permit:
     est_tokens: int
     acquired_at: float
     data: dict[str, Any] = field(default_factory=dict)
+
+
+TokenAccounting = Literal["actual", "max_tokens"]
+# Hosts whose TPM limit counts `max_tokens` at admission (OpenAI; Azure OpenAI resources).
+_MAX_TOKENS_HOSTS = ("api.openai.com", ".openai.azure.com", ".cognitiveservices.azure.com")
+
+
+def default_accounting(base_url: str | None) -> TokenAccounting:
+    """`max_tokens` for OpenAI and Azure endpoints (and no URL: the public API), else `actual`."""
+    host = (urlparse(base_url).hostname or "") if base_url else "api.openai.com"
+    if any(host == h.lstrip(".") or host.endswith(h) for h in _MAX_TOKENS_HOSTS):
+        return "max_tokens"
+    return "actual"
+
+
+def reserved_tokens(
+    accounting: TokenAccounting,
+    prompt_tokens: int,
+    expected_completion: int,
+    max_tokens: int | None,
+) -> int:
+    """What to reserve before sending: what the provider will count, as far as known now."""
+    if accounting == "max_tokens" and max_tokens is not None:
+        return prompt_tokens + max_tokens
+    return prompt_tokens + expected_completion
+
+
+def charged_tokens(
+    accounting: TokenAccounting, prompt_tokens: int, completion_tokens: int, max_tokens: int | None
+) -> int:
+    """What the provider counted toward its TPM limit for an admitted request."""
+    if accounting == "max_tokens" and max_tokens is not None:
+        return prompt_tokens + max(max_tokens, completion_tokens)
+    return prompt_tokens + completion_tokens
 
 
 class RateLimiter(Protocol):
@@ -121,7 +161,8 @@ class TokenBucket:
         self.taken_total -= delta
 
     def follow(self, remaining: int, seen_taken_total: float, seen_at: float, now: float) -> None:
-        """Lower the level to what the provider reported, aged to now (never raise it)."""
+        """Lower the level to what the provider reported, aged to now (never raise it: requests
+        sent earlier may reach the provider later, so a report cannot bound what is in flight)."""
         self.refill(now)
         since = self.taken_total - seen_taken_total
         estimate = remaining + (now - seen_at) * self.rate - since
@@ -130,23 +171,25 @@ class TokenBucket:
 
 
 class TokenEstimator:
-    """Expected completion tokens per model: a moving average, capped by `max_tokens`."""
+    """Expected completion tokens per model, capped by `max_tokens`: the plain mean of the first
+    completions (over-reserved tokens are lent out for a whole latency), then a moving average.
+    """
 
     def __init__(self, *, default_completion: int = 400, alpha: float = 0.1) -> None:
         self.default_completion = default_completion
         self.alpha = alpha
         self._average: dict[str, float] = {}
+        self._seen: dict[str, int] = {}
 
     def expected(self, model: str, max_tokens: int | None) -> int:
         average = self._average.get(model, float(self.default_completion))
         return int(average if max_tokens is None else min(average, max_tokens))
 
     def observe(self, model: str, completion_tokens: int) -> None:
-        previous = self._average.get(model)
-        if previous is None:
-            self._average[model] = float(completion_tokens)
-        else:
-            self._average[model] = previous + self.alpha * (completion_tokens - previous)
+        seen = self._seen[model] = self._seen.get(model, 0) + 1
+        previous = self._average.get(model, 0.0)
+        weight = max(self.alpha, 1.0 / seen)
+        self._average[model] = previous + weight * (completion_tokens - previous)
 
 
 def estimate_prompt_tokens(messages: list[dict]) -> int:
@@ -203,7 +246,7 @@ class LocalRateLimiter:
         min_concurrency: int = 1,
         decrease: float = 0.5,
         increase: float = 1.0,
-        safety: float = 0.98,
+        safety: float = 1.0,
         burst_s: float = 1.0,
         smoothing_s: float = 0.25,
         learn_from_headers: bool = True,
@@ -214,7 +257,10 @@ class LocalRateLimiter:
         self.min_concurrency = min_concurrency
         self.decrease = decrease  # multiplicative cut on the first 429 of a burst
         self.increase = increase  # additive growth: +increase per `concurrency` successes
-        self.safety = safety  # aim slightly under the limit: clocks and latency jitter
+        # Fraction of the configured limit to aim at. 1.0: the bucket holds at most burst_s of
+        # refill, lower `remaining` headers and 429s (AIMD, Retry-After) correct the rest; a
+        # lower default gave away throughput the provider would have admitted.
+        self.safety = safety
         self.burst_s = burst_s  # bucket capacity in seconds of refill
         self.smoothing_s = smoothing_s
         self.learn_from_headers = learn_from_headers
@@ -233,11 +279,19 @@ class LocalRateLimiter:
         """Currently allowed concurrent requests for `model` (AIMD state)."""
         return self._state(model).concurrency
 
-    async def acquire(self, *, model: str, est_tokens: int) -> Permit:
+    # The engine may pass `estimate=`: re-evaluated when the request reaches the head of the
+    # queue, so requests queued behind many others reserve with what was learned meanwhile.
+    fresh_estimates = True
+
+    async def acquire(
+        self, *, model: str, est_tokens: int, estimate: Callable[[], int] | None = None
+    ) -> Permit:
         """Wait for a concurrency slot, the pause to end, and room in both buckets."""
         state = self._state(model)
         async with state.turn:
             while True:
+                if estimate is not None:
+                    est_tokens = estimate()
                 now = time.monotonic()
                 wait = max(0.0, state.paused_until - now)
                 if state.requests is not None:

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from generator.simulator.answers import answer
 from generator.simulator.config import FORCEABLE_FAULTS, SimulatorConfig
-from generator.simulator.limits import ServerLimits
+from generator.simulator.limits import TIMELINE_BIN_S, ServerLimits
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,8 @@ async def chat_completions(request: Request) -> Response:
     if fault == "content_filter":
         text, completion_tokens, finish_reason = "", 0, "content_filter"
 
-    admitted, _wait, headers = state.limits.check(model, prompt_tokens + completion_tokens)
+    charge = state.limits.charge(prompt_tokens, completion_tokens, max_tokens)
+    admitted, _wait, headers = state.limits.check(model, charge)
     if not admitted:
         state.bump("rate_limited")
         return _error(
@@ -255,16 +256,27 @@ async def list_models(request: Request) -> Response:
 
 
 async def stats(request: Request) -> Response:
+    """Counters; `?since=S` adds admissions per bin of the simulator's monotonic clock from S."""
     state: SimulatorState = request.app.state.sim
-    return _json(
-        {
-            "simulator": True,
-            "counts": state.counts,
-            "admitted": state.limits.admitted,
-            "rejected": state.limits.rejected,
-            "pid": os.getpid(),
-        }
-    )
+    limits = state.limits
+    data: dict[str, Any] = {
+        "simulator": True,
+        "counts": state.counts,
+        "admitted": limits.admitted,
+        "rejected": limits.rejected,
+        "charged_tokens": limits.charged_tokens,
+        "token_accounting": state.config.token_accounting,
+        "now": time.monotonic(),
+        "pid": os.getpid(),
+    }
+    since = request.query_params.get("since")
+    if since is not None:
+        try:
+            start = float(since)
+        except ValueError:
+            return _error(400, "'since' must be a number of seconds", "invalid_request_error", None)
+        data["timeline"] = {"bin_s": TIMELINE_BIN_S, "bins": limits.timeline_since(start)}
+    return _json(data)
 
 
 async def health(request: Request) -> Response:

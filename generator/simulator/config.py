@@ -9,6 +9,11 @@ from typing import Any
 DEFAULT_MODELS = ("simulator-story-1", "simulator-story-mini-1", "simulator-judge-1")
 
 # Values of the `x-simulator-fault` request header: force one fault on one request (tests).
+# How a request is charged against TPM: "actual" = prompt + generated tokens (vLLM, TGI);
+# "max_tokens" = prompt + the request's `max_tokens`, at admission, never refunded (what
+# OpenAI and Azure are documented to count toward the limit).
+TOKEN_ACCOUNTING = ("actual", "max_tokens")
+
 FORCEABLE_FAULTS = (
     "rate_limit",
     "server_error",
@@ -34,6 +39,7 @@ class SimulatorConfig:
     rpm: int | None = None
     tpm: int | None = None
     burst_s: float = 2.0  # bucket capacity in seconds of refill (sub-minute enforcement)
+    token_accounting: str = "actual"  # one of TOKEN_ACCOUNTING
     latency_median_s: float = 0.0
     latency_p99_s: float | None = None  # log-normal spread; None = 4x the median
     rate_429: float = 0.0
@@ -60,6 +66,10 @@ class SimulatorConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.token_accounting not in TOKEN_ACCOUNTING:
+            raise ValueError(
+                f"token_accounting must be one of {TOKEN_ACCOUNTING}, got {self.token_accounting!r}"
+            )
         if self.latency_median_s < 0:
             raise ValueError("latency_median_s must be >= 0")
         p99 = self.latency_p99_s

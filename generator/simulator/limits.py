@@ -2,7 +2,10 @@
 
 Each model has a requests bucket and a tokens bucket refilled continuously at limit/60 per
 second, holding at most `burst_s` seconds of refill (providers enforce sub-minute windows).
-A request is charged its prompt tokens plus the completion it will get; a 429 charges nothing.
+A request is charged its prompt tokens plus, by `token_accounting`, the completion it will get
+("actual") or its `max_tokens` ("max_tokens", as OpenAI and Azure count at admission, never
+refunded); a 429 charges nothing. Admissions are also counted per `TIMELINE_BIN_S` of the
+simulator's clock, so a benchmark can count what the provider admitted in any window.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import math
 import time
 
 from generator.simulator.config import SimulatorConfig
+
+TIMELINE_BIN_S = 0.1
+_TIMELINE_KEEP_BINS = 36_000  # one hour of bins; older ones are dropped
 
 
 def format_duration(seconds: float) -> str:
@@ -52,9 +58,39 @@ class ServerLimits:
         self.rpm = config.rpm
         self.tpm = config.tpm
         self.burst_s = config.burst_s
+        self.accounting = config.token_accounting
         self._buckets: dict[str, tuple[_Bucket | None, _Bucket | None]] = {}
         self.rejected = 0
         self.admitted = 0
+        self.charged_tokens = 0
+        # bin index (monotonic seconds / TIMELINE_BIN_S) -> [admitted, charged tokens, rejected]
+        self.timeline: dict[int, list[int]] = {}
+
+    def charge(self, prompt_tokens: int, completion_tokens: int, max_tokens: int | None) -> int:
+        """Tokens one request counts against TPM under this simulator's accounting."""
+        if self.accounting == "max_tokens" and max_tokens is not None:
+            return prompt_tokens + max(max_tokens, completion_tokens)
+        return prompt_tokens + completion_tokens
+
+    def _count(self, now: float, admitted: bool, tokens: int) -> None:
+        index = int(now / TIMELINE_BIN_S)
+        counts = self.timeline.get(index)
+        if counts is None:
+            if len(self.timeline) >= _TIMELINE_KEEP_BINS:
+                oldest = index - _TIMELINE_KEEP_BINS // 2
+                for key in [k for k in self.timeline if k < oldest]:
+                    del self.timeline[key]
+            counts = self.timeline[index] = [0, 0, 0]
+        if admitted:
+            counts[0] += 1
+            counts[1] += tokens
+        else:
+            counts[2] += 1
+
+    def timeline_since(self, since: float) -> list[list[int]]:
+        """[bin index, admitted, charged tokens, rejected] for bins starting at or after `since`."""
+        first = int(since / TIMELINE_BIN_S)
+        return [[k, *v] for k, v in sorted(self.timeline.items()) if k >= first]
 
     @property
     def enabled(self) -> bool:
@@ -100,8 +136,10 @@ class ServerLimits:
                 bucket.refill(now)
                 wait = max(wait, bucket.wait_s(amount))
         admitted = wait <= 0.0
+        self._count(now, admitted, tokens)
         if admitted:
             self.admitted += 1
+            self.charged_tokens += tokens
             if requests is not None:
                 requests.level -= 1
             if token_bucket is not None:

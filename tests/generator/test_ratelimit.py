@@ -60,6 +60,31 @@ def test_estimator_moving_average_capped_by_max_tokens() -> None:
     assert estimate_prompt_tokens([{"role": "user", "content": "x" * 400}]) == 106
 
 
+def test_estimator_takes_the_plain_mean_of_the_first_completions() -> None:
+    est = TokenEstimator(default_completion=400, alpha=0.1)
+    for tokens in (100, 200, 300):
+        est.observe("m", tokens)
+    assert est.expected("m", None) == 200  # mean, not 100 + 10% steps
+    for _ in range(20):
+        est.observe("m", 200)
+    est.observe("m", 1200)
+    assert est.expected("m", None) == 300  # later: moving average with weight alpha
+
+
+async def test_fresh_estimate_is_taken_when_the_request_reaches_the_head() -> None:
+    limiter = LocalRateLimiter(default=ModelLimits(tpm=60_000), safety=1.0)  # cap 1000 tokens
+    current = {"value": 900}
+    first = await limiter.acquire(model="m", est_tokens=900)
+    queued = asyncio.create_task(
+        limiter.acquire(model="m", est_tokens=900, estimate=lambda: current["value"])
+    )
+    await asyncio.sleep(0)
+    current["value"] = 50  # learned while it waited: it fits now
+    await limiter.settle(first, actual_tokens=900, headers=None, status=200, retry_after=None)
+    permit = await asyncio.wait_for(queued, timeout=5)
+    assert permit.est_tokens == 50
+
+
 async def test_rpm_bucket_paces_requests() -> None:
     limiter = LocalRateLimiter(default=ModelLimits(rpm=1200), safety=1.0, burst_s=0.25)
     start = time.monotonic()
@@ -112,8 +137,8 @@ async def test_limits_learned_from_headers() -> None:
     await limiter.settle(permit, actual_tokens=10, headers=headers, status=200, retry_after=None)
     state = limiter._state("m")
     assert state.learned
-    assert state.requests.rate == pytest.approx(600 * 0.98 / 60)
-    assert state.tokens.rate == pytest.approx(90000 * 0.98 / 60)
+    assert state.requests.rate == pytest.approx(600 / 60)  # safety 1.0 by default
+    assert state.tokens.rate == pytest.approx(90000 / 60)
 
 
 async def test_aimd_cuts_once_per_burst_then_grows() -> None:
