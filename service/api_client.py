@@ -102,6 +102,12 @@ class ApiClient:
         """POST /v1/jobs/{id}/{pause|resume|cancel}; any unique prefix of the id will do."""
         return self._request("POST", f"/v1/jobs/{self.resolve(job_id)}/{action}")
 
+    def set_budget(self, job_id: str, budget_usd: float) -> dict[str, Any]:
+        """PATCH /v1/jobs/{id}; any unique prefix of the id will do."""
+        return self._request(
+            "PATCH", f"/v1/jobs/{self.resolve(job_id)}", json={"budget_usd": budget_usd}
+        )
+
     def healthy(self) -> bool:
         """GET /healthz answered."""
         try:

@@ -190,6 +190,19 @@ for _name in ("pause", "resume", "cancel"):
     jobs_app.command(_name)(_action(_name))
 
 
+@jobs_app.command("budget")
+def jobs_budget(
+    job_id: str = typer.Argument(..., help="A job id or any unique prefix of one."),
+    budget_usd: float = typer.Argument(..., help="New budget in USD (at least what it spent)."),
+    resume: bool = typer.Option(False, "--resume", help="Also resume a paused or exhausted job."),
+) -> None:
+    """Change a job's budget; with --resume, go on with a job whose budget ran out."""
+    job = _call(_client().set_budget, job_id, budget_usd)
+    if resume and job["status"] in ("paused", "budget_exhausted"):
+        job = _call(_client().action, job_id, "resume")
+    typer.echo(f"job {job['id']} {job['status']} budget=${job['budget_usd']:.4f}")
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the migrations (starting the embedded server if DATABASE_URL is unset)."""

@@ -53,7 +53,9 @@ class Settings(BaseSettings):
     model_limits: dict[str, dict[str, int | None]] = Field(default_factory=dict)
     worker_concurrency: int = Field(default=64, ge=1, le=4096)
     lease_seconds: float = Field(default=60.0, gt=0)
-    heartbeat_seconds: float = Field(default=10.0, gt=0)
+    # A worker unheard of for 3 heartbeats + 1 s is dead and its tasks go back to the queue:
+    # 2 s returns a killed worker's leases in about 7 s.
+    heartbeat_seconds: float = Field(default=2.0, gt=0)
     reaper_seconds: float = Field(default=5.0, gt=0)
     claim_batch: int = Field(default=32, ge=1)
     max_attempts: int = Field(default=5, ge=1)

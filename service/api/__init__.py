@@ -157,7 +157,7 @@ def _document_errors(app: FastAPI, settings: Settings) -> None:
         components.pop("ValidationError", None)
         error_ref = {"$ref": "#/components/schemas/ErrorOut"}
         for path, methods in schema.get("paths", {}).items():
-            for operation in methods.values():
+            for method, operation in methods.items():
                 responses = operation.setdefault("responses", {})
                 codes = dict(COMMON_ERRORS)
                 if path in ("/healthz", "/readyz"):
@@ -166,6 +166,8 @@ def _document_errors(app: FastAPI, settings: Settings) -> None:
                     codes[404] = "No such resource."
                 if any(p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])):
                     codes[409] = "The Idempotency-Key was used with a different request body."
+                if path.startswith("/v1/jobs/{") and method in ("post", "patch"):
+                    codes[409] = "Not possible in the job's current status."
                 for code, description in codes.items():
                     responses.setdefault(str(code), {"description": description})
                 for code, response in responses.items():

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import store
 from service.api.deps import require_token, session_dep
 from service.api.idempotency import IDEMPOTENCY_HEADER, earlier_result, record_result, request_hash
-from service.api.schemas import JobCreate, JobList, JobOut, StoryOut, StoryPage
+from service.api.schemas import JobCreate, JobList, JobOut, JobUpdate, StoryOut, StoryPage
 from service.store.jobs import TaskSpec, money
 from service.store.models import Job
 from service.store.rollups import duplicates_by_model
@@ -227,6 +227,23 @@ async def _transition(
     return await _one(request, session, job)
 
 
+@router.patch("/jobs/{job_id}", response_model=JobOut)
+async def update_job(
+    job_id: uuid.UUID, body: JobUpdate, request: Request, session: AsyncSession = session_dep
+) -> JobOut:
+    """Change a job's budget (raise it, then resume an exhausted job)."""
+    await _get(session, job_id)
+    try:
+        job = await store.jobs.set_job_budget(
+            session=session, job_id=job_id, budget_usd=money(body.budget_usd)
+        )
+    except store.InvalidTransition as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except store.jobs.BudgetTooLow as exc:
+        raise _unprocessable("budget_usd", str(exc)) from None
+    return await _one(request, session, job)
+
+
 @router.post("/jobs/{job_id}/pause", response_model=JobOut)
 async def pause_job(
     job_id: uuid.UUID, request: Request, session: AsyncSession = session_dep
@@ -239,7 +256,7 @@ async def pause_job(
 async def resume_job(
     job_id: uuid.UUID, request: Request, session: AsyncSession = session_dep
 ) -> JobOut:
-    """Continue a paused job."""
+    """Continue a paused job, or an exhausted one whose budget was raised."""
     return await _transition(request, session, job_id, "resume")
 
 

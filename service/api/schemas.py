@@ -88,6 +88,19 @@ class JobCreate(BaseModel):
         return value
 
 
+class JobUpdate(BaseModel):
+    """PATCH /v1/jobs/{id} body: what can change on a job that has not ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_usd: float = Field(
+        gt=0,
+        le=1_000_000,
+        description="the new budget; at least what the job has spent and reserved. An "
+        "exhausted job keeps its status: resume it to go on.",
+    )
+
+
 class JobOut(BaseModel):
     """A job with its progress, cost and live rates."""
 

@@ -20,6 +20,7 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "queued": ("pause", "cancel"),
     "running": ("pause", "cancel"),
     "paused": ("resume", "cancel"),
+    "budget_exhausted": ("resume", "cancel"),  # resume works once the budget is raised
 }
 
 

@@ -130,40 +130,88 @@ async def block_model(*, session: AsyncSession, model: str, seconds: float) -> N
 
 
 async def reserve_budget(
-    *, session: AsyncSession, job_id: uuid.UUID, task_id: int, worker_id: str, usd: Decimal
+    *,
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    task_id: int,
+    worker_id: str,
+    usd: Decimal,
+    factor: Decimal = Decimal(1),
 ) -> str:
     """Reserve `usd` of the job's budget for one request of a task this worker holds.
 
-    Returns "ok", "exhausted" (it would not fit the budget) or "lost" (the lease is gone).
+    `factor`: the call's worst case over `usd` (a reservation near the expected cost, see
+    service.work.task): it goes only while the spend plus every reservation at that factor
+    stays within the budget, so the provider's bill never exceeds it.
+
+    Returns "ok"; "wait" when only other tasks' in-flight reservations are in the way (they
+    come back, less what their calls cost); "exhausted" when what is left after the job's
+    spend and this task's own reservations cannot pay for it; "lost" when the lease is gone.
     """
     row = (
         await session.execute(
             text(
                 """
                 WITH t AS (
-                    SELECT id FROM tasks
+                    SELECT id, reserved_usd FROM tasks
                     WHERE id = :task_id AND lease_owner = :worker_id AND status = 'running'
                     FOR UPDATE
                 ), j AS (
                     UPDATE jobs SET reserved_usd = reserved_usd + :usd
                     WHERE id = :job_id AND EXISTS (SELECT 1 FROM t)
-                      AND spent_usd + reserved_usd + :usd <= budget_usd
+                        AND spent_usd + (reserved_usd + :usd) * :factor <= budget_usd
                     RETURNING id
                 ), u AS (
                     UPDATE tasks SET reserved_usd = reserved_usd + :usd
                     WHERE id = :task_id AND EXISTS (SELECT 1 FROM j)
                     RETURNING id
                 )
-                SELECT EXISTS (SELECT 1 FROM t), EXISTS (SELECT 1 FROM u)
+                SELECT EXISTS (SELECT 1 FROM t), EXISTS (SELECT 1 FROM u),
+                       (SELECT budget_usd - spent_usd - (SELECT reserved_usd FROM t)
+                        FROM jobs WHERE id = :job_id)
                 """
             ),
-            {"usd": usd, "job_id": job_id, "task_id": task_id, "worker_id": worker_id},
+            {
+                "usd": usd,
+                "factor": factor,
+                "job_id": job_id,
+                "task_id": task_id,
+                "worker_id": worker_id,
+            },
         )
     ).one()
-    held, reserved = row
+    held, reserved, room_if_alone = row
     if not held:
         return "lost"
-    return "ok" if reserved else "exhausted"
+    if reserved:
+        return "ok"
+    alone = room_if_alone is not None and room_if_alone >= usd * factor
+    return "wait" if alone else "exhausted"
+
+
+@dataclass(frozen=True)
+class BudgetRoom:
+    """What a job's budget has left: now, and once its in-flight reservations come back."""
+
+    now_usd: Decimal
+    idle_usd: Decimal
+    reserved_usd: Decimal
+
+
+async def budget_room(*, session: AsyncSession, job_id: uuid.UUID) -> BudgetRoom:
+    """The job's unreserved budget (0 for an unknown job)."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT budget_usd - spent_usd - reserved_usd, budget_usd - spent_usd, "
+                "reserved_usd FROM jobs WHERE id = :id"
+            ),
+            {"id": job_id},
+        )
+    ).first()
+    if row is None:
+        return BudgetRoom(Decimal(0), Decimal(0), Decimal(0))
+    return BudgetRoom(*(Decimal(v) for v in row))
 
 
 async def release_task_budget(*, session: AsyncSession, job_id: uuid.UUID, task_id: int) -> Decimal:
@@ -199,17 +247,19 @@ _PREPAY = text(
           AND status = 'running'
         ORDER BY id FOR UPDATE
     ), want AS (
-        SELECT u.task_id, u.job_id, u.usd,
+        SELECT u.task_id, u.job_id, u.usd, u.factor,
                SUM(u.usd) OVER (PARTITION BY u.job_id ORDER BY u.task_id) AS running
         FROM unnest(CAST(:task_ids AS bigint[]), CAST(:job_ids AS uuid[]),
-                    CAST(:usd AS numeric[])) AS u(task_id, job_id, usd)
+                    CAST(:usd AS numeric[]), CAST(:factors AS numeric[]))
+             AS u(task_id, job_id, usd, factor)
         JOIN held ON held.id = u.task_id
     ), room AS (
-        SELECT id, budget_usd - spent_usd - reserved_usd AS left_usd FROM jobs
+        SELECT id, budget_usd - spent_usd AS left_usd, reserved_usd FROM jobs
         WHERE id = ANY(CAST(:job_ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE
     ), ok AS (
-        SELECT want.* FROM want JOIN room ON room.id = want.job_id
-        WHERE want.running <= room.left_usd AND want.usd > 0
+        SELECT want.task_id, want.job_id, want.usd FROM want JOIN room ON room.id = want.job_id
+        WHERE (room.reserved_usd + want.running) * want.factor <= room.left_usd
+          AND want.usd > 0
     ), t AS (
         UPDATE tasks SET reserved_usd = tasks.reserved_usd + ok.usd
         FROM ok WHERE tasks.id = ok.task_id
@@ -224,9 +274,13 @@ _PREPAY = text(
 
 
 async def prepay_tasks(
-    *, session: AsyncSession, worker_id: str, amounts: list[tuple[int, uuid.UUID, Decimal]]
+    *,
+    session: AsyncSession,
+    worker_id: str,
+    amounts: list[tuple[int, uuid.UUID, Decimal]] | list[tuple[int, uuid.UUID, Decimal, Decimal]],
 ) -> dict[int, Decimal]:
-    """Reserve (task id, job id, usd) amounts of tasks `worker_id` holds.
+    """Reserve (task id, job id, usd[, factor]) amounts of tasks `worker_id` holds (`factor`:
+    see reserve_budget; 1 when left out).
 
     Returns what each covered task got; a task missing from the result got nothing.
     """
@@ -238,6 +292,7 @@ async def prepay_tasks(
             "task_ids": [a[0] for a in amounts],
             "job_ids": [a[1] for a in amounts],
             "usd": [a[2] for a in amounts],
+            "factors": [a[3] if len(a) > 3 else Decimal(1) for a in amounts],
             "worker_id": worker_id,
         },
     )

@@ -252,11 +252,13 @@ async def job_status_totals(*, session: AsyncSession) -> dict[str, dict[str, flo
 
 
 async def queue_depth(*, session: AsyncSession) -> dict[str, int]:
-    """Pending and leased task counts, each through its partial index."""
+    """Runnable work: pending tasks of queued or running jobs (a paused or exhausted job's
+    tasks wait, they are not queue depth), and leased tasks."""
     pending, running = (
         await session.execute(
             text(
-                "SELECT (SELECT COUNT(*) FROM tasks WHERE status = 'pending'), "
+                "SELECT (SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
+                "WHERE t.status = 'pending' AND j.status IN ('queued', 'running')), "
                 "(SELECT COUNT(*) FROM tasks WHERE status = 'running')"
             )
         )

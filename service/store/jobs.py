@@ -91,13 +91,18 @@ async def list_jobs(
 
 _TRANSITIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "pause": (("queued", "running"), "paused"),
-    "resume": (("paused",), "resumed"),
-    "cancel": (("queued", "running", "paused"), "cancelled"),
+    "resume": (("paused", "budget_exhausted"), "resumed"),
+    "cancel": (("queued", "running", "paused", "budget_exhausted"), "cancelled"),
 }
 
 
 async def transition_job(*, session: AsyncSession, job_id: uuid.UUID, action: str) -> Job:
-    """pause / resume / cancel in one guarded UPDATE; InvalidTransition when not allowed."""
+    """pause / resume / cancel in one guarded UPDATE; InvalidTransition when not allowed.
+
+    A budget-exhausted job resumes only once what is left pays for another story (1.25 times
+    its mean cost so far: raise the budget first); its held tasks go back to pending. A
+    cancelled job's waiting tasks are closed.
+    """
     allowed, target = _TRANSITIONS[action]
     if target == "resumed":
         new_status = "CASE WHEN started_at IS NULL THEN 'queued' ELSE 'running' END"
@@ -107,36 +112,108 @@ async def transition_job(*, session: AsyncSession, job_id: uuid.UUID, action: st
         await session.execute(
             text(
                 f"UPDATE jobs SET status = {new_status}, updated_at = now(), "
-                "finished_at = CASE WHEN :final THEN now() ELSE finished_at END "
-                "WHERE id = :id AND status = ANY(:allowed) RETURNING id"
+                "finished_at = CASE WHEN :final THEN now() WHEN :resume THEN NULL "
+                "ELSE finished_at END, "
+                "last_error = CASE WHEN :resume THEN NULL ELSE last_error END "
+                "WHERE id = :id AND status = ANY(:allowed) "
+                "AND (NOT :resume OR status <> 'budget_exhausted' "
+                "     OR budget_usd - spent_usd - reserved_usd >= GREATEST(1.25 * spent_usd "
+                "        / NULLIF(completed + rejected, 0), 0.000000001)) "
+                "RETURNING id"
             ),
-            {"id": job_id, "allowed": list(allowed), "final": target == "cancelled"},
+            {
+                "id": job_id,
+                "allowed": list(allowed),
+                "final": target == "cancelled",
+                "resume": target == "resumed",
+            },
         )
     ).first()
     if row is None:
         job = await get_job(session=session, job_id=job_id)
+        if job.status == "budget_exhausted" and action == "resume":
+            raise InvalidTransition(job_id, "out of budget (raise its budget first)", action)
         raise InvalidTransition(job_id, job.status, action)
-    if target == "cancelled":
+    if target in ("cancelled", "resumed"):
         await session.execute(
             text(
-                "UPDATE tasks SET status = 'cancelled', updated_at = now() "
-                "WHERE job_id = :id AND status = 'pending'"
+                "UPDATE tasks SET status = :to, updated_at = now() "
+                "WHERE job_id = :id AND status = ANY(:waiting)"
             ),
-            {"id": job_id},
+            {
+                "id": job_id,
+                "to": "cancelled" if target == "cancelled" else "pending",
+                "waiting": ["pending", "held"] if target == "cancelled" else ["held"],
+            },
+        )
+    return await get_job(session=session, job_id=job_id)
+
+
+class BudgetTooLow(ValueError):
+    """A budget below what the job has already spent and reserved."""
+
+
+async def set_job_budget(*, session: AsyncSession, job_id: uuid.UUID, budget_usd: Decimal) -> Job:
+    """Change a job's budget (PATCH); never below its spend plus in-flight reservations.
+
+    InvalidTransition for a job that has ended (completed, cancelled, failed); an exhausted
+    job keeps its status until it is resumed.
+    """
+    row = (
+        await session.execute(
+            text(
+                "UPDATE jobs SET budget_usd = :b, updated_at = now() "
+                "WHERE id = :id AND status <> ALL(:ended) "
+                "AND spent_usd + reserved_usd <= :b RETURNING id"
+            ),
+            {"id": job_id, "b": money(budget_usd), "ended": ["completed", "cancelled", "failed"]},
+        )
+    ).first()
+    if row is None:
+        job = await get_job(session=session, job_id=job_id)
+        if job.status in ("completed", "cancelled", "failed"):
+            raise InvalidTransition(job_id, job.status, "change the budget of")
+        raise BudgetTooLow(
+            f"budget_usd must be at least {job.spent_usd + job.reserved_usd} "
+            "(already spent plus reserved for calls in flight)"
         )
     return await get_job(session=session, job_id=job_id)
 
 
 async def mark_budget_exhausted(*, session: AsyncSession, job_id: uuid.UUID) -> bool:
-    """Stop a job whose budget cannot pay for another request."""
+    """Stop a job whose budget cannot pay for another story; hold its waiting tasks."""
     row = (
         await session.execute(
             text(
                 "UPDATE jobs SET status = 'budget_exhausted', updated_at = now(), "
-                "finished_at = now(), last_error = 'budget exhausted' "
+                "finished_at = now(), last_error = 'budget exhausted: raise budget_usd "
+                "(PATCH /v1/jobs/{id}) and resume the job to go on' "
                 "WHERE id = :id AND status IN ('queued', 'running', 'paused') RETURNING id"
             ),
             {"id": job_id},
+        )
+    ).first()
+    if row is None:
+        return False
+    await session.execute(
+        text(
+            "UPDATE tasks SET status = 'held', updated_at = now() "
+            "WHERE job_id = :id AND status = 'pending'"
+        ),
+        {"id": job_id},
+    )
+    return True
+
+
+async def pause_job(*, session: AsyncSession, job_id: uuid.UUID, reason: str) -> bool:
+    """Pause a running job for a reason only a person can fix (e.g. a rejected API key)."""
+    row = (
+        await session.execute(
+            text(
+                "UPDATE jobs SET status = 'paused', updated_at = now(), last_error = :reason "
+                "WHERE id = :id AND status IN ('queued', 'running') RETURNING id"
+            ),
+            {"id": job_id, "reason": reason},
         )
     ).first()
     return row is not None

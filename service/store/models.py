@@ -50,7 +50,8 @@ JOB_STATUSES = (
     "failed",
     "budget_exhausted",
 )
-TASK_STATUSES = ("pending", "running", "done", "failed", "cancelled")
+# held: the task of a job whose budget ran out, waiting for more budget (not runnable).
+TASK_STATUSES = ("pending", "running", "done", "failed", "cancelled", "held")
 
 
 class Base(DeclarativeBase):

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.store.models import RequestRow
+from service.store.rollups import RollupBatch, rollup_statements
 
 # Key of the advisory lock that lets one reaper run at a time across all processes.
 REAPER_LOCK_KEY = 0x7453_5245_4150  # "tSREAP"
@@ -30,7 +34,19 @@ class ClaimedTask:
     max_tokens: int
     seed: int
     prepaid: Decimal = Decimal(0)  # budget reserved for it when it was claimed
+    # The job's mean completion tokens per story so far (None until enough stories to tell).
+    mean_completion: float | None = None
 
+
+# Stories a job makes before its mean completion length sizes its reservations.
+LEARN_AFTER_STORIES = 5
+
+# Where a task goes when it goes back to the queue: a task of an ended job is closed, not left
+# pending (`held` tasks of a budget-exhausted job return to pending when it resumes).
+RETURN_STATUS = (
+    "(CASE j.status WHEN 'cancelled' THEN 'cancelled' WHEN 'budget_exhausted' THEN 'held' "
+    "ELSE 'pending' END)"
+)
 
 # Jobs first, then each job's tasks in id order through the partial (job_id, id) index: a claim
 # reads about `limit` index entries, not every pending task (a sort over all pending tasks of a
@@ -38,6 +54,7 @@ class ClaimedTask:
 _RUNNABLE_JOBS = text(
     "SELECT id FROM jobs j WHERE status IN ('queued', 'running') "
     "AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.status = 'pending') "
+    "AND id <> ALL(CAST(:skip AS uuid[])) "
     "ORDER BY priority DESC, created_at, id"
 )
 
@@ -56,17 +73,28 @@ _CLAIM = text(
     FROM picked, jobs j
     WHERE t.id = picked.id AND j.id = t.job_id
     RETURNING t.id, t.job_id, t.index, t.recipe, t.model, t.attempts, j.template_version,
-              j.instruct, j.summary_model, j.max_tokens, j.seed
+              j.instruct, j.summary_model, j.max_tokens, j.seed,
+              CASE WHEN j.completed + j.rejected >= :learn_after
+                   THEN j.completion_tokens::float8 / (j.completed + j.rejected) END
     """
 )
 
 
 async def claim_tasks(
-    *, session: AsyncSession, worker_id: str, limit: int, lease_s: float
+    *,
+    session: AsyncSession,
+    worker_id: str,
+    limit: int,
+    lease_s: float,
+    skip_jobs: list[uuid.UUID] | None = None,
 ) -> list[ClaimedTask]:
-    """Lease up to `limit` pending tasks of runnable jobs, highest priority first."""
+    """Lease up to `limit` pending tasks of runnable jobs, highest priority first.
+
+    `skip_jobs`: jobs this worker leaves alone for now (waiting for in-flight budget).
+    """
     claimed: list[ClaimedTask] = []
-    for (job_id,) in (await session.execute(_RUNNABLE_JOBS)).all():
+    jobs = await session.execute(_RUNNABLE_JOBS, {"skip": list(skip_jobs or [])})
+    for (job_id,) in jobs.all():
         rows = (
             await session.execute(
                 _CLAIM,
@@ -75,10 +103,14 @@ async def claim_tasks(
                     "worker_id": worker_id,
                     "limit": limit - len(claimed),
                     "lease_s": lease_s,
+                    "learn_after": LEARN_AFTER_STORIES,
                 },
             )
         ).all()
-        claimed += sorted((ClaimedTask(*row) for row in rows), key=lambda task: task.id)
+        claimed += sorted(
+            (ClaimedTask(*row[:-1], mean_completion=row[-1]) for row in rows),
+            key=lambda task: task.id,
+        )
         if len(claimed) >= limit:
             break
     job_ids = list({task.job_id for task in claimed})
@@ -109,57 +141,98 @@ async def extend_leases(
     return result.rowcount or 0
 
 
+# Leases of dead workers return at once: a worker whose heartbeat is `dead_after_s` old (or
+# whose row says it stopped) holds nothing any more, whatever its leases say. Its row is marked
+# `dead` for the dashboard; a heartbeat (a worker that was only slow) marks it running again.
 _REAP = text(
     """
-    WITH expired AS (
-        SELECT id, job_id, reserved_usd FROM tasks
-        WHERE status = 'running' AND lease_expires_at < now()
-        ORDER BY lease_expires_at
+    WITH dead AS (
+        UPDATE workers SET status = 'dead'
+        WHERE status = 'running' AND heartbeat_at < now() - make_interval(secs => :dead_after_s)
+        RETURNING id
+    ), expired AS (
+        SELECT t.id, t.reserved_usd FROM tasks t
+        WHERE t.status = 'running' AND (
+            t.lease_expires_at < now()
+            OR t.lease_owner IN (
+                SELECT id FROM workers WHERE status = 'stopped'
+                OR heartbeat_at < now() - make_interval(secs => :dead_after_s)))
+        ORDER BY t.lease_expires_at
         LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-    ), updated AS (
-        UPDATE tasks t
-        SET status = CASE WHEN t.attempts >= :max_attempts THEN 'failed' ELSE 'pending' END,
-            last_error = CASE WHEN t.attempts >= :max_attempts
-                THEN COALESCE(t.last_error, 'lease expired') ELSE t.last_error END,
-            lease_owner = NULL, lease_expires_at = NULL, reserved_usd = 0, updated_at = now()
-        FROM expired e WHERE t.id = e.id
-        RETURNING t.id, t.job_id, t.status, e.reserved_usd
-    ), per_job AS (
-        SELECT job_id, SUM(reserved_usd) AS reserved,
-               COUNT(*) FILTER (WHERE status = 'failed') AS failed
-        FROM updated GROUP BY job_id
-    ), jobs_updated AS (
-        UPDATE jobs j
-        SET reserved_usd = GREATEST(j.reserved_usd - p.reserved, 0),
-            failed = j.failed + p.failed,
-            status = CASE
-                WHEN j.status IN ('queued', 'running')
-                     AND j.completed + j.rejected + j.failed + p.failed >= j.n_stories
-                THEN CASE WHEN j.completed + j.rejected = 0 THEN 'failed' ELSE 'completed' END
-                ELSE j.status END,
-            finished_at = CASE
-                WHEN j.completed + j.rejected + j.failed + p.failed >= j.n_stories
-                     AND j.finished_at IS NULL
-                THEN now() ELSE j.finished_at END,
-            updated_at = now()
-        FROM per_job p WHERE j.id = p.job_id
-        RETURNING j.id
+        FOR UPDATE OF t SKIP LOCKED
     )
-    SELECT
-        (SELECT COUNT(*) FROM updated WHERE status = 'pending'),
-        (SELECT COUNT(*) FROM updated WHERE status = 'failed'),
-        (SELECT COUNT(*) FROM jobs_updated)
+    UPDATE tasks t
+    SET status = CASE WHEN t.attempts >= :max_attempts THEN 'failed'
+                      ELSE """
+    + RETURN_STATUS
+    + """ END,
+        last_error = CASE WHEN t.attempts >= :max_attempts
+            THEN COALESCE(t.last_error, 'lease expired') ELSE t.last_error END,
+        lease_owner = NULL, lease_expires_at = NULL, reserved_usd = 0, updated_at = now()
+    FROM expired e, jobs j WHERE t.id = e.id AND j.id = t.job_id
+    RETURNING t.id, t.job_id, t.model, t.status, t.attempts, e.reserved_usd, j.provider
     """
 )
 
+# The reaped tasks' counters: their unreconciled reservations become spend (see reap_expired).
+_REAP_JOB = text(
+    """
+    UPDATE jobs j
+    SET spent_usd = j.spent_usd + :charged,
+        reserved_usd = GREATEST(j.reserved_usd - :charged, 0),
+        n_requests = j.n_requests + :n_requests,
+        failed = j.failed + :failed,
+        status = CASE
+            WHEN j.status IN ('queued', 'running')
+                 AND j.completed + j.rejected + j.failed + :failed >= j.n_stories
+            THEN CASE WHEN j.completed + j.rejected = 0 THEN 'failed' ELSE 'completed' END
+            ELSE j.status END,
+        finished_at = CASE
+            WHEN j.completed + j.rejected + j.failed + :failed >= j.n_stories
+                 AND j.finished_at IS NULL
+            THEN now() ELSE j.finished_at END,
+        updated_at = now()
+    WHERE j.id = :job_id
+    """
+)
+
+# Error class of the request row that charges a dead attempt's unreconciled reservation.
+UNRECONCILED = "unreconciled"
+
+
+def intent_row(
+    *, job_id: uuid.UUID, task_id: int, model: str, provider: str, attempt: int, usd: Decimal
+) -> dict[str, Any]:
+    """A `requests` row for provider calls that may have been billed but never answered us:
+    charged at the worst case that was reserved for them."""
+    return {
+        "job_id": job_id,
+        "task_id": task_id,
+        "kind": "story",
+        "model": model,
+        "provider": provider,
+        "outcome": "error",
+        "error_class": UNRECONCILED,
+        "status": None,
+        "attempt": attempt,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cost_usd": usd,
+        "latency_s": 0.0,
+        "finish_reason": None,
+        "created_at": datetime.now(UTC),
+    }
+
 
 async def reap_expired(
-    *, session: AsyncSession, max_attempts: int, limit: int = 1000
+    *, session: AsyncSession, max_attempts: int, limit: int = 1000, dead_after_s: float = 30.0
 ) -> tuple[int, int] | None:
-    """Return expired leases to the queue (or fail them); None when another reaper runs.
+    """Return the tasks of expired leases and dead workers to the queue (or fail them).
 
-    Uses a transaction-scoped advisory lock, so it is released at the caller's commit.
+    None when another reaper runs (a transaction-scoped advisory lock, released at the caller's
+    commit). What such a task still had reserved paid for calls the provider may have answered
+    (and billed) after the worker died: it is charged, as an `unreconciled` request row, never
+    handed back, so recorded spend is never below the provider's.
     """
     got = (
         await session.execute(
@@ -168,16 +241,70 @@ async def reap_expired(
     ).scalar_one()
     if not got:
         return None
-    returned, failed, _ = (
-        await session.execute(_REAP, {"limit": limit, "max_attempts": max_attempts})
-    ).one()
-    return int(returned), int(failed)
+    rows = (
+        await session.execute(
+            _REAP,
+            {"limit": limit, "max_attempts": max_attempts, "dead_after_s": dead_after_s},
+        )
+    ).all()
+    if not rows:
+        return 0, 0
+    intents: list[dict[str, Any]] = []
+    batch = RollupBatch()
+    per_job: dict[uuid.UUID, list[Any]] = {}
+    for task_id, job_id, model, status, attempts, reserved, provider in rows:
+        charged, n_requests, failed = per_job.setdefault(job_id, [Decimal(0), 0, 0])
+        usd = Decimal(reserved)
+        if usd > 0:
+            intents.append(
+                intent_row(
+                    job_id=job_id,
+                    task_id=task_id,
+                    model=model,
+                    provider=provider,
+                    attempt=attempts,
+                    usd=usd,
+                )
+            )
+            batch.add_request(
+                job_id=job_id,
+                model=model,
+                started_at=None,
+                outcome="error",
+                error_class=UNRECONCILED,
+                status=None,
+                attempt=attempts,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost_usd=usd,
+                latency_s=0.0,
+            )
+        if status == "failed":
+            batch.add_story(job_id=job_id, model=model, accepted=None)
+        per_job[job_id] = [charged + usd, n_requests + (usd > 0), failed + (status == "failed")]
+    if intents:
+        await session.execute(insert(RequestRow), intents)
+    for stmt, params in rollup_statements(batch):
+        await session.execute(stmt, params)
+    for job_id in sorted(per_job, key=str):
+        charged, n_requests, failed = per_job[job_id]
+        await session.execute(
+            _REAP_JOB,
+            {"job_id": job_id, "charged": charged, "n_requests": n_requests, "failed": failed},
+        )
+    returned = sum(1 for row in rows if row[3] != "failed")
+    return returned, len(rows) - returned
 
 
 async def release_tasks(
     *, session: AsyncSession, worker_id: str, task_ids: list[int], refund_attempt: bool = True
 ) -> int:
-    """Give tasks this worker holds back to the queue (shutdown, budget stop) and their budget."""
+    """Give tasks this worker holds back to the queue, with their budget and (by default) attempt.
+
+    Only for tasks none of whose provider calls can be in flight (never started, or waiting
+    for budget): a task whose calls may have been sent ends through finish_tasks, which
+    charges what was not reconciled.
+    """
     if not task_ids:
         return 0
     result = await session.execute(
@@ -185,7 +312,9 @@ async def release_tasks(
             """
             WITH released AS (
                 UPDATE tasks t
-                SET status = CASE WHEN j.status = 'cancelled' THEN 'cancelled' ELSE 'pending' END,
+                SET status = """
+            + RETURN_STATUS
+            + """,
                     attempts = GREATEST(t.attempts - CASE WHEN :refund THEN 1 ELSE 0 END, 0),
                     lease_owner = NULL, lease_expires_at = NULL, updated_at = now(),
                     reserved_usd = 0
@@ -209,6 +338,14 @@ async def release_tasks(
 
 
 async def queue_depth(*, session: AsyncSession) -> dict[str, int]:
-    """Tasks by status over runnable jobs."""
-    rows = await session.execute(text("SELECT status, COUNT(*) FROM tasks GROUP BY status"))
-    return {status: int(count) for status, count in rows}
+    """Runnable work: pending tasks of queued or running jobs, and leased tasks."""
+    pending, running = (
+        await session.execute(
+            text(
+                "SELECT (SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
+                "WHERE t.status = 'pending' AND j.status IN ('queued', 'running')), "
+                "(SELECT COUNT(*) FROM tasks WHERE status = 'running')"
+            )
+        )
+    ).one()
+    return {"pending": int(pending), "running": int(running)}

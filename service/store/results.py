@@ -19,7 +19,7 @@ from service.dataset.minhash import text_hash
 from service.db import execute_and_commit
 from service.store.jobs import money
 from service.store.models import RequestRow, Story
-from service.store.queue import ClaimedTask
+from service.store.queue import RETURN_STATUS, UNRECONCILED, ClaimedTask
 from service.store.rollups import RollupBatch, rollup_statements
 
 
@@ -28,26 +28,34 @@ class TaskResult:
     """How one attempt at a task ended.
 
     outcome: "story" (a story to store, accepted or not), "retry" (try again unless the
-    attempts are used up), "fail" (give up now).
+    attempts are used up), "fail" (give up now), "release" (back to the queue, attempt
+    refunded: the worker stopped).
     """
 
-    outcome: Literal["story", "retry", "fail"]
+    outcome: Literal["story", "retry", "fail", "release"]
     requests: Sequence[Any] = ()
     story: dict[str, Any] | None = None
     error: str | None = None
+    error_class: str | None = None  # the provider's error class when a call failed (not stored)
 
 
-# Only tasks this worker still holds change; the returned rows say which did.
+# Only tasks this worker still holds change; the returned rows say which did. "release" gives
+# the task back with its attempt refunded (shutdown: the attempt was cut short, not failed).
 _TASKS_DONE = text(
     """
     UPDATE tasks t SET
         status = CASE
             WHEN u.outcome = 'story' THEN 'done'
+            WHEN u.outcome = 'release' THEN """
+    + RETURN_STATUS
+    + """
             WHEN u.outcome = 'fail' OR t.attempts >= :max_attempts THEN 'failed'
-            WHEN j.status = 'cancelled' THEN 'cancelled'
-            ELSE 'pending' END,
-        last_error = u.error, lease_owner = NULL, lease_expires_at = NULL,
-        reserved_usd = 0, updated_at = now()
+            ELSE """
+    + RETURN_STATUS
+    + """ END,
+        attempts = GREATEST(t.attempts - CASE WHEN u.outcome = 'release' THEN 1 ELSE 0 END, 0),
+        last_error = u.error, lease_owner = NULL,
+        lease_expires_at = NULL, reserved_usd = 0, updated_at = now()
     FROM unnest(CAST(:ids AS bigint[]), CAST(:outcomes AS text[]), CAST(:errors AS text[]))
             AS u(id, outcome, error),
          (SELECT id, reserved_usd FROM tasks WHERE id = ANY(:ids) ORDER BY id FOR UPDATE) old,
@@ -82,6 +90,22 @@ _JOB_UPDATE = text(
             THEN now() ELSE finished_at END,
         updated_at = now()
     WHERE id = :job_id
+    """
+)
+
+
+# The charges a reaper made for attempts whose worker turns out to be alive (it reports the
+# attempt's real requests): they are replaced, not added to.
+_UNCHARGE = text(
+    """
+    DELETE FROM requests r
+    USING unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[]),
+                 CAST(:job_ids AS uuid[])) AS u(id, attempt, job_id)
+    WHERE r.job_id = u.job_id AND r.task_id = u.id AND r.attempt = u.attempt
+      AND r.error_class = '"""
+    + UNRECONCILED
+    + """'
+    RETURNING r.job_id, r.model, r.cost_usd
     """
 )
 
@@ -203,6 +227,26 @@ async def finish_tasks(
             delta.errors.append(result.error or "failed")
             batch.add_story(job_id=task.job_id, model=task.model, accepted=None)
 
+    late = [
+        (task, result)
+        for (task, result), status in zip(items, statuses, strict=True)
+        if status == "lost" and result.requests
+    ]
+    if late:  # a reaper took this attempt for dead and charged its reservation: reconcile
+        for job_id, model, cost in await session.execute(
+            _UNCHARGE,
+            {
+                "ids": [t.id for t, _ in late],
+                "attempts": [t.attempts for t, _ in late],
+                "job_ids": [t.job_id for t, _ in late],
+            },
+        ):
+            delta = deltas.setdefault(job_id, _JobDelta())
+            delta.cost -= Decimal(cost)
+            delta.n_requests -= 1
+            batch.remove_charge(
+                job_id=job_id, model=model, error_class=UNRECONCILED, cost_usd=Decimal(cost)
+            )
     if story_params:  # near-duplicate checks follow, by the indexer (service.dataset.dedup)
         await _insert_stories(session, story_params)
     if request_params:

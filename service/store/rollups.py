@@ -94,6 +94,17 @@ class RollupBatch:
         d.latency_sum_s += latency_s
         d.latency[latency_bucket(latency_s)] += 1
 
+    def remove_charge(
+        self, *, job_id: uuid.UUID, model: str, error_class: str, cost_usd: Decimal
+    ) -> None:
+        """Take back a call counted as a charge that its real answer now replaces."""
+        d = self.delta(minute=minute_of(None), model=model, job_id=job_id)
+        d.requests -= 1
+        d.errors -= 1
+        d.errors_by_class[error_class] = d.errors_by_class.get(error_class, 0) - 1
+        d.cost_usd -= cost_usd
+        d.latency[latency_bucket(0.0)] -= 1
+
     def add_story(
         self, *, job_id: uuid.UUID, model: str, accepted: bool | None, reasons: Iterable[str] = ()
     ) -> None:

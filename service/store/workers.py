@@ -21,9 +21,12 @@ async def register_worker(
 
 
 async def heartbeat_worker(*, session: AsyncSession, worker_id: str, in_flight: int) -> None:
-    """Mark this worker alive with its in-flight count."""
+    """Mark this worker alive with its in-flight count (again, if it was taken for dead)."""
     await session.execute(
-        text("UPDATE workers SET heartbeat_at = now(), in_flight = :n WHERE id = :id"),
+        text(
+            "UPDATE workers SET heartbeat_at = now(), in_flight = :n, "
+            "status = CASE WHEN status = 'dead' THEN 'running' ELSE status END WHERE id = :id"
+        ),
         {"id": worker_id, "n": in_flight},
     )
 

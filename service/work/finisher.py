@@ -29,6 +29,8 @@ class Finisher:
         self.batch = batch
         self._finished: list[tuple[ClaimedTask, store.TaskResult, asyncio.Future[str]]] = []
         self._event = asyncio.Event()
+        self._writing = False
+        self._idle = asyncio.Event()
 
     def submit(self, task: ClaimedTask, result: store.TaskResult) -> asyncio.Future[str]:
         """Queue a result; the future gives the task's stored status ("done", "retry", ...)."""
@@ -48,7 +50,19 @@ class Finisher:
             if self._finished:
                 self._event.set()
             if batch:
-                await self._flush(batch)
+                self._writing = True
+                try:
+                    await self._flush(batch)
+                finally:
+                    self._writing = False
+            if not self._finished:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Wait until everything submitted so far is written (the loop must be running)."""
+        while self._finished or self._writing:
+            self._idle.clear()
+            await self._idle.wait()
 
     async def _flush(
         self, batch: list[tuple[ClaimedTask, store.TaskResult, asyncio.Future[str]]]

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.dataset.dedup import index_pending
 from service.dataset.minhash import MinHashParams
-from service.db import with_reconnect
+from service.db import is_disconnect, with_reconnect
 from service.store import dedup as dedup_store
 
 logger = logging.getLogger(__name__)
@@ -62,9 +62,14 @@ class DedupIndexer:
             try:
                 n = await self._index(lead=True)
                 await self.probe_backlog()
-            except Exception:
+            except Exception as exc:
                 # A failing index (e.g. parameters changed under it) must not stop generation.
-                logger.exception("dedup indexer failed worker_id=%s", self.worker_id)
+                if is_disconnect(exc):  # the database is gone (we are stopping): one line
+                    logger.warning(
+                        "dedup indexer failed worker_id=%s error=%r", self.worker_id, exc
+                    )
+                else:
+                    logger.exception("dedup indexer failed worker_id=%s", self.worker_id)
                 n, self.backlog = None, 0
             if n is None or n < self.batch:
                 await asyncio.sleep(self.interval_s)
@@ -74,5 +79,8 @@ class DedupIndexer:
         try:
             while await self._index(lead=False) == self.batch:
                 pass
-        except Exception:
-            logger.exception("dedup catch-up failed worker_id=%s", self.worker_id)
+        except Exception as exc:
+            if is_disconnect(exc):
+                logger.warning("dedup catch-up failed worker_id=%s error=%r", self.worker_id, exc)
+            else:
+                logger.exception("dedup catch-up failed worker_id=%s", self.worker_id)

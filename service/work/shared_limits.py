@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +21,7 @@ from generator.ratelimit import ModelLimits, Permit
 from service import store
 from service.db import autocommit, with_reconnect
 from service.store.jobs import money
+from service.store.queue import UNRECONCILED
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +140,18 @@ class LeaseLost(Exception):
     """The task's lease expired and went to another worker: stop working on it."""
 
 
+class BudgetWait(BudgetExhausted):
+    """Only other tasks' in-flight reservations are in the way: give the task back, try later."""
+
+
+class BudgetShort(BudgetExhausted):
+    """What the job has left cannot pay for this request's worst case (maybe a smaller one)."""
+
+    def __init__(self, message: str, usd: Decimal) -> None:
+        super().__init__(message)
+        self.usd = usd
+
+
 @dataclass
 class TaskContext:
     """What the current task's provider calls add up to (one per asyncio task)."""
@@ -149,6 +163,34 @@ class TaskContext:
     reserved: Decimal = Decimal(0)
     prepaid: Decimal = Decimal(0)  # reserved at claim time, not yet drawn on
     exhausted: bool = False
+    # Worst cases reserved for calls that have not been answered (recorded) yet: the intents a
+    # cut-short attempt is charged for, since the provider may bill them anyway.
+    open_intents: list[Decimal] = field(default_factory=list)
+    # (worst case, reservation, factor) of this task's story calls (StoryProcessor.plan).
+    plan: tuple[float, Decimal, Decimal] | None = None
+
+    def unreconciled(self, *, model: str, provider: str) -> list[RequestRecord]:
+        """The open intents as request records charged at their reservation."""
+        now = datetime.now(UTC)
+        return [
+            RequestRecord(
+                kind="story",
+                model=model,
+                provider=provider,
+                outcome="error",
+                error_class=UNRECONCILED,
+                status=None,
+                attempt=len(self.requests) + 1 + i,
+                prompt_tokens=0,
+                completion_tokens=0,
+                cost_usd=float(usd),
+                latency_s=0.0,
+                finish_reason=None,
+                started_at=now,
+                error="cut short before the provider answered; charged at its reservation",
+            )
+            for i, usd in enumerate(self.open_intents)
+        ]
 
 
 current_task: contextvars.ContextVar[TaskContext] = contextvars.ContextVar("current_task")
@@ -159,6 +201,8 @@ async def record_request(record: RequestRecord) -> None:
     ctx = current_task.get(None)
     if ctx is not None:
         ctx.requests.append(record)
+        if ctx.open_intents:  # this call was answered: its intent is reconciled
+            ctx.open_intents.pop(0)
 
 
 class PostgresBudgetGuard:
@@ -178,10 +222,13 @@ class PostgresBudgetGuard:
     async def reserve(self, usd: float) -> object:
         """Reserve `usd` on the current task's job or raise BudgetExhausted."""
         ctx = current_task.get()
-        amount = money(usd)
+        amount, factor = money(usd), Decimal(1)
+        if ctx.plan is not None and math.isclose(usd, ctx.plan[0], rel_tol=1e-9):
+            amount, factor = ctx.plan[1], ctx.plan[2]  # a story call at the job's max_tokens
         if amount <= ctx.prepaid:  # reserved with the claim: no round trip
             ctx.prepaid -= amount
             ctx.reserved += amount
+            ctx.open_intents.append(amount)
             return amount
 
         async def reserve() -> str:
@@ -193,19 +240,27 @@ class PostgresBudgetGuard:
                     task_id=ctx.task_id,
                     worker_id=ctx.worker_id,
                     usd=amount,
+                    factor=factor,
                 )
 
         outcome = await with_reconnect(reserve, what="budget_reserve")
         if outcome == "lost":
             raise LeaseLost(f"task {ctx.task_id} is no longer leased to this worker")
+        if outcome == "wait":
+            raise BudgetWait(f"job {ctx.job_id}: {amount} USD waits for in-flight reservations")
         if outcome == "exhausted":
             ctx.exhausted = True
-            raise BudgetExhausted(f"job {ctx.job_id} cannot reserve {amount} USD")
+            raise BudgetShort(f"job {ctx.job_id} cannot reserve {amount} USD", amount)
         ctx.reserved += amount
+        ctx.open_intents.append(amount)
         return amount
 
     async def settle(self, token: object, actual_usd: float) -> None:
-        """Nothing to write yet: the finishing transaction releases and charges together."""
+        """Nothing to write yet: the finishing transaction releases and charges together.
+
+        The call's intent stays open until its request is recorded (record_request): a call
+        cut short (cancelled, crashed) is charged at its reservation.
+        """
         del token, actual_usd
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from service import store
 from service.dataset.minhash import MinHashParams, text_hash
 from service.store.queue import ClaimedTask
+
+# A call of a job with a known mean length reserves this many times the mean (plus 20 tokens).
+RESERVE_MARGIN = 1.5
 
 
 class StoryProcessor:
@@ -19,26 +24,67 @@ class StoryProcessor:
     def __init__(self, engines: Any) -> None:
         self.engines = engines
 
-    def reservation(self, task: ClaimedTask) -> float:
-        """USD the task's first story request reserves (reserved ahead, at claim time)."""
-        from vocab import Recipe
+    def plan(self, task: ClaimedTask) -> tuple[float, Decimal, Decimal]:
+        """(worst-case USD of a story call, USD it reserves, worst over reserved).
 
-        engine = self.engines(task.template_version)
-        return float(
-            engine.story_reservation(
-                Recipe.from_dict(task.recipe), model=task.model, max_tokens=task.max_tokens
-            )
-        )
-
-    async def process(self, task: ClaimedTask) -> store.TaskResult:
-        """Run the provider calls of one task (requests are collected by the context)."""
+        A new job reserves the worst case (the full `max_tokens`). Once it has made a few
+        stories (`LEARN_AFTER_STORIES`), a call reserves its mean length with a margin: a
+        call cut short by a dead worker is charged about what the provider billed, not three
+        times that. The factor keeps the bill within the budget (store.reserve_budget).
+        """
         from vocab import Recipe
 
         engine = self.engines(task.template_version)
         recipe = Recipe.from_dict(task.recipe)
-        outcome = await engine.story(recipe, model=task.model, max_tokens=task.max_tokens)
+        worst = float(
+            engine.story_reservation(recipe, model=task.model, max_tokens=task.max_tokens)
+        )
+        if task.mean_completion is None or worst <= 0:
+            return worst, store.jobs.money(worst), Decimal(1)
+        tokens = min(task.max_tokens, math.ceil(task.mean_completion * RESERVE_MARGIN) + 20)
+        expected = float(engine.story_reservation(recipe, model=task.model, max_tokens=tokens))
+        reserve = store.jobs.money(expected)
+        if reserve <= 0:
+            return worst, store.jobs.money(worst), Decimal(1)
+        # Rounded up, with 5% to spare for a job whose mean drifts down while calls are out.
+        factor = (Decimal(repr(worst)) * Decimal("1.05") / reserve).quantize(
+            Decimal("0.0001"), rounding=ROUND_CEILING
+        )
+        return worst, reserve, max(factor, Decimal(1))
+
+    def reservation(self, task: ClaimedTask) -> float:
+        """USD the task's first story request reserves (reserved ahead, at claim time)."""
+        return float(self.plan(task)[1])
+
+    def affordable_tokens(self, task: ClaimedTask, usd: float) -> tuple[int, int]:
+        """(completion tokens `usd` pays for on top of the story prompt, the fewest worth
+        asking for: the engine's running mean of answered completions, with a margin)."""
+        from vocab import Recipe
+
+        engine = self.engines(task.template_version)
+        recipe = Recipe.from_dict(task.recipe)
+        base = engine.story_reservation(recipe, model=task.model, max_tokens=0)
+        per_token = engine.story_reservation(recipe, model=task.model, max_tokens=1) - base
+        tokens = task.max_tokens if per_token <= 0 else int((usd - base) / per_token)
+        expected = engine.estimator.expected(task.model, task.max_tokens)
+        return min(max(tokens, 0), task.max_tokens), min(int(expected * 1.25) + 1, task.max_tokens)
+
+    async def process(self, task: ClaimedTask, max_tokens: int | None = None) -> store.TaskResult:
+        """Run the provider calls of one task (requests are collected by the context).
+
+        `max_tokens`: a cap below the job's (the last stories a budget pays for).
+        """
+        from vocab import Recipe
+
+        engine = self.engines(task.template_version)
+        recipe = Recipe.from_dict(task.recipe)
+        outcome = await engine.story(
+            recipe, model=task.model, max_tokens=min(max_tokens or task.max_tokens, task.max_tokens)
+        )
         if outcome.text is None:
-            return store.TaskResult(outcome="retry", error=outcome.error or "no text")
+            return store.TaskResult(
+                outcome="retry", error=outcome.error or "no text", error_class=outcome.error_class
+            )
         checks = outcome.checks
         story: dict[str, Any] = {
             "text": outcome.text.replace("\x00", ""),  # Postgres text cannot hold NUL

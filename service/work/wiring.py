@@ -107,6 +107,7 @@ async def run_worker(
                 processor=processor,
                 config=config,
                 bookkeeping=fast_sessionmaker,
+                provider_name=provider.name,
             )
             if install_signals:
                 worker.install_signal_handlers()
@@ -119,5 +120,8 @@ async def run_worker(
                     if asyncio.iscoroutine(result):
                         await result
     finally:
-        await engine.dispose()
-        await fast_engine.dispose()
+        for eng in (engine, fast_engine):  # bounded: the database may be gone
+            try:
+                await asyncio.wait_for(eng.dispose(), timeout=2.0)
+            except (TimeoutError, Exception) as exc:
+                logger.warning("closing database connections failed error=%r", exc)

@@ -17,15 +17,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from generator.engine import BudgetExhausted
 from service import store
 from service.dataset.minhash import MinHashParams
 from service.db import autocommit, with_reconnect
 from service.store.queue import ClaimedTask
+from service.work.attempt import run_task
 from service.work.finisher import Finisher
 from service.work.indexer import DedupIndexer
-from service.work.shared_limits import LeaseLost, TaskContext, current_task
-from service.work.task import StoryProcessor, SummaryFailed
+from service.work.task import StoryProcessor
+from service.work.upkeep import heartbeat_loop, reaper_loop, touch_heartbeat_file
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +76,18 @@ class Worker:
         config: WorkerConfig,
         worker_id: str | None = None,
         bookkeeping: async_sessionmaker[AsyncSession] | None = None,
+        provider_name: str = "unknown",
     ) -> None:
         self.sessionmaker = sessionmaker
         # Short autocommit statements on hot rows (budget prepay): may skip the WAL flush wait.
         self.bookkeeping = bookkeeping or sessionmaker
         self.processor = processor
         self.config = config
+        self.provider_name = provider_name
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()
+        self._deadline: float | None = None  # loop time by which a stopping worker exits
         self.indexer = DedupIndexer(
             sessionmaker=sessionmaker,
             params=getattr(processor, "params", None) or MinHashParams(),
@@ -94,19 +97,22 @@ class Worker:
             backlog_cap=config.max_dedup_backlog,
             stopping=self._stopping.is_set,
         )
-        self._running: dict[int, asyncio.Task[None]] = {}
-        self._last_progress = (time.monotonic(), 0)
-        self._slot_freed = asyncio.Event()
+        self.running: dict[int, asyncio.Task[None]] = {}
+        self.last_progress = (time.monotonic(), 0)
+        self.slot_freed = asyncio.Event()
+        # Jobs this worker leaves alone until a loop time: their budget waits on calls in flight.
+        self.budget_waits: dict[uuid.UUID, float] = {}
         self.finisher = Finisher(
-            db=self._db, worker_id=self.worker_id, max_attempts=config.max_attempts
+            db=self.db, worker_id=self.worker_id, max_attempts=config.max_attempts
         )
 
     def request_stop(self) -> None:
-        """Stop claiming; in-flight tasks get the grace period."""
+        """Stop claiming; in-flight tasks get the grace period, the whole stop ends within it."""
         if not self._stopping.is_set():
             logger.info(
-                "worker stopping worker_id=%s in_flight=%d", self.worker_id, len(self._running)
+                "worker stopping worker_id=%s in_flight=%d", self.worker_id, len(self.running)
             )
+            self._deadline = asyncio.get_running_loop().time() + self.config.shutdown_grace_s
         self._stopping.set()
 
     def install_signal_handlers(self) -> None:
@@ -115,7 +121,10 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
 
-    async def _db(self, what: str, fn: Any, *, stoppable: bool = False) -> Any:
+    async def db(self, what: str, fn: Any, *, stoppable: bool = False) -> Any:
+        """Run `fn(session)` in a transaction, again while the database is unreachable
+        (`stoppable`: not once the worker is stopping)."""
+
         async def op() -> Any:
             async with self.sessionmaker() as session, session.begin():
                 return await fn(session)
@@ -125,44 +134,59 @@ class Worker:
 
     async def run(self) -> WorkerStats:
         """Work until stopped (or, with idle_exit, until nothing is left to claim)."""
-        await self._db(
-            "register",
-            lambda s: store.register_worker(
-                session=s,
-                worker_id=self.worker_id,
-                host=socket.gethostname(),
-                pid=os.getpid(),
-                concurrency=self.config.concurrency,
-            ),
-        )
+        try:
+            await self.db(
+                "register",
+                lambda s: store.register_worker(
+                    session=s,
+                    worker_id=self.worker_id,
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
+                    concurrency=self.config.concurrency,
+                ),
+                stoppable=True,
+            )
+        except Exception:
+            if self._stopping.is_set():  # stopped before the database came back
+                logger.warning("worker stopped before it started worker_id=%s", self.worker_id)
+                return self.stats
+            raise
         logger.info(
             "worker started worker_id=%s concurrency=%d", self.worker_id, self.config.concurrency
         )
-        self._touch_heartbeat_file()
+        touch_heartbeat_file(self)
         await self.indexer.probe_backlog()
         background = [
-            asyncio.create_task(self._heartbeat_loop()),
-            asyncio.create_task(self._reaper_loop()),
+            asyncio.create_task(heartbeat_loop(self)),
+            asyncio.create_task(reaper_loop(self)),
             asyncio.create_task(self.indexer.loop()),
         ]
         flusher = asyncio.create_task(self.finisher.loop())
         try:
             await self._claim_loop()
         finally:
-            await self._drain()
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await flusher
-            for t in background:
-                t.cancel()
-            for t in background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            await self.indexer.catch_up()
-            with contextlib.suppress(Exception):
-                await self._db(
-                    "stop", lambda s: store.stop_worker(session=s, worker_id=self.worker_id)
+            if self._deadline is None:  # idle exit or a crash: the same bounded stop
+                self._deadline = asyncio.get_running_loop().time() + self.config.shutdown_grace_s
+            self._stopping.set()
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    await self._drain()
+                    await self.finisher.idle()
+                    flusher.cancel()
+                    await self.indexer.catch_up()
+                    await self.db(
+                        "stop", lambda s: store.stop_worker(session=s, worker_id=self.worker_id)
+                    )
+            except (TimeoutError, Exception) as exc:  # the database is gone: exit anyway
+                logger.warning(
+                    "worker stop cut short worker_id=%s error=%r: leases left to the reaper",
+                    self.worker_id,
+                    exc,
                 )
+            left = [*background, flusher, *self.running.values()]
+            for t in left:
+                t.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
             logger.info(
                 "worker stopped worker_id=%s stories=%d failed=%d released=%d",
                 self.worker_id,
@@ -179,41 +203,54 @@ class Worker:
                 self.stats.dedup_waits += 1
                 await asyncio.sleep(self.config.poll_s / 2)
                 continue
-            free = self.config.concurrency - len(self._running)
+            free = self.config.concurrency - len(self.running)
             if free <= 0 or (
-                self._running and free < min(self.config.claim_batch, self.config.concurrency) // 2
+                self.running and free < min(self.config.claim_batch, self.config.concurrency) // 2
             ):
-                self._slot_freed.clear()
+                self.slot_freed.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_freed.wait(), timeout=1.0)
+                    await asyncio.wait_for(self.slot_freed.wait(), timeout=1.0)
                 continue
             limit = min(free, self.config.claim_batch)
+            now = asyncio.get_running_loop().time()
+            self.budget_waits = {j: t for j, t in self.budget_waits.items() if t > now}
             try:
-                claimed = await self._db(
+                claimed = await self.db(
                     "claim",
-                    lambda s, n=limit: store.claim_tasks(
-                        session=s, worker_id=self.worker_id, limit=n, lease_s=self.config.lease_s
+                    lambda s, n=limit, skip=list(self.budget_waits): store.claim_tasks(
+                        session=s,
+                        worker_id=self.worker_id,
+                        limit=n,
+                        lease_s=self.config.lease_s,
+                        skip_jobs=skip,
                     ),
                     stoppable=True,
                 )
                 claimed = await self._prepay(claimed)
-            except Exception:
-                logger.exception("claim failed worker_id=%s", self.worker_id)
+            except Exception as exc:
+                if self._stopping.is_set():
+                    break
+                logger.warning("claim failed worker_id=%s error=%r", self.worker_id, exc)
                 await asyncio.sleep(1.0)
                 continue
             for task in claimed:
                 self.stats.claimed += 1
-                self._running[task.id] = asyncio.create_task(self._run_task(task))
+                self.running[task.id] = asyncio.create_task(run_task(self, task))
             if claimed:
                 idle_rounds = 0
                 continue
             idle_rounds += 1
-            if self.config.idle_exit and not self._running and idle_rounds >= 3:
+            if (
+                self.config.idle_exit
+                and not self.running
+                and not self.budget_waits
+                and idle_rounds >= 3
+            ):
                 return
-            self._slot_freed.clear()
+            self.slot_freed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._slot_freed.wait(), timeout=self.config.poll_s * min(idle_rounds, 5)
+                    self.slot_freed.wait(), timeout=self.config.poll_s * min(idle_rounds, 5)
                 )
 
     async def _prepay(self, tasks: list[ClaimedTask]) -> list[ClaimedTask]:
@@ -225,10 +262,10 @@ class Worker:
         amounts = []
         for task in tasks:
             try:
-                usd = store.jobs.money(self.processor.reservation(task))
+                _, usd, factor = self.processor.plan(task)
             except Exception:  # e.g. an unpriced model: the engine reports it on the request
                 continue
-            amounts.append((task.id, task.job_id, usd))
+            amounts.append((task.id, task.job_id, usd, factor))
         if not amounts:
             return tasks
 
@@ -240,156 +277,33 @@ class Worker:
                 )
 
         try:
-            got = await with_reconnect(op, what="prepay")
-        except Exception:
-            logger.exception("budget prepay failed worker_id=%s", self.worker_id)
+            got = await with_reconnect(op, what="prepay", stop=self._stopping.is_set)
+        except Exception as exc:
+            logger.warning("budget prepay failed worker_id=%s error=%r", self.worker_id, exc)
             return tasks
         return [
             dataclasses.replace(task, prepaid=got[task.id]) if task.id in got else task
             for task in tasks
         ]
 
-    async def _run_task(self, task: ClaimedTask) -> None:
-        ctx = TaskContext(
-            job_id=task.job_id, task_id=task.id, worker_id=self.worker_id, prepaid=task.prepaid
-        )
-        current_task.set(ctx)
-        try:
-            try:
-                result = await self.processor.process(task)
-            except BudgetExhausted:
-                await self._budget_stop(task, ctx)
-                return
-            except SummaryFailed as exc:
-                result = store.TaskResult(outcome="retry", error=str(exc))
-            except LeaseLost as exc:
-                # finish_task sees the lost lease: it records the requests, stores nothing.
-                result = store.TaskResult(outcome="retry", error=str(exc))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                logger.exception("task crashed task_id=%d", task.id)
-                result = store.TaskResult(outcome="retry", error=f"{type(exc).__name__}: {exc}")
-            result.requests = list(ctx.requests)
-            # The slot stays taken until the story is durable.
-            status = await asyncio.shield(self.finisher.submit(task, result))
-            self._count(task, status, result)
-        finally:
-            self._running.pop(task.id, None)
-            self._slot_freed.set()
-
-    def _count(self, task: ClaimedTask, status: str, result: store.TaskResult) -> None:
-        if status == "done":
-            self.stats.stories += 1
-        elif status == "failed":
-            self.stats.failed += 1
-            logger.warning(
-                "task failed task_id=%d job_id=%s error=%s", task.id, task.job_id, result.error
-            )
-        elif status == "lost":
-            self.stats.lost += 1
-            logger.warning("task lease lost task_id=%d", task.id)
-        else:
-            self.stats.retried += 1
-
-    async def _budget_stop(self, task: ClaimedTask, ctx: TaskContext) -> None:
-        """The job cannot pay for another request: stop it and give this task back."""
-        result = store.TaskResult(
-            outcome="retry", error="budget exhausted", requests=list(ctx.requests)
-        )
-
-        async def op(session: AsyncSession) -> None:
-            await store.finish_task(
-                session=session,
-                task=task,
-                worker_id=self.worker_id,
-                result=result,
-                max_attempts=10**9,
-            )
-            if await store.mark_budget_exhausted(session=session, job_id=task.job_id):
-                logger.warning("job budget exhausted job_id=%s", task.job_id)
-
-        await self._db("budget_stop", op)
-
     async def _drain(self) -> None:
-        """Let in-flight tasks finish within the grace period, then release the rest."""
-        if self._running:
-            _, pending = await asyncio.wait(
-                list(self._running.values()), timeout=self.config.shutdown_grace_s
+        """Let in-flight tasks finish until shortly before the deadline; then cut them short.
+
+        A task cut short goes back to the queue through the finisher, its calls in flight
+        charged at their reservation (see attempt.run_task).
+        """
+        assert self._deadline is not None
+        loop = asyncio.get_running_loop()
+        # Leave time to write what was cut short: half the grace, at most 2 s.
+        write_s = min(2.0, self.config.shutdown_grace_s / 2)
+        if self.running:
+            await asyncio.wait(
+                list(self.running.values()),
+                timeout=max(self._deadline - write_s - loop.time(), 0.0),
             )
-            ids = [tid for tid, t in self._running.items() if t in pending]
-            for t in pending:
-                t.cancel()
-            for t in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            if ids:
-                n = await self._db(
-                    "release",
-                    lambda s: store.release_tasks(
-                        session=s, worker_id=self.worker_id, task_ids=ids
-                    ),
-                )
-                self.stats.released += n
-                logger.info("released tasks worker_id=%s n=%d", self.worker_id, n)
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.heartbeat_s)
-            ids = list(self._running)
-
-            async def beat(session: AsyncSession, ids: list[int] = ids) -> None:
-                await store.extend_leases(
-                    session=session,
-                    worker_id=self.worker_id,
-                    task_ids=ids,
-                    lease_s=self.config.lease_s,
-                )
-                await store.heartbeat_worker(
-                    session=session, worker_id=self.worker_id, in_flight=len(ids)
-                )
-
-            try:
-                await self._db("heartbeat", beat)
-                self._touch_heartbeat_file()
-            except Exception:
-                logger.exception("heartbeat failed worker_id=%s", self.worker_id)
-            self._log_progress()
-
-    def _touch_heartbeat_file(self) -> None:
-        path = self.config.heartbeat_file
-        if path is not None:
-            try:
-                path.touch()
-            except OSError:
-                logger.warning("cannot touch heartbeat file %s", path)
-
-    def _log_progress(self) -> None:
-        """One summary line per heartbeat while stories are made (per story only at DEBUG)."""
-        now, done = time.monotonic(), self.stats.stories + self.stats.failed
-        last_t, last_done = self._last_progress
-        self._last_progress = (now, done)
-        if done == last_done:
-            return
-        logger.info(
-            "worker progress stories=%d failed=%d retried=%d in_flight=%d rate=%.1f/s",
-            self.stats.stories,
-            self.stats.failed,
-            self.stats.retried,
-            len(self._running),
-            (done - last_done) / max(now - last_t, 1e-9),
-        )
-
-    async def _reaper_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.reaper_s)
-            try:
-                reaped = await self._db(
-                    "reap",
-                    lambda s: store.reap_expired(session=s, max_attempts=self.config.max_attempts),
-                )
-            except Exception:
-                logger.exception("reaper failed worker_id=%s", self.worker_id)
-                continue
-            if reaped and any(reaped):
-                logger.info("reaped expired leases returned=%d failed=%d", *reaped)
+        pending = [t for t in self.running.values() if not t.done()]
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            logger.info("released tasks worker_id=%s n=%d", self.worker_id, len(pending))

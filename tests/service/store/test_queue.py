@@ -20,12 +20,24 @@ async def _job(sessionmaker, n: int = 10, *, priority: int = 0, budget: str = "1
 
 
 async def _reserved_after_reaping(sessionmaker, job_id: uuid.UUID) -> Decimal:
-    """What the job still has reserved once the (already expiring) leases are reaped."""
+    """What the job still has reserved once the (already expiring) leases are reaped; what was
+    reserved is charged (the calls may have been billed), as `unreconciled` request rows."""
+    async with sessionmaker() as s:
+        before = (await store.get_job(session=s, job_id=job_id)).reserved_usd
     await asyncio.sleep(0.05)
     async with sessionmaker() as s, s.begin():
         await store.reap_expired(session=s, max_attempts=5)
     async with sessionmaker() as s:
-        return (await store.get_job(session=s, job_id=job_id)).reserved_usd
+        job = await store.get_job(session=s, job_id=job_id)
+        charged = (
+            await s.execute(
+                text("SELECT COALESCE(sum(cost_usd), 0) FROM requests WHERE error_class = :c"),
+                {"c": store.queue.UNRECONCILED},
+            )
+        ).scalar_one()
+        roll = await store.rollup_totals(session=s, job_id=job_id)
+    assert job.spent_usd == charged == before == roll["cost_usd"]
+    return job.reserved_usd
 
 
 async def _claim(sessionmaker, worker: str, limit: int, lease_s: float = 60.0):
@@ -236,6 +248,142 @@ async def test_prepay_covers_claimed_tasks_while_the_budget_lasts(sessionmaker) 
         over = await store.reserve_budget(
             session=s, job_id=job_id, task_id=last, worker_id="w", usd=Decimal("0.0001")
         )
-    assert (ok, over) == ("ok", "exhausted")
+    # Other tasks' reservations are in the way: wait; more than the whole rest: exhausted.
+    assert (ok, over) == ("ok", "wait")
+    async with sessionmaker() as s, s.begin():
+        too_much = await store.reserve_budget(
+            session=s, job_id=job_id, task_id=last, worker_id="w", usd=Decimal("0.001")
+        )
+    assert too_much == "exhausted"
     # A dead worker's prepaid budget goes back with its expired leases.
     assert await _reserved_after_reaping(sessionmaker, job_id) == 0
+
+
+async def test_dead_workers_leases_return_before_they_expire(sessionmaker) -> None:
+    await _job(sessionmaker, 4)
+    async with sessionmaker() as s, s.begin():
+        for worker in ("dead", "alive"):
+            await store.register_worker(session=s, worker_id=worker, host="h", pid=1, concurrency=2)
+        await s.execute(
+            text(
+                "UPDATE workers SET heartbeat_at = now() - interval '10 seconds' WHERE id = 'dead'"
+            )
+        )
+    for worker in ("dead", "alive"):
+        assert len(await _claim(sessionmaker, worker, 2, lease_s=600)) == 2
+    async with sessionmaker() as s, s.begin():
+        assert await store.reap_expired(session=s, max_attempts=5, dead_after_s=5) == (2, 0)
+    async with sessionmaker() as s:
+        owners = dict(
+            (await s.execute(text("SELECT status, count(*) FROM tasks GROUP BY 1"))).all()
+        )
+        workers = dict((await s.execute(text("SELECT id, status FROM workers"))).all())
+    assert owners == {"pending": 2, "running": 2}
+    assert workers == {"dead": "dead", "alive": "running"}
+    # The dead worker's tasks are claimable again at once.
+    assert len(await _claim(sessionmaker, "alive", 5)) == 2
+
+
+async def test_exhausted_job_holds_its_tasks_until_a_raised_budget_resumes_it(
+    sessionmaker,
+) -> None:
+    job_id = await _job(sessionmaker, 4, budget="0.001")
+    (task,) = await _claim(sessionmaker, "w", 1)
+    async with sessionmaker() as s, s.begin():
+        await s.execute(text("UPDATE jobs SET spent_usd = budget_usd"))
+        assert await store.mark_budget_exhausted(session=s, job_id=job_id)
+        assert await store.queue.queue_depth(session=s) == {"pending": 0, "running": 1}
+    # The running task ends after the job stopped: held with the rest, not pending.
+    async with sessionmaker() as s, s.begin():
+        status = await store.finish_task(
+            session=s, task=task, worker_id="w", result=store.TaskResult("retry"), max_attempts=3
+        )
+    assert status == "held"
+    with pytest.raises(store.InvalidTransition, match="raise its budget"):
+        async with sessionmaker() as s, s.begin():
+            await store.transition_job(session=s, job_id=job_id, action="resume")
+    with pytest.raises(store.jobs.BudgetTooLow, match=r"at least 0\.001"):
+        async with sessionmaker() as s, s.begin():
+            await store.jobs.set_job_budget(session=s, job_id=job_id, budget_usd=Decimal("0.0005"))
+    async with sessionmaker() as s, s.begin():
+        job = await store.jobs.set_job_budget(session=s, job_id=job_id, budget_usd=Decimal("0.002"))
+        assert (job.budget_usd, job.status) == (Decimal("0.002"), "budget_exhausted")
+        job = await store.transition_job(session=s, job_id=job_id, action="resume")
+        assert (job.status, job.finished_at, job.last_error) == ("running", None, None)
+        assert await store.queue.queue_depth(session=s) == {"pending": 4, "running": 0}
+    assert len(await _claim(sessionmaker, "w", 10)) == 4
+    async with sessionmaker() as s, s.begin():
+        await s.execute(text("UPDATE tasks SET status = 'pending', lease_owner = NULL"))
+        await store.mark_budget_exhausted(session=s, job_id=job_id)
+        job = await store.transition_job(session=s, job_id=job_id, action="cancel")
+        left = (await s.execute(text("SELECT DISTINCT status FROM tasks"))).scalars().all()
+    assert job.status == "cancelled" and left == ["cancelled"]
+    with pytest.raises(store.InvalidTransition):
+        async with sessionmaker() as s, s.begin():
+            await store.jobs.set_job_budget(session=s, job_id=job_id, budget_usd=Decimal(1))
+
+
+async def test_release_refunds_the_attempt_and_charges_calls_cut_short(sessionmaker) -> None:
+    from service.work.shared_limits import TaskContext
+
+    job_id = await _job(sessionmaker, 1)
+    (task,) = await _claim(sessionmaker, "w", 1)
+    async with sessionmaker() as s, s.begin():
+        assert await store.prepay_tasks(
+            session=s, worker_id="w", amounts=[(task.id, job_id, Decimal("0.0002"))]
+        ) == {task.id: Decimal("0.0002")}
+    ctx = TaskContext(job_id=job_id, task_id=task.id, worker_id="w")
+    ctx.open_intents.append(Decimal("0.0002"))  # sent, never answered
+    cut_short = ctx.unreconciled(model="m", provider="simulator")
+    async with sessionmaker() as s, s.begin():
+        status = await store.finish_task(
+            session=s,
+            task=task,
+            worker_id="w",
+            result=store.TaskResult("release", requests=cut_short),
+            max_attempts=1,
+        )
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+        attempts = (await s.execute(text("SELECT attempts FROM tasks"))).scalar_one()
+    assert status == "pending" and attempts == 0  # max_attempts=1 and still not failed
+    assert (job.spent_usd, job.reserved_usd, job.n_requests) == (Decimal("0.0002"), 0, 1)
+
+
+async def test_a_late_answer_replaces_the_charge_the_reaper_made(sessionmaker) -> None:
+    from generator.engine import RequestRecord
+
+    job_id = await _job(sessionmaker, 1)
+    (task,) = await _claim(sessionmaker, "slow", 1, lease_s=0.01)
+    async with sessionmaker() as s, s.begin():
+        await store.prepay_tasks(
+            session=s, worker_id="slow", amounts=[(task.id, job_id, Decimal("0.0005"))]
+        )
+    assert await _reserved_after_reaping(sessionmaker, job_id) == 0  # charged 0.0005
+    answer = RequestRecord(
+        kind="story",
+        model="m",
+        provider="simulator",
+        outcome="ok",
+        error_class=None,
+        status=200,
+        attempt=1,
+        prompt_tokens=10,
+        completion_tokens=20,
+        cost_usd=0.0001,
+        latency_s=0.3,
+        finish_reason="stop",
+        started_at=datetime.now(UTC),
+    )
+    result = store.TaskResult("story", story=_story(), requests=[answer])
+    async with sessionmaker() as s, s.begin():
+        status = await store.finish_task(
+            session=s, task=task, worker_id="slow", result=result, max_attempts=3
+        )
+    async with sessionmaker() as s:
+        job = await store.get_job(session=s, job_id=job_id)
+        rows = (await s.execute(text("SELECT error_class, cost_usd FROM requests"))).all()
+        roll = await store.rollup_totals(session=s, job_id=job_id)
+    assert status == "lost" and rows == [(None, Decimal("0.0001"))]
+    assert job.spent_usd == roll["cost_usd"] == Decimal("0.0001")
+    assert job.n_requests == roll["requests"] == 1
