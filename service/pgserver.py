@@ -97,6 +97,17 @@ def _port_free(port: int) -> bool:
         return True
 
 
+def _shared_buffers_mb() -> int:
+    """An eighth of the machine's memory, 128 MB to 2 GB: the dedup band index outgrows
+    Postgres' 128 MB default at ~50,000 stories and imports then slow down twofold (2 GB held
+    it at 200,000 stories; docs/scale.md). TINYSTORIES_PG_EXTRA_OPTIONS can set more."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 128
+    return int(max(128, min(2048, memory // (8 << 20))))
+
+
 def _answers(port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout):
@@ -181,7 +192,7 @@ class EmbeddedPostgres:
             port = _free_port()
         options = (
             f"-h 127.0.0.1 -p {port} -k '' -c max_connections=300 "
-            f"-c shared_buffers=128MB {self.extra_options}"
+            f"-c shared_buffers={_shared_buffers_mb()}MB {self.extra_options}"
         )
         try:
             commands.pg_ctl(

@@ -10,13 +10,14 @@ from typing import Any
 
 import typer
 
-from service.cli_common import fail, load_settings
+# fail: a runtime failure (bad input file, failed export), exit 1; usage_error: exit 2.
+from service.cli_common import fail, load_settings, usage_error
 
 
 def _database_url() -> str:
-    from service.db import resolve_database_url
+    from service.cli_common import database_url
 
-    return resolve_database_url(load_settings())
+    return database_url(load_settings())  # migrates a fresh TINYSTORIES_HOME
 
 
 def _progress() -> Any:
@@ -46,20 +47,37 @@ async def _with_sessions(url: str, fn: Any) -> Any:
 
 
 def import_(
-    path: Path = typer.Argument(..., help="A TinyStories release file (.txt, .json, .jsonl)."),
+    path: Path = typer.Argument(
+        ..., help="A TinyStories release file (.txt, .json, .jsonl) or an export's .parquet."
+    ),
     fmt: str | None = typer.Option(
-        None, "--format", help="text | instruct | json | jsonl (detected when omitted)."
+        None, "--format", help="text | instruct | json | jsonl | parquet (detected when omitted)."
     ),
     batch_size: int = typer.Option(2_000, min=1, help="Stories per transaction."),
+    max_chars: int = typer.Option(
+        16_384,  # importer.DEFAULT_MAX_CHARS: 4x the longest of 1,200 real stories
+        min=1,
+        help="Skip (and count) stories longer than this many characters.",
+    ),
 ) -> None:
     """Load a TinyStories release file into the store (idempotent, resumable)."""
-    from service.dataset.import_formats import FORMATS, ImportFormatError
+    from service.dataset.import_formats import (
+        FORMATS,
+        ImportFormatError,
+        detect_format,
+        refuse_unreadable,
+    )
     from service.dataset.importer import import_file
 
     if fmt is not None and fmt not in FORMATS:
-        fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        usage_error(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if not path.is_file():
-        fail(f"{path}: no such file")
+        usage_error(f"{path}: no such file")
+    try:  # before the database starts: a file that is not stories is refused at once
+        refuse_unreadable(path, fmt)
+        fmt = fmt or detect_format(path)
+    except ImportFormatError as exc:
+        fail(f"{exc}; nothing was stored")
     url = _database_url()
     error = None
     with _progress() as bar:
@@ -73,7 +91,12 @@ def import_(
                 _with_sessions(
                     url,
                     lambda sm: import_file(
-                        sm, path, fmt=fmt, batch_size=batch_size, on_progress=progress
+                        sm,
+                        path,
+                        fmt=fmt,  # type: ignore[arg-type]
+                        batch_size=batch_size,
+                        max_chars=max_chars,
+                        on_progress=progress,
                     ),
                 )
             )
@@ -84,9 +107,15 @@ def import_(
     if summary.already_done:
         typer.echo(f"{path}: already imported, nothing to do")
         return
+    if summary.unknown_fields:
+        typer.echo(f"warning: {path}: {summary.unknown_fields}", err=True)
+    for reason, records in summary.rejected.items():
+        shown = ", ".join(map(str, records))
+        typer.echo(f"warning: {path}: skipped stories {reason} (records {shown}...)", err=True)
     typer.echo(
         f"imported {summary.inserted} stories from {path} (format {summary.format}, "
-        f"duplicates {summary.duplicates}, resumed at record {summary.resumed_at})"
+        f"duplicates {summary.duplicates}, skipped {summary.rejected_count}, "
+        f"resumed at record {summary.resumed_at})"
     )
 
 
@@ -135,7 +164,17 @@ def export(
     until: datetime | None = typer.Option(None, help="Stories created before (ISO time)."),
     include_duplicates: bool = typer.Option(False, help="Keep near and exact duplicates."),
     include_rejected: bool = typer.Option(False, help="Keep stories that failed the checks."),
-    fmt: str = typer.Option("plain", "--format", help="plain | instruct."),
+    fmt: str = typer.Option(
+        "plain",
+        "--format",
+        help="plain: every story | instruct: only stories with Instruct metadata "
+        "(summary, words or features).",
+    ),
+    records_per_shard: int = typer.Option(
+        100_000,
+        min=1,
+        help="Train records per TinyStories_all_data/dataNN.json (data00.json is validation).",
+    ),
     validation_fraction: float = typer.Option(0.05, help="Share of stories in validation, (0, 1)."),
     seed: int = typer.Option(0, help="Split seed."),
     decontaminate: bool = typer.Option(True, help="Drop stories overlapping evaluation prompts."),
@@ -149,7 +188,7 @@ def export(
     try:
         jobs = [uuid.UUID(j) for j in job] or None
     except ValueError:
-        fail(f"jobs: not a job id: {job}")
+        usage_error(f"jobs: not a job id: {job}")
     try:
         options = ExportOptions(
             jobs=jobs,
@@ -159,18 +198,19 @@ def export(
             include_duplicates=include_duplicates,
             include_rejected=include_rejected,
             format=fmt,
+            records_per_shard=records_per_shard,
             validation_fraction=validation_fraction,
             seed=seed,
             decontaminate=decontaminate,
         )
     except ValidationError as exc:
         first = exc.errors()[0]
-        fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
+        usage_error(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
     url = _database_url()
     if jobs:
         missing = asyncio.run(_with_sessions(url, lambda sm: _unknown_jobs(sm, jobs)))
         if missing:
-            fail(f"jobs: unknown job(s): {', '.join(missing)}")
+            usage_error(f"jobs: unknown job(s): {', '.join(missing)}")
     error = None
     with _progress() as bar:
         task = bar.add_task("export", total=None)

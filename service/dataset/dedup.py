@@ -50,8 +50,10 @@ def hasher_for(params: MinHashParams) -> MinHasher:
     return hasher
 
 
-def signatures(texts: Sequence[str], params: MinHashParams) -> np.ndarray:
-    return hasher_for(params).signatures(texts)
+def signatures(
+    texts: Sequence[str], params: MinHashParams, *, normalized: bool = False
+) -> np.ndarray:
+    return hasher_for(params).signatures(texts, normalized=normalized)
 
 
 async def index_pending(

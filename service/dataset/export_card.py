@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 
-_HIST_MAX = 4096  # word/char counts above this share the last histogram bucket
+_HIST_START = 4096  # histogram buckets to begin with; it grows to the longest story
 
 
 def release_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A TinyStories_all_data record for one export row."""
+    """A TinyStories_all_data record for one export row.
+
+    `source` is the model, as in the release (null when unknown); `instruct_header` (our
+    addition) keeps the TinyStories-Instruct header lines, so a JSON round trip loses none."""
     words = [w for w in (row["verb"], row["noun"], row["adjective"]) if w]
     return {
         "story": row["text"],
@@ -29,17 +32,20 @@ def release_record(row: Mapping[str, Any]) -> dict[str, Any]:
             "words": words,
             "features": list(row["features"]),
         },
-        "summary": row["summary"],
-        "source": row["model"] or row["source"],
+        "summary": row["summary"] or None,
+        "source": row["model"] or None,
+        "instruct_header": row["instruct_header"],
     }
 
 
 class JsonChunks:
-    """TinyStories_all_data/dataNN.json files, each a JSON list written record by record."""
+    """TinyStories_all_data/dataNN.json files, each a JSON list written record by record;
+    numbered from `first_index`, a new file every `records_per_file` records (None: one file)."""
 
-    def __init__(self, directory: Path, records_per_file: int) -> None:
+    def __init__(self, directory: Path, records_per_file: int | None, first_index: int = 0) -> None:
         self.dir = directory
         self.per_file = records_per_file
+        self.first_index = first_index
         self.files: list[Path] = []
         self._f: Any = None
         self._n = 0
@@ -47,14 +53,14 @@ class JsonChunks:
     def write(self, records: Iterable[dict[str, Any]]) -> None:
         for rec in records:
             if self._f is None:
-                path = self.dir / f"data{len(self.files):02d}.json"
+                path = self.dir / f"data{self.first_index + len(self.files):02d}.json"
                 self.files.append(path)
                 self._f = open(path, "w", encoding="utf-8")
                 self._f.write("[")
                 self._n = 0
             self._f.write(("," if self._n else "") + json.dumps(rec, ensure_ascii=False))
             self._n += 1
-            if self._n >= self.per_file:
+            if self.per_file is not None and self._n >= self.per_file:
                 self._close_file()
 
     def _close_file(self) -> None:
@@ -66,22 +72,31 @@ class JsonChunks:
         if self._f is not None:
             self._close_file()
         if not self.files:
-            path = self.dir / "data00.json"
+            path = self.dir / f"data{self.first_index:02d}.json"
             path.write_text("[]", encoding="utf-8")
             self.files.append(path)
         return self.files
+
+
+def _grown(hist: np.ndarray, size: int) -> np.ndarray:
+    if len(hist) >= size:
+        return hist
+    out = np.zeros(max(size, 2 * len(hist)), dtype=np.int64)
+    out[: len(hist)] = hist
+    return out
 
 
 class ExportStats:
     """Running statistics with O(1) memory in the number of rows."""
 
     def __init__(self) -> None:
-        self.words = np.zeros(_HIST_MAX + 1, dtype=np.int64)
-        self.chars = np.zeros(_HIST_MAX + 1, dtype=np.int64)
+        self.words = np.zeros(_HIST_START, dtype=np.int64)
+        self.chars = np.zeros(_HIST_START, dtype=np.int64)
         self.word_total = 0
         self.char_total = 0
         self.models: Counter[str] = Counter()
         self.providers: Counter[str] = Counter()
+        self.sources: Counter[str] = Counter()
         self.cost = 0.0
         self.near_dups = 0
         self.with_summary = 0
@@ -89,12 +104,16 @@ class ExportStats:
     def add(self, row: Mapping[str, Any]) -> None:
         w = len(row["text"].split())
         c = len(row["text"])
-        self.words[min(w, _HIST_MAX)] += 1
-        self.chars[min(c, _HIST_MAX)] += 1
+        if max(w, c) >= len(self.chars):  # exact statistics: grow instead of capping
+            self.words = _grown(self.words, c + 1)
+            self.chars = _grown(self.chars, c + 1)
+        self.words[w] += 1
+        self.chars[c] += 1
         self.word_total += w
         self.char_total += c
         self.models[row["model"] or "unknown"] += 1
         self.providers[row["provider"] or "unknown"] += 1
+        self.sources[row["source"] or "unknown"] += 1
         self.cost += row["cost_usd"]
         self.near_dups += row["dedup_cluster"] is not None
         self.with_summary += bool(row["summary"])
@@ -103,12 +122,16 @@ class ExportStats:
     def merged(cls, parts: Iterable[ExportStats]) -> ExportStats:
         both = cls()
         for st in parts:
-            both.words += st.words
-            both.chars += st.chars
+            size = max(len(both.chars), len(st.chars))
+            both.words = _grown(both.words, size)
+            both.chars = _grown(both.chars, size)
+            both.words[: len(st.words)] += st.words
+            both.chars[: len(st.chars)] += st.chars
             both.word_total += st.word_total
             both.char_total += st.char_total
             both.models.update(st.models)
             both.providers.update(st.providers)
+            both.sources.update(st.sources)
             both.cost += st.cost
             both.near_dups += st.near_dups
             both.with_summary += st.with_summary
@@ -131,7 +154,7 @@ class ExportStats:
             "min": int(nz[0]),
             "median": pct(0.5),
             "p95": pct(0.95),
-            "max": int(nz[-1]),  # capped at the histogram size
+            "max": int(nz[-1]),  # exact: the histogram grows to the longest story
         }
 
     def token_stats(self) -> dict[str, Any]:
@@ -167,8 +190,13 @@ def build_manifest(
     if decontamination is not None:
         decon.update(decontamination)
     decon["excluded"] = counts["excluded_contaminated"]
+    provenance = dict(metadata.get("provenance") or {})
+    provenance["sources"] = dict(sorted(both.sources.items()))  # of the exported stories
     return {
-        **{k: v for k, v in metadata.items() if k not in ("dedup", "decontamination")},
+        **{
+            k: v for k, v in metadata.items() if k not in ("dedup", "decontamination", "provenance")
+        },
+        "provenance": provenance,
         "format_version": format_version,
         "fingerprint": fingerprint,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -218,16 +246,29 @@ def render_card(manifest: Mapping[str, Any]) -> str:
         "fingerprint": manifest["fingerprint"],
     }
     words = manifest["token_stats"]["words_per_story"]
+    chars = manifest["token_stats"]["characters_per_story"]
+    fmt = manifest["options"]["format"]
+    only = (
+        "Format `instruct`: only stories with TinyStories-Instruct metadata (a summary, words "
+        f"or features) are exported ({counts.get('excluded_no_instruct', 0)} without it left "
+        "out).\n\n"
+        if fmt == "instruct"
+        else ""
+    )
     body = (
         "# TinyStories-style dataset export\n\n"
         f"{counts['total']} stories ({counts['train']} train, {counts['validation']} validation), "
-        f"{words['mean']} words per story on average. Splits are stable: a story's split is a "
-        "hash of its normalised text and the split seed.\n\n"
-        "## Layout\n\n"
+        f"{words['mean']} words per story on average (longest: {words['max']} words, "
+        f"{chars['max']} characters). Splits are stable: a story's split is a "
+        "hash of its normalised text and the split seed. All statistics are of the exported "
+        "stories, after the duplicate and contamination filters.\n\n" + only + "## Layout\n\n"
         "- `dataset_dict.json`, `train/`, `validation/`: `datasets.load_from_disk(dir)`\n"
         '- `parquet/`: `datasets.load_dataset("parquet", data_dir=dir + "/parquet")`\n'
         "- `tinystories/`: files in the format of the TinyStories release "
-        "(`<|endoftext|>`-separated text, TinyStories-Instruct text, `TinyStories_all_data` JSON)\n"
+        "(`<|endoftext|>`-separated text, TinyStories-Instruct text, `TinyStories_all_data` JSON: "
+        "`data00.json` is the validation split, the test shard of llama2.c's convention, and "
+        f"`data01.json` on hold the train split, {manifest['options'].get('records_per_shard')} "
+        "records per file)\n"
         "- `export.json`: manifest with the fingerprint of the exported stories and options\n\n"
         f"Near-duplicates exported: {manifest['dedup']['near_duplicates_exported']}; "
         f"stories excluded for overlap with the evaluation prompts: "

@@ -155,5 +155,3 @@ class SplitWriter:
             for i, tmp in enumerate(self.arrow_files)
         ]
         return self.shards
-
-

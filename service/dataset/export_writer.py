@@ -36,6 +36,7 @@ from service.dataset.export_shards import (
     SplitWriter,
     write_dataset_files,
 )
+from service.dataset.import_records import instruct_header_of
 from service.dataset.minhash import text_hash
 
 log = logging.getLogger(__name__)
@@ -69,12 +70,20 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
     out["story_hash"] = str(row.get("story_hash") or text_hash(text))
     if not out["id"]:
         out["id"] = out["story_hash"][:16]
-    if not out["instruct_text"]:
-        out["instruct_text"] = out["instruction"] + STORY_MARKER + out["text"]
     feats = row.get("features") or []
     if isinstance(feats, str) or not isinstance(feats, list | tuple):
         raise ExportError(f"row {out['id']}: field 'features' must be a list of strings")
     out["features"] = [str(f) for f in feats]
+    # The stored header, else one made from the summary, words and features (a story imported
+    # from JSON or generated without one still gets them in the Instruct files).
+    out["instruct_header"] = instruct_header_of(
+        instruction=out["instruction"],
+        summary=out["summary"],
+        words=[out["verb"], out["noun"], out["adjective"]],
+        features=out["features"],
+    )
+    if not out["instruct_text"]:
+        out["instruct_text"] = out["instruct_header"] + STORY_MARKER + out["text"]
     try:
         out["cost_usd"] = float(row.get("cost_usd") or 0.0)
     except (TypeError, ValueError):
@@ -104,7 +113,7 @@ class ExportWriter:
         seed: int,
         fmt: Literal["plain", "instruct"] = "plain",
         shard_rows: int = 100_000,
-        json_records_per_file: int = 100_000,
+        json_records_per_file: int = 100_000,  # train records per data01.json, data02.json ...
         batch_rows: int = 2_000,
         decontaminator: Any | None = None,
         on_progress: ProgressCallback | None = None,
@@ -145,6 +154,7 @@ class ExportWriter:
             "seed": self.seed,
             "format": self.fmt,
             "format_version": FORMAT_VERSION,
+            "records_per_shard": self.json_records_per_file,
         }
 
     def write(
@@ -183,14 +193,18 @@ class ExportWriter:
         (out / "parquet").mkdir(parents=True, exist_ok=True)
         (out / "tinystories" / "TinyStories_all_data").mkdir(parents=True, exist_ok=True)
         splits = {s: SplitWriter(out, s, self.shard_rows) for s in SPLITS}
-        chunks = JsonChunks(
-            out / "tinystories" / "TinyStories_all_data", self.json_records_per_file
-        )
+        # llama2.c's convention: shard 0 is the test split, the rest train. data00.json holds
+        # the validation split whole, so any export (both splits are never empty) gives >= 2.
+        all_data = out / "tinystories" / "TinyStories_all_data"
+        chunks = {
+            "validation": JsonChunks(all_data, None, first_index=0),
+            "train": JsonChunks(all_data, self.json_records_per_file, first_index=1),
+        }
         stats = {s: ExportStats() for s in SPLITS}
         fp = hashlib.sha256(json.dumps(self.options(), sort_keys=True).encode())
         buffers: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-        release: list[dict[str, Any]] = []
-        seen = contaminated = 0
+        release: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+        seen = contaminated = no_instruct = 0
         self.max_buffered = 0  # largest number of rows held at once (bounded by batch_rows)
 
         def flush() -> None:
@@ -198,13 +212,16 @@ class ExportWriter:
                 if buffers[s]:
                     splits[s].write(buffers[s])
                     buffers[s].clear()
-            chunks.write(release)
-            release.clear()
+            for s in SPLITS:
+                chunks[s].write(release[s])
+                release[s].clear()
 
         for raw in rows:
             seen += 1
             row = normalize_row(raw)
-            if (
+            if self.fmt == "instruct" and not row["instruct_header"]:
+                no_instruct += 1
+            elif (
                 self.decontaminator is not None
                 and self.decontaminator.check(row["text"]).contaminated
             ):
@@ -214,7 +231,7 @@ class ExportWriter:
                     row["story_hash"], seed=self.seed, validation_fraction=self.validation_fraction
                 )
                 buffers[split].append(row)
-                release.append(release_record(row))
+                release[split].append(release_record(row))
                 stats[split].add(row)
                 fp.update(row["story_hash"].encode() + b"\n")
                 held = len(buffers["train"]) + len(buffers["validation"])
@@ -225,7 +242,7 @@ class ExportWriter:
                 self.on_progress(seen, total)
         flush()
         shards = {s: splits[s].close() for s in SPLITS}
-        json_files = chunks.close()
+        json_files = chunks["validation"].close() + chunks["train"].close()
         counts = {
             "train": splits["train"].rows,
             "validation": splits["validation"].rows,
@@ -233,6 +250,8 @@ class ExportWriter:
             "read": seen,
             "excluded_contaminated": contaminated,
         }
+        if self.fmt == "instruct":
+            counts["excluded_no_instruct"] = no_instruct
         for s in SPLITS:
             if counts[s] == 0:
                 # datasets cannot load a parquet split without rows; an empty split is useless

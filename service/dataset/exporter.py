@@ -31,7 +31,10 @@ class ExportOptions(BaseModel):
     until: datetime | None = None
     include_duplicates: bool = False
     include_rejected: bool = False
+    # instruct: only stories with TinyStories-Instruct metadata (summary, words or features)
     format: Literal["plain", "instruct"] = "plain"
+    # Train records per TinyStories_all_data/dataNN.json file (data00.json is validation).
+    records_per_shard: int = Field(100_000, ge=1)
     validation_fraction: float = Field(0.05, gt=0.0, lt=1.0)
     seed: int = 0
     decontaminate: bool = True
@@ -107,6 +110,7 @@ def run_export(
             validation_fraction=options.validation_fraction,
             seed=options.seed,
             fmt=options.format,
+            json_records_per_file=options.records_per_shard,
             decontaminator=Decontaminator() if options.decontaminate else None,
             on_progress=progress,
             progress_every=progress_every,

@@ -2,7 +2,9 @@
 
 Formats: ``text`` (``<|endoftext|>``-separated stories, TinyStories-train.txt), ``instruct``
 (TinyStories-Instruct records), ``json`` (a ``TinyStories_all_data/dataNN.json`` shard: one
-top-level list of records) and ``jsonl`` (one such record per line). Every reader yields
+top-level list of records), ``jsonl`` (one such record per line) and ``parquet`` (our export's
+shards, or any table with a story column); records are mapped by
+:mod:`service.dataset.import_records`. Every reader yields
 :class:`ImportedStory` with ``line_or_record_no`` (0-based record index in the file) and, for the
 byte-seekable formats, ``end_offset`` so an interrupted import resumes with
 ``iter_stories(path, start_record=n + 1, start_offset=end_offset)``.
@@ -13,14 +15,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import BinaryIO, Literal
 
 from generator.instruct import parse_instruct_record
+from service.dataset.import_records import ImportedStory, ImportFormatError, story_from_record
 
-Format = Literal["text", "instruct", "json", "jsonl"]
-FORMATS: tuple[str, ...] = ("text", "instruct", "json", "jsonl")
+__all__ = ["FORMATS", "ImportFormatError", "ImportedStory", "detect_format", "iter_stories"]
+
+Format = Literal["text", "instruct", "json", "jsonl", "parquet"]
+FORMATS: tuple[str, ...] = ("text", "instruct", "json", "jsonl", "parquet")
 SEPARATOR = "<|endoftext|>"
 _SEP = SEPARATOR.encode("ascii")
 CHUNK_BYTES = 1 << 20
@@ -32,90 +36,148 @@ HEADER_FIELDS = {
     "Features": "features",
     "Random sentence": "random_sentence",
 }
-
-
-class ImportFormatError(ValueError):
-    """An import file that cannot be read as any supported format, or is damaged."""
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        reason: str,
-        *,
-        record_no: int | None = None,
-        byte_offset: int | None = None,
-    ) -> None:
-        self.path = str(path)
-        self.reason = reason
-        self.record_no = record_no
-        self.byte_offset = byte_offset
-        where = []
-        if record_no is not None:
-            where.append(f"record {record_no}")
-        if byte_offset is not None:
-            where.append(f"byte {byte_offset}")
-        loc = f" ({', '.join(where)})" if where else ""
-        super().__init__(f"{self.path}{loc}: {reason}")
-
-
-@dataclass(frozen=True)
-class ImportedStory:
-    """One story read from an import file, with its position in that file."""
-
-    text: str
-    summary: str | None = None
-    words: tuple[str, ...] = ()
-    features: tuple[str, ...] = ()
-    prompt: str | None = None
-    source: str | None = None
-    instruction_text: str | None = None  # Instruct header lines, each ending in "\n"
-    line_or_record_no: int = 0
-    random_sentence: str | None = None
-    end_offset: int | None = None  # byte offset just past the record (text/instruct/jsonl)
+# Extensions of the files import reads; anything else needs an explicit --format.
+EXTENSIONS = {".txt": None, ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bzip2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+    b"PK\x03\x04": "zip",
+    b"7z\xbc\xaf\x27\x1c": "7z",
+}
+_PARQUET_MAGIC = b"PAR1"
 
 
 def detect_format(path: str | os.PathLike[str]) -> Format:
     """Guess the format from the file name and its first bytes; ImportFormatError if unsure."""
     p = Path(path)
+    head = _head(p)
+    if head.startswith(_PARQUET_MAGIC):
+        return "parquet"
+    refuse_unreadable(p, head=head)
+    name = p.name.lower()
+    ext = Path(name).suffix
+    if ext not in EXTENSIONS:
+        raise ImportFormatError(
+            p,
+            f"unknown file type {ext or '(no extension)'!r}: import reads "
+            f"{', '.join(EXTENSIONS)} files (or name the format with --format)",
+        )
+    if ext == ".parquet":
+        raise ImportFormatError(p, "not a parquet file (no PAR1 magic bytes)")
+    first = head.lstrip()[:1]
+    if ext == ".jsonl":
+        if first != b"{":
+            raise ImportFormatError(p, "a .jsonl file must hold one JSON object per line")
+        return "jsonl"
+    if ext == ".json":
+        if first == b"[":
+            return "json"
+        raise ImportFormatError(
+            p,
+            "a .json file must be a JSON list of records (a TinyStories_all_data shard); "
+            "for one JSON object per line use --format jsonl",
+        )
+    text = _sniff_text(p, head)
+    return sniff_text_format(p, text, complete=len(head) < _SNIFF_BYTES)
+
+
+def _head(p: Path) -> bytes:
     if not p.is_file():
         raise ImportFormatError(p, "no such file")
     with p.open("rb") as f:
         head = f.read(_SNIFF_BYTES)
     if not head.strip():
         raise ImportFormatError(p, "file is empty")
+    return head
+
+
+def refuse_unreadable(
+    path: str | os.PathLike[str], fmt: str | None = None, *, head: bytes | None = None
+) -> None:
+    """ImportFormatError for a compressed or binary file (also when --format names one)."""
+    p = Path(path)
+    head = _head(p) if head is None else head
+    if fmt == "parquet":
+        if not head.startswith(_PARQUET_MAGIC):
+            raise ImportFormatError(p, "not a parquet file (no PAR1 magic bytes)")
+        return
+    for magic, kind in _MAGIC.items():
+        if head.startswith(magic):
+            raise ImportFormatError(
+                p, f"{kind}-compressed file: decompress it first, then import the result"
+            )
     if b"\x00" in head:
-        raise ImportFormatError(p, "binary file (NUL bytes); expected text, JSON or JSONL")
-    first = head.lstrip()[:1]
-    name = p.name.lower()
-    if name.endswith(".jsonl") or (first == b"{" and not name.endswith(".json")):
-        if first != b"{":
-            raise ImportFormatError(p, "a .jsonl file must hold one JSON object per line")
-        return "jsonl"
-    if first == b"[":
-        return "json"
-    if name.endswith(".json"):
-        raise ImportFormatError(p, "a TinyStories_all_data shard must be a JSON list of records")
+        raise ImportFormatError(
+            p,
+            "binary file (NUL bytes); expected text, JSON, JSONL or parquet",
+            byte_offset=head.index(b"\x00"),
+        )
+
+
+def _sniff_text(p: Path, head: bytes) -> str:
     try:
-        text = head.decode("utf-8", errors="strict")
+        return head.decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
         if exc.start < len(head) - 4:  # a cut multi-byte char at the window end is fine
-            raise ImportFormatError(p, "not UTF-8 text", byte_offset=exc.start) from None
-        text = head[: exc.start].decode("utf-8")
-    first_record = text.split(SEPARATOR, 1)[0]
-    if _looks_instruct(first_record):
+            record_no = sum(1 for r in head[: exc.start].split(_SEP)[:-1] if r.strip())
+            raise ImportFormatError(
+                p, "not UTF-8 text", record_no=record_no, byte_offset=exc.start
+            ) from None
+        return head[: exc.start].decode("utf-8")
+
+
+def sniff_text_format(p: Path, text: str, *, complete: bool) -> Format:
+    """text or instruct from the first records of a .txt file; refuses what is not stories."""
+    if text.lstrip()[:1] in ("[", "{"):
+        raise ImportFormatError(p, "JSON content in a .txt file: rename it .json or .jsonl")
+    records = [r for r in text.split(SEPARATOR) if r.strip()]
+    if not complete and SEPARATOR in text:
+        records = records[:-1] or records  # the last one may be cut by the sniff window
+    if not records:
+        raise ImportFormatError(p, f"no stories: only {SEPARATOR} separators")
+    if SEPARATOR not in text and not complete:
+        raise ImportFormatError(
+            p, f"unknown format: no {SEPARATOR} separator in the first 64 KiB and not JSON"
+        )
+    instruct = [_looks_instruct(r) for r in records]
+    if all(instruct):
         return "instruct"
-    if SEPARATOR in text or len(head) < _SNIFF_BYTES:
-        return "text"
-    raise ImportFormatError(
-        p, f"unknown format: no {SEPARATOR} separator in the first 64 KiB and not JSON"
-    )
+    if any(instruct):
+        raise ImportFormatError(
+            p,
+            "mixed records: some are TinyStories-Instruct records, others plain stories; "
+            "pass --format instruct or --format text",
+            record_no=instruct.index(False),
+        )
+    if not any(_looks_like_prose(r) for r in records):
+        raise ImportFormatError(
+            p,
+            "not stories: no record has sentences (a word list or table?); "
+            "import reads TinyStories release files",
+            record_no=0,
+        )
+    return "text"
 
 
 def _looks_instruct(record: str) -> bool:
-    lines = [ln.strip() for ln in record.strip().splitlines()]
-    has_story = any(ln.startswith("Story:") for ln in lines)
-    has_header = any(ln.startswith(f"{h}:") for ln in lines for h in HEADER_FIELDS)
-    return has_story and has_header
+    """Header lines (possibly none) then a line starting with "Story:"."""
+    for line in record.strip().splitlines():
+        if line.startswith("Story:"):
+            return True
+        label, sep, _ = line.partition(":")
+        if not sep or label not in HEADER_FIELDS:
+            return False
+    return False
+
+
+def _looks_like_prose(record: str) -> bool:
+    """At least a sentence: eight words or more, and a sentence end, on lines of several words."""
+    words = record.split()
+    lines = [ln for ln in record.splitlines() if ln.strip()]
+    has_end = any(c in record for c in ".!?")
+    return len(words) >= 8 and has_end and len(words) >= 3 * len(lines)
 
 
 def iter_stories(
@@ -140,6 +202,8 @@ def iter_stories(
         yield from iter_json_shard(path, start_record=start_record, chunk_bytes=chunk_bytes)
     elif fmt == "jsonl":
         yield from iter_jsonl(path, start_record=start_record, start_offset=start_offset)
+    elif fmt == "parquet":
+        yield from iter_parquet(path, start_record=start_record)
     else:
         raise ImportFormatError(path, f"unknown format {fmt!r}; expected one of {FORMATS}")
 
@@ -228,38 +292,6 @@ def iter_instruct(
         )
 
 
-def story_from_record(
-    path: str | os.PathLike[str], rec: Any, record_no: int, end_offset: int | None = None
-) -> ImportedStory:
-    """An ImportedStory from a TinyStories_all_data record (JSON shard or JSONL line)."""
-    if not isinstance(rec, dict):
-        raise ImportFormatError(path, "record is not a JSON object", record_no=record_no)
-    text = rec.get("story", rec.get("text"))
-    if not isinstance(text, str):
-        raise ImportFormatError(path, "record has no 'story' string", record_no=record_no)
-    instr = rec.get("instruction") or {}
-    if not isinstance(instr, dict):
-        raise ImportFormatError(path, "'instruction' is not an object", record_no=record_no)
-    # The release spells the key "prompt:" (with the colon); accept both.
-    prompt = instr.get("prompt:", instr.get("prompt"))
-    words = instr.get("words") or ()
-    features = instr.get("features") or ()
-    if not isinstance(words, list | tuple) or not isinstance(features, list | tuple):
-        raise ImportFormatError(path, "'words' and 'features' must be lists", record_no=record_no)
-    summary = rec.get("summary")
-    source = rec.get("source")
-    return ImportedStory(
-        text=text.strip(),
-        summary=summary if isinstance(summary, str) else None,
-        words=tuple(str(w) for w in words),
-        features=tuple(str(x) for x in features),
-        prompt=prompt if isinstance(prompt, str) else None,
-        source=source if isinstance(source, str) else None,
-        line_or_record_no=record_no,
-        end_offset=end_offset,
-    )
-
-
 class _CountingReader:
     """Binary file wrapper that remembers how many bytes the parser has consumed."""
 
@@ -331,3 +363,25 @@ def iter_jsonl(
                 ) from None
             yield story_from_record(path, rec, record_no, end_offset=offset)
             record_no += 1
+
+
+def iter_parquet(path: str | os.PathLike[str], *, start_record: int = 0) -> Iterator[ImportedStory]:
+    """Rows of a parquet file (our export's shards, or any table with a story/text column)."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for damaged files
+        raise ImportFormatError(path, f"unreadable parquet file: {exc}") from None
+    names = set(pf.schema_arrow.names)
+    if not names & {"story", "text"}:
+        raise ImportFormatError(path, "parquet file has no 'story' or 'text' column")
+    record_no = 0
+    try:
+        for batch in pf.iter_batches(batch_size=2_000):
+            for rec in batch.to_pylist():
+                if record_no >= start_record:
+                    yield story_from_record(path, rec, record_no)
+                record_no += 1
+    except OSError as exc:
+        raise ImportFormatError(path, f"damaged parquet file: {exc}", record_no=record_no) from None

@@ -57,7 +57,12 @@ def normalize_text(text: str) -> str:
 
 def text_hash(text: str) -> str:
     """Hex sha256 of the normalised text: equal for stories that differ only in case/spacing."""
-    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+    return normalized_hash(normalize_text(text))
+
+
+def normalized_hash(normalized: str) -> str:
+    """text_hash of a text normalize_text returned already (saves normalising twice)."""
+    return hashlib.sha256(normalized.encode("utf-8")).hexdigest()
 
 
 def shingles(text: str, n: int = SHINGLE_WORDS) -> list[str]:
@@ -152,13 +157,15 @@ class MinHasher:
         hashes, _ = self._batch_shingle_hashes([text])
         return hashes
 
-    def _batch_shingle_hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def _batch_shingle_hashes(
+        self, texts: Sequence[str], normalized: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         n = self.params.shingle_words
         pad = [_PAD] * (n - 1)  # pad each text so a short one still forms one shingle
         flat: list[str] = []
         lengths = np.zeros(len(texts), dtype=np.int64)
         for i, text in enumerate(texts):
-            words = normalize_text(text).split()
+            words = (text if normalized else normalize_text(text)).split()
             if words:
                 lengths[i] = len(words)
                 flat += words
@@ -178,10 +185,13 @@ class MinHasher:
             acc += tok[pos + j] * _POSITION_MULTIPLIERS[j]
         return (_fmix64(acc) >> _U64(32)).astype(_U32), counts
 
-    def signatures(self, texts: Sequence[str], *, chunk_shingles: int = 1_024) -> np.ndarray:
-        """(len(texts), num_perm) uint32 signatures; an empty text gets all 0xFFFFFFFF."""
+    def signatures(
+        self, texts: Sequence[str], *, chunk_shingles: int = 1_024, normalized: bool = False
+    ) -> np.ndarray:
+        """(len(texts), num_perm) uint32 signatures; an empty text gets all 0xFFFFFFFF.
+        `normalized`: the texts are normalize_text's output already."""
         out = np.full((len(texts), self.params.num_perm), _MAX32, dtype=_U32)
-        hashes, counts = self._batch_shingle_hashes(texts)
+        hashes, counts = self._batch_shingle_hashes(texts, normalized)
         if hashes.size == 0:
             return out
         mixed = _fmix32(hashes)

@@ -98,10 +98,6 @@ def dataset_facts(conn: Any, options: dict[str, Any]) -> dict[str, Any]:
         "ORDER BY j.created_at",
         params,
     ).fetchall()
-    sources = conn.execute(
-        f"SELECT source, count(*) FROM stories WHERE {where} GROUP BY source ORDER BY source",
-        params,
-    ).fetchall()
     checked, exact, near = dedup
     return {
         "dedup": {
@@ -115,7 +111,6 @@ def dataset_facts(conn: Any, options: dict[str, Any]) -> dict[str, Any]:
         "template_versions": sorted({v for _, v in jobs}),
         "provenance": {
             "jobs": [j for j, _ in jobs],
-            "sources": {s: n for s, n in sources},
             "filters": options,
         },
     }

@@ -110,7 +110,11 @@ def test_split_is_stable_by_story_hash(export, real, tmp_path):
         assert split_of(h, seed=7, validation_fraction=0.2) == "validation"
     # re-export of the same rows: same split, same fingerprint
     again = ExportWriter(
-        tmp_path / "again", validation_fraction=0.2, seed=7, decontaminator=Decontaminator()
+        tmp_path / "again",
+        validation_fraction=0.2,
+        seed=7,
+        json_records_per_file=120,
+        decontaminator=Decontaminator(),
     ).write(make_rows(real))
     assert again.fingerprint == res.fingerprint
     assert set(load_from_disk(str(tmp_path / "again"))["validation"]["story_hash"]) == val
@@ -137,13 +141,19 @@ def test_release_files_read_back_with_importer(export):
     assert inst[0].words == ("run", "dog", "big") and inst[0].features == ("Dialogue",)
     assert inst[0].summary == dd["train"][0]["summary"]
     shards = sorted((ts / "TinyStories_all_data").glob("data*.json"))
+    # data00.json: the validation split (llama2.c's test shard); train in 120-record files
     assert [p.name for p in shards] == ["data00.json", "data01.json", "data02.json"]
+    assert [s.text for s in iter_stories(shards[0])] == dd["validation"]["text"]
+    assert [s.text for p in shards[1:] for s in iter_stories(p)] == dd["train"]["text"]
+    assert len(list(iter_stories(shards[1]))) == 120
     recs = [r for p in shards for r in iter_stories(p)]
     assert len(recs) == 300
-    assert recs[0].prompt == "Write a short story 0" and recs[0].words == ("run", "dog", "big")
+    first = next(r for r in recs if r.text == dd["train"][0]["text"])
+    i = int(dd["train"][0]["id"][1:])
+    assert first.prompt == f"Write a short story {i}" and first.words == ("run", "dog", "big")
     assert {r.source for r in recs} == {"gpt-4", "gpt-3.5"}
     raw = json.loads(shards[0].read_text(encoding="utf-8"))[0]
-    assert set(raw) == {"story", "instruction", "summary", "source"}
+    assert set(raw) == {"story", "instruction", "summary", "source", "instruct_header"}
     assert set(raw["instruction"]) == {"prompt:", "words", "features"}
 
 

@@ -120,8 +120,9 @@ def test_cli_import_and_dedup(database_url: str, tmp_path: Path, monkeypatch) ->
     assert r.exit_code == 2 and "--format" in r.output
     bad = tmp_path / "data02.json"
     bad.write_text('[{"story": "Once upon a time", "instruction": {}}, {"story": "The')
-    r = run("import", str(bad))
-    assert r.exit_code == 2 and r.output.startswith("error: ") and r.output.count("\n") == 1
+    r = run("import", str(bad))  # a runtime failure: exit 1, one line saying what was kept
+    assert r.exit_code == 1 and r.output.startswith("error: ") and r.output.count("\n") == 1
+    assert "record 1" in r.output and "nothing of this file was stored" in r.output
     # Stories stored without a dedup status: the pass finds the planted copy.
     copy = stories[4].replace(".", "!", 1)
     with psycopg.connect(database_url.replace("+psycopg", "")) as conn:

@@ -1,0 +1,309 @@
+"""The dataset at the paper's scale: import with the near-duplicate check, then export.
+
+Writes N real-like stories (the simulator's story grammar, which has real-like overlap, with
+recipe words, features and a model, plus 2% planted exact and near duplicates) as JSONL shards
+of 100,000 records, imports them with `tinystories import`'s code path (service.dataset.importer:
+insert + exact and near-duplicate check in Postgres, one transaction per batch), exports them with
+`tinystories export`'s (service.dataset.exporter.run_export), and measures:
+
+- import_per_s: stories imported per second, dedup included (the importer's own child process);
+- export_per_s: stories exported per second (another child process);
+- peak_rss_mb: the larger peak RSS of the two children (Postgres's memory is not counted);
+- CPU milliseconds per story of each phase, the Python process and the Postgres server apart:
+  the figures that do not depend on what else the machine runs (wall-clock rates do; the load
+  average is printed with them), and that docs/scale.md extrapolates from;
+- db_bytes_per_story: the database's size after the import, minus the empty database's, per
+  story (tables, indexes and TOAST; the band index included), and its parts;
+- import_ratio_full_vs_empty: the import rate of the last 100,000 stories (a store already
+  holding N - 100,000) over the rate of the first 100,000 (an empty store): the band-index
+  lookups the service's indexer also makes are the part that grows with the store.
+- service_ratio_full_vs_empty: printed as nan: the service's own end-to-end rate (API, workers,
+  simulator) on a store preloaded with 1,000,000 stories is not measured here (see
+  docs/scale.md); bench_service.py measures it on an empty store.
+
+A fair baseline in the same run: the same stories through datasketch (MinHash.bulk +
+in-memory MinHashLSH) and a plain COPY of the rows into the stories table, no index kept.
+
+    python benchmarks/bench_scale.py [--quick] [--n N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FAST_PG = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+SHARD = 100_000
+MODELS = ("GPT-4", "GPT-3.5")
+
+
+def write_corpus(directory: Path, n: int, seed: int = 0) -> list[Path]:
+    """N records in JSONL shards: simulator-grammar stories, 1% exact and 1% near copies."""
+    from generator.simulator.grammar import StoryRequest, write_story
+    from vocab import RecipeSampler
+
+    sampler = RecipeSampler()
+    rng = random.Random(seed)
+    files: list[Path] = []
+    out = None
+    recent: list[str] = []
+    for i in range(n):
+        if i % SHARD == 0:
+            if out is not None:
+                out.close()
+            files.append(directory / f"part{len(files):03d}.jsonl")
+            out = files[-1].open("w", encoding="utf-8")
+        r = sampler.recipe(seed, i)
+        roll = rng.random()
+        if roll < 0.01 and recent:  # an exact copy of a recent story
+            story = rng.choice(recent)
+        elif roll < 0.02 and recent:  # a near copy: one sentence dropped
+            sents = rng.choice(recent).split(". ")
+            sents.pop(rng.randrange(len(sents)))
+            story = ". ".join(sents)
+        else:
+            req = StoryRequest(r.verb, r.noun, r.adjective, tuple(r.features))
+            story = write_story(req, random.Random(seed * 1_000_003 + i))
+            recent = [*recent[-999:], story]
+        rec = {
+            "story": story,
+            "instruction": {"words": [r.verb, r.noun, r.adjective], "features": r.features},
+            "source": MODELS[i % 2],
+        }
+        assert out is not None
+        out.write(json.dumps(rec) + "\n")
+    if out is not None:
+        out.close()
+    return files
+
+
+def child_import(url: str, files: list[str]) -> None:
+    """Import the shards in this process; per shard seconds and the peak RSS as JSON."""
+    import asyncio
+
+    from service.dataset.importer import import_file
+    from service.db import make_engine, make_sessionmaker
+
+    async def run() -> list[dict]:
+        engine = make_engine(url, pool_size=2)
+        sm = make_sessionmaker(engine)
+        out = []
+        try:
+            for f in files:
+                t0 = time.perf_counter()
+                s = await import_file(sm, f)
+                out.append({"stories": s.inserted, "seconds": time.perf_counter() - t0})
+        finally:
+            await engine.dispose()
+        return out
+
+    shards = asyncio.run(run())
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"shards": shards, "peak_rss_mb": use.ru_maxrss / 1024, "cpu_s": _cpu(use)}))
+
+
+def _cpu(use: resource.struct_rusage) -> float:
+    return use.ru_utime + use.ru_stime
+
+
+def server_cpu(pid: int) -> float:
+    """CPU seconds of the Postgres server so far: the postmaster, its live children, and the
+    children that have exited (backends of closed connections)."""
+    import psutil
+
+    main = psutil.Process(pid)
+    t = main.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in main.children(recursive=True):
+        try:
+            c = child.cpu_times()
+            total += c.user + c.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def child_export(url: str, out: str) -> None:
+    from service.dataset.exporter import ExportOptions, run_export
+
+    t0 = time.perf_counter()
+    result = run_export(url, out, ExportOptions(validation_fraction=0.05, seed=0))
+    seconds = time.perf_counter() - t0
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    rows = result.counts["total"]
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "seconds": seconds,
+                "peak_rss_mb": use.ru_maxrss / 1024,
+                "cpu_s": _cpu(use),
+            }
+        )
+    )
+
+
+def child_baseline(files: list[str]) -> None:
+    """datasketch MinHash.bulk + in-memory MinHashLSH over the same stories, same parameters
+    (near duplicates only: it stores nothing and has no exact-duplicate check)."""
+    from datasketch import MinHash, MinHashLSH
+
+    from service.dataset.minhash import MinHashParams, shingles
+
+    p = MinHashParams()
+    lsh = MinHashLSH(num_perm=p.num_perm, params=(p.bands, p.rows))
+    roots: dict[int, MinHash] = {}
+    n = dups = 0
+
+    def check(batch: list[str]) -> None:
+        nonlocal n, dups
+        sets = [[s.encode("utf-8") for s in shingles(t, p.shingle_words)] for t in batch]
+        for m in MinHash.bulk(sets, num_perm=p.num_perm, seed=p.seed):
+            if any(m.jaccard(roots[k]) >= p.threshold for k in lsh.query(m)):
+                dups += 1
+            else:
+                lsh.insert(n, m)
+                roots[n] = m
+            n += 1
+
+    t0 = time.perf_counter()
+    for f in files:
+        batch: list[str] = []
+        with open(f, encoding="utf-8") as fh:
+            for line in fh:
+                batch.append(json.loads(line)["story"])
+                if len(batch) == 2_000:
+                    check(batch)
+                    batch = []
+        if batch:
+            check(batch)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"stories": n, "seconds": seconds, "dups": dups, "peak_rss_mb": peak}))
+
+
+def run_child(*args: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args[0]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def db_sizes(url: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        total = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+        parts = conn.execute(
+            "SELECT relname, pg_total_relation_size(oid) FROM pg_class "
+            "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+        ).fetchall()
+    return {"database": total, **{name: size for name, size in parts}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="200,000 stories")
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    ap.add_argument("--no-baseline", action="store_true", help="skip the datasketch baseline")
+    ap.add_argument(
+        "--pg-options", default="", help='more server options, e.g. "-c shared_buffers=1GB"'
+    )
+    args = ap.parse_args()
+    if args.child:
+        kind, *rest = args.child
+        if kind == "import":
+            child_import(rest[0], rest[1:])
+        elif kind == "export":
+            child_export(rest[0], rest[1])
+        else:
+            child_baseline(rest)
+        return
+    n = args.n or (200_000 if args.quick else 2_000_000)
+
+    from service.migrate import upgrade
+    from service.pgserver import EmbeddedPostgres, ensure_database
+
+    root = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    server = EmbeddedPostgres(root / "pg", extra_options=f"{FAST_PG} {args.pg_options}".strip())
+    try:
+        t0 = time.perf_counter()
+        (root / "corpus").mkdir()
+        files = [str(f) for f in write_corpus(root / "corpus", n)]
+        print(f"corpus: {n} stories in {len(files)} JSONL shards, {time.perf_counter() - t0:.0f}s")
+        info = server.ensure_running()
+        ensure_database(info.url(driver="postgresql"), "bench")
+        url = info.url("bench")
+        upgrade(url)
+        empty = db_sizes(url)
+        pg0 = server_cpu(info.pid)
+        imp = run_child("import", url, *files)
+        pg1 = server_cpu(info.pid)
+        sizes = db_sizes(url)
+        pg2 = server_cpu(info.pid)
+        exp = run_child("export", url, str(root / "export"))
+        pg3 = server_cpu(info.pid)
+        base = None if args.no_baseline else run_child("baseline", *files)
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+    shards = imp["shards"]
+    stored = sum(s["stories"] for s in shards)
+    import_s = sum(s["seconds"] for s in shards)
+    import_per_s = stored / import_s
+    export_per_s = exp["rows"] / exp["seconds"]
+    first, last = shards[0], shards[-1]
+    ratio = (
+        (last["stories"] / last["seconds"]) / (first["stories"] / first["seconds"])
+        if len(shards) > 1
+        else float("nan")
+    )
+    grown = {k: v - empty.get(k, 0) for k, v in sizes.items()}
+    per_story = grown["database"] / stored
+    parts = {k: round(v / stored) for k, v in grown.items() if k != "database" and v > 0}
+    print(
+        f"import: {stored} stories in {import_s:.1f}s ({import_per_s:.0f}/s), per shard/s: "
+        + ", ".join(f"{s['stories'] / s['seconds']:.0f}" for s in shards)
+    )
+    print(f"export: {exp['rows']} stories in {exp['seconds']:.1f}s ({export_per_s:.0f}/s)")
+    print(
+        f"cpu ms per story: import python={1000 * imp['cpu_s'] / stored:.3f} "
+        f"postgres={1000 * (pg1 - pg0) / stored:.3f}; export python="
+        f"{1000 * exp['cpu_s'] / exp['rows']:.3f} postgres={1000 * (pg3 - pg2) / exp['rows']:.3f}"
+        f" (load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
+    print(f"db bytes per story: {per_story:.0f} (by table, indexes and TOAST included: {parts})")
+    if base is not None:
+        base_per_s = base["stories"] / base["seconds"]
+        print(
+            f"baseline datasketch MinHash.bulk + in-memory MinHashLSH (no store): "
+            f"{base_per_s:.0f}/s, peak_rss_mb={base['peak_rss_mb']:.0f}; "
+            f"ours (Postgres, stored, exact + near) / baseline = {import_per_s / base_per_s:.2f}"
+        )
+    peak = max(imp["peak_rss_mb"], exp["peak_rss_mb"])
+    print(
+        f"import_ratio_full_vs_empty={ratio:.2f} (last shard, {stored - last['stories']} stored "
+        "before it, over the first, on an empty store)"
+    )
+    print(
+        f"scale: stories={stored} import_per_s={import_per_s:.0f} export_per_s={export_per_s:.0f} "
+        f"peak_rss_mb={peak:.0f} db_bytes_per_story={per_story:.0f} "
+        "service_ratio_full_vs_empty=nan"
+    )
+
+
+if __name__ == "__main__":
+    main()
