@@ -54,6 +54,7 @@ class Progress:
         self._started = time.monotonic()
         self._last_line = self._started
         self._bar: Any = None
+        self._lines = 0
         self._task: Any = None
 
     def __enter__(self) -> Progress:
@@ -89,8 +90,10 @@ class Progress:
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-        elif exc[0] is None and self.done > self._base:
-            self._write_line(final=True)  # the totals, and how long it took
+        elif exc[0] is None and self._lines:
+            # Closes a run that showed progress lines; a short run stays quiet (the command
+            # prints its own summary or error line).
+            self._write_line(final=True)
 
     def rate(self) -> float:
         """Units per second of this run's work since the start."""
@@ -135,6 +138,13 @@ class Progress:
 
     def _write_line(self, *, final: bool = False) -> None:
         elapsed = _eta(time.monotonic() - self._started)
-        suffix = f" done in {elapsed}" if final else ""
-        self.stream.write(self.line() + suffix + "\n")
+        self._lines += 1
+        if final:
+            line = f"{self.name}: {self.done:,}"
+            if self.total:
+                line += f"/{self.total:,}"
+            line += f" in {elapsed} ({self.rate():,.1f} {self.unit}/s)"
+        else:
+            line = self.line()
+        self.stream.write(line + "\n")
         self.stream.flush()

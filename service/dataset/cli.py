@@ -20,20 +20,33 @@ def _database_url() -> str:
     return database_url(load_settings())  # migrates a fresh TINYSTORIES_HOME
 
 
-def _progress() -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+class _Bar:
+    """A bar on a terminal, a line every few seconds elsewhere (generator.progress), on
+    stderr: stdout keeps just the summary line."""
 
-    console = Console(stderr=True)  # stdout keeps just the summary line
-    return Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        transient=True,
-        console=console,
-        disable=not console.is_terminal,
-    )
+    def __init__(self, unit: str) -> None:
+        self.unit = unit
+        self.progress: Any = None
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def add_task(self, description: str, total: int | None = None) -> int:
+        from generator.progress import Progress
+
+        self.progress = Progress(description, total=total, unit=self.unit).__enter__()
+        return 0
+
+    def update(self, task: int, completed: int, total: int | None = None) -> None:
+        self.progress.update(completed, total=total)
+
+
+def _progress(unit: str = "stories") -> _Bar:
+    return _Bar(unit)
 
 
 async def _with_sessions(url: str, fn: Any) -> Any:
@@ -80,7 +93,7 @@ def import_(
         fail(f"{exc}; nothing was stored")
     url = _database_url()
     error = None
-    with _progress() as bar:
+    with _progress("bytes") as bar:
         task = bar.add_task(f"import {path.name}", total=path.stat().st_size)
 
         def progress(done: int, total: int) -> None:
@@ -185,10 +198,8 @@ def export(
     from service.dataset.export_writer import ExportError
     from service.dataset.exporter import ExportOptions, run_export
 
-    try:
-        jobs = [uuid.UUID(j) for j in job] or None
-    except ValueError:
-        usage_error(f"jobs: not a job id: {job}")
+    url = _database_url()
+    jobs = [_resolve_job(url, j) for j in job] or None
     try:
         options = ExportOptions(
             jobs=jobs,
@@ -206,7 +217,6 @@ def export(
     except ValidationError as exc:
         first = exc.errors()[0]
         usage_error(f"{'.'.join(map(str, first['loc']))}: {first['msg']}")
-    url = _database_url()
     if jobs:
         missing = asyncio.run(_with_sessions(url, lambda sm: _unknown_jobs(sm, jobs)))
         if missing:
@@ -237,6 +247,28 @@ async def _unknown_jobs(sessionmaker: Any, jobs: list[uuid.UUID]) -> list[str]:
 
     async with sessionmaker() as session:
         return await unknown_jobs(session=session, job_ids=jobs)
+
+
+def _resolve_job(url: str, job_id: str) -> uuid.UUID:
+    """A job id, or the one job whose id starts with this prefix (what `jobs list` shows)."""
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        pass
+    if not job_id or any(c not in "0123456789abcdefABCDEF-" for c in job_id):
+        usage_error(f"--job {job_id!r}: not a job id or a prefix of one")
+
+    async def find(sessionmaker: Any) -> list[uuid.UUID]:
+        from service.store.jobs import list_jobs
+
+        async with sessionmaker() as session:
+            return [j.id for j in await list_jobs(session=session, limit=2, id_prefix=job_id)]
+
+    found = asyncio.run(_with_sessions(url, find))
+    if len(found) != 1:
+        problem = "no job starts with it" if not found else "several jobs start with it"
+        usage_error(f"--job {job_id!r}: {problem}")
+    return found[0]
 
 
 def register(app: typer.Typer) -> None:
