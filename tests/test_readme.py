@@ -37,8 +37,15 @@ SMALLER = {
 }
 # Options added to keep a command small where the README leaves the size to its default.
 SMALL_EXTRA = {
-    "train": ["--max-steps", "3", "--seq-len", "64", "--vocab-size", "512"],
-    "grade": ["--prompts", "2", "--k", "1"],
+    "train": [
+        "--max-steps", "3", "--seq-len", "64", "--vocab-size", "512", "--final-eval-tokens", "2000",
+    ],
+    "grade": [
+        "--prompts", "2", "--k", "1", "--noise-sample", "2", "--instruct-n", "2",
+        "--memorization-n", "2", "--loss-texts", "20", "--suites", "none", "--no-checkpoints",
+        "--max-new-tokens", "32",
+    ],
+    "grade-pairwise": ["--n", "2", "--max-new-tokens", "32"],
 }
 START_LIMIT_S = 180.0
 
