@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -230,10 +231,29 @@ class EmbeddedPostgres:
                 _pg_commands().pg_ctl(
                     ["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=_run_as(), timeout=60
                 )
-            except subprocess.CalledProcessError:
-                return False
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+                # pg_ctl runs as the server's user, who may have lost access to the data
+                # directory's parents since the start (a tool reset a temp tree to 0700):
+                # signal the postmaster ourselves rather than leave it running.
+                if not self._signal_stop(mode):
+                    return False
             logger.info("embedded postgres stopped data_dir=%s", self.data_dir)
             return True
+
+    def _signal_stop(self, mode: str) -> bool:
+        state = self._read_state() or {}
+        pid = int(state.get("pid") or 0)
+        if not pid or not _pid_alive(pid):
+            return False
+        # The postmaster's own shutdown signals: SIGTERM smart, SIGINT fast, SIGQUIT immediate.
+        sig = {"smart": signal.SIGTERM, "fast": signal.SIGINT}.get(mode, signal.SIGQUIT)
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 60
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        return True
 
 
 def embedded_url(root: Path, *, database: str = "tinystories", extra_options: str = "") -> str:

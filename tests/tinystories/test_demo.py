@@ -44,4 +44,11 @@ def test_demo_runs_every_stage_and_leaves_nothing_running(tmp_path: Path) -> Non
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert left == ""
+    if left:
+        log = tmp_path / "home" / "pg" / "data" / "server.log"
+        events = [
+            line
+            for line in (log.read_text().splitlines() if log.exists() else [])
+            if "ready to accept" in line or "shut" in line or "received" in line
+        ]
+        raise AssertionError(f"left running: {left}\nserver events: {events}\n{output[-2000:]}")
