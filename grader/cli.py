@@ -99,14 +99,15 @@ def grade_command(
     from grader.generation import GenerationSettings
     from grader.judge import JudgeUnavailable
     from grader.models import ModelDirError
-    from grader.resources import GraderDataError
+    from grader.resources import GraderDataError, GraderOptionError
     from grader.run import grade, validate_inputs
 
     err = Console(stderr=True)
 
-    def fail(message: str) -> None:
+    def fail(message: str, code: int = 2) -> None:
+        """One line; exit 2 for a wrong command line, 1 when grading itself failed."""
         typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(code)
 
     if instruct not in ("auto", "on", "off"):
         fail("--instruct must be auto, on or off")
@@ -179,7 +180,8 @@ def grade_command(
         fail(
             f"{exc} (judgments made so far are cached; rerun to continue)"
             if isinstance(exc, JudgeUnavailable)
-            else str(exc)
+            else str(exc),
+            2 if isinstance(exc, GraderOptionError) else 1,
         )
     except KeyboardInterrupt:
         typer.echo("interrupted: judgments made so far are cached; rerun to continue", err=True)
@@ -263,7 +265,7 @@ def pairwise_command(
             result = run_pairwise(config)
     except (ModelDirError, ExportDirError, JudgeUnavailable, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     typer.echo(f"report: {out / 'pairwise.md'}")
     typer.echo(summary_line(result))
 
@@ -330,7 +332,7 @@ def loss_command(
         res = evaluate_loss(load_model(model), stories, context_length=context_length)
     except (ModelDirError, ExportDirError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     typer.echo(
         f"{model.name}: loss {res['loss']:.4f} perplexity {res['perplexity']:.2f} "
         f"bits/byte {res['bits_per_byte']:.4f} on {split}[:{res['texts']}] ({column}), "
@@ -352,7 +354,7 @@ def attention_command(
         info = attention_maps(load_model(model, eager_attention=True), prompt, out)
     except (ModelDirError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(1) from None
     typer.echo(f"{out}: {info['layers']} layers x {info['heads']} heads, {info['tokens']} tokens")
 
 

@@ -13,6 +13,10 @@ class GraderDataError(ValueError):
     """A prompt set, rubric or suite file is missing or malformed."""
 
 
+class GraderOptionError(GraderDataError):
+    """An option value that cannot work: the command line is wrong (exit 2, not 1)."""
+
+
 @dataclass(frozen=True)
 class Rubric:
     version: str
@@ -109,7 +113,7 @@ def load_capability_suites(
     if only:
         unknown = sorted(set(only) - {i.suite for i in items})
         if unknown:
-            raise GraderDataError(f"{name}: unknown suite(s) {', '.join(unknown)}")
+            raise GraderOptionError(f"{name}: unknown suite(s) {', '.join(unknown)}")
     if not items:
         raise GraderDataError(f"{name}: no capability prompts")
     return CapabilitySuites(

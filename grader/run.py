@@ -28,6 +28,7 @@ from grader.models import (
 )
 from grader.resources import (
     GraderDataError,
+    GraderOptionError,
     load_capability_suites,
     load_evaluation_prompts,
     load_rubric,
@@ -51,7 +52,7 @@ def validate_inputs(config: GradeConfig) -> dict[str, Any]:
     prompts = load_evaluation_prompts(config.prompts_file)
     if config.n_prompts is not None:
         if config.n_prompts < 1:
-            raise GraderDataError("--prompts must be >= 1 (the prompt set would be empty)")
+            raise GraderOptionError("--prompts must be >= 1 (the prompt set would be empty)")
         prompts = prompts[: config.n_prompts]
     if config.k < 1:
         raise GraderDataError("--k must be >= 1")

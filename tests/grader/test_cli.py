@@ -139,7 +139,7 @@ def test_larger_run_reuses_completions_and_judgments(model_dir, tmp_path, no_key
     assert len(CompletionCache(out / "completion_cache.jsonl")) == 13
 
 
-def test_bad_inputs_exit_2_with_one_line(model_dir, export_dir, tmp_path, no_key):
+def test_bad_inputs_are_one_line_with_the_right_exit_code(model_dir, export_dir, tmp_path, no_key):
     runner = CliRunner()
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -150,16 +150,17 @@ def test_bad_inputs_exit_2_with_one_line(model_dir, export_dir, tmp_path, no_key
     del cfg["max_position_embeddings"]
     (no_context / "config.json").write_text(json.dumps(cfg))
     (no_context / "training.json").write_text("{}")
+    # Exit 2: the command line is wrong; exit 1: what it points at cannot be graded.
     cases = [
-        (["--model", str(bare)], "no tokenizer"),
-        (["--model", str(model_dir), "--prompts", "0"], "empty"),
-        (["--model", str(model_dir), "--data", str(tmp_path)], "not an export directory"),
-        (["--model", str(model_dir), "--suites", "poetry"], "unknown suite"),
-        (["--model", str(no_context)], "records no training context"),
+        (["--model", str(bare)], "no tokenizer", 1),
+        (["--model", str(model_dir), "--prompts", "0"], "empty", 2),
+        (["--model", str(model_dir), "--data", str(tmp_path)], "not an export directory", 1),
+        (["--model", str(model_dir), "--suites", "poetry"], "unknown suite", 2),
+        (["--model", str(no_context)], "records no training context", 1),
     ]
-    for extra, needle in cases:
+    for extra, needle, code in cases:
         res = runner.invoke(app, ["grade", "--out", str(tmp_path / "r"), *extra])
-        assert res.exit_code == 2, (extra, res.output)
+        assert res.exit_code == code, (extra, res.output)
         err_lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
         assert len(err_lines) == 1 and needle in err_lines[0], res.stderr
         assert "Traceback" not in res.output
@@ -185,7 +186,7 @@ def test_unreachable_judge_is_one_clear_error(model_dir, tmp_path):
             *FAST,
         ],
     )
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1, res.stderr
     # Nothing listens on the discard port: refused or timed out, depending on the host.
@@ -227,7 +228,7 @@ def test_openai_compatible_judge_by_url_and_key(model_dir, tmp_path):
             "1",
         ]
         wrong = CliRunner().invoke(app, [*base, "--judge-api-key", "sk-wrong"])
-        assert wrong.exit_code == 2 and "failed (auth" in wrong.stderr
+        assert wrong.exit_code == 1 and "failed (auth" in wrong.stderr
         assert "sk-wrong" not in wrong.output
         res = CliRunner().invoke(app, [*base, "--judge-api-key", "sk-judge"])
     assert res.exit_code == 0, res.output
@@ -263,7 +264,7 @@ def test_loss_and_attention_helpers(model_dir, export_dir, tmp_path):
     bad = CliRunner().invoke(
         app, ["grade-loss", "--model", str(model_dir), "--data", str(export_dir), "--split", "test"]
     )
-    assert bad.exit_code == 2 and "no 'test' split" in bad.stderr
+    assert bad.exit_code == 1 and "no 'test' split" in bad.stderr
 
 
 def test_extra_judges_report_their_agreement(model_dir, tmp_path, no_key):
