@@ -47,7 +47,8 @@ class JobCreate(BaseModel):
     summary_model: str | None = Field(
         default=None, min_length=1, max_length=200, pattern=r"^[^\x00]+$"
     )
-    seed: int = Field(default=0, ge=0, le=2**62)
+    # JSON-safe: above 2**53 many clients (and JSON parsers) round integers.
+    seed: int = Field(default=0, ge=0, le=2**53 - 1)
     budget_usd: float = Field(gt=0, le=1_000_000)
     priority: int = Field(default=0, ge=-1000, le=1000)
     template_version: str | None = Field(
