@@ -272,12 +272,24 @@ async def finish_tasks(
                 },
             )
         )
+    returned = [task.id for task, _ in items if new_status.get(task.id, ("",))[0] == "pending"]
+    if returned:
+        # After the job rows (their locks wait for a concurrent budget stop to commit): a task
+        # returned while its job ran out of budget is held, not left pending.
+        tail.append((_HOLD_RETURNED, {"ids": returned}))
     if commit:
         await execute_and_commit(session, tail)
     else:
         for stmt, params in tail:
             await session.execute(stmt, params)
     return statuses
+
+
+_HOLD_RETURNED = text(
+    "UPDATE tasks t SET status = 'held', updated_at = now() FROM jobs j "
+    "WHERE t.id = ANY(:ids) AND t.status = 'pending' AND j.id = t.job_id "
+    "AND j.status = 'budget_exhausted'"
+)
 
 
 async def _insert_stories(session: AsyncSession, stories: list[dict[str, Any]]) -> None:
