@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from grader.judge import JudgeCallError, JudgeReply, JudgeUnavailable
 
@@ -156,3 +157,21 @@ async def open_transport(
         )
     finally:
         await client.aclose()
+
+
+def transport_for(settings: Any, cost: JudgeCost, model: str | None = None) -> Any:
+    """`open_transport` from a run's judge settings (grader.config.JudgeSettings), for its
+    judge or, with `model`, another judge at the same endpoint."""
+    return open_transport(
+        model=model or settings.model,
+        base_url=settings.base_url,
+        api_key=settings.api_key,
+        provider="simulator" if settings.simulator else "openai",
+        rpm=settings.rpm,
+        tpm=settings.tpm,
+        max_attempts=settings.max_attempts,
+        timeout_s=settings.timeout_s,
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        cost=cost,
+    )

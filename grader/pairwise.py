@@ -22,7 +22,7 @@ from grader.exportdata import column, load_export
 from grader.generation import GenerationSettings
 from grader.gpteval import completions_for_prompts
 from grader.judge import Judge, Judgment
-from grader.judge_client import JudgeCost, open_transport
+from grader.judge_client import JudgeCost, transport_for
 from grader.memorization import split_story
 from grader.models import load_model
 from grader.parsing import parse_verdict
@@ -153,19 +153,7 @@ async def _judge_all(config: PairwiseConfig, pairs: list[Pair], cost: JudgeCost)
     assert js is not None
     rubric = load_rubric("pairwise_rubric.yaml")
     cache = JudgmentCache(config.out / "judge_cache.jsonl")
-    async with open_transport(
-        model=js.model,
-        base_url=js.base_url,
-        api_key=js.api_key,
-        provider="simulator" if js.simulator else "openai",
-        rpm=js.rpm,
-        tpm=js.tpm,
-        max_attempts=js.max_attempts,
-        timeout_s=js.timeout_s,
-        temperature=js.temperature,
-        max_tokens=js.max_tokens,
-        cost=cost,
-    ) as transport:
+    async with transport_for(js, cost) as transport:
         judge = Judge(transport, rubric, cache, concurrency=js.concurrency, parser=parse_verdict)
         rows = await judge_pairs(judge, pairs)
     return rows, rubric.version, judge.stats.to_dict()

@@ -18,7 +18,7 @@ from grader.config import GradeConfig, GradeError, Progress
 from grader.exportdata import column, load_export
 from grader.generation import within_context
 from grader.judge import Judge, JudgeTransport, gpt_eval_fields
-from grader.judge_client import JudgeCost, open_transport
+from grader.judge_client import JudgeCost, transport_for
 from grader.models import (
     check_model_dir,
     checkpoint_tokenizer_dir,
@@ -194,21 +194,7 @@ async def _run(config: GradeConfig, inputs: dict, progress: Progress, cost: Judg
     async with contextlib.AsyncExitStack() as stack:
         transports = []
         for model in [js.model, *config.extra_judges]:
-            transport = await stack.enter_async_context(
-                open_transport(
-                    model=model,
-                    base_url=js.base_url,
-                    api_key=js.api_key,
-                    provider="simulator" if js.simulator else "openai",
-                    rpm=js.rpm,
-                    tpm=js.tpm,
-                    max_attempts=js.max_attempts,
-                    timeout_s=js.timeout_s,
-                    temperature=js.temperature,
-                    max_tokens=js.max_tokens,
-                    cost=cost,
-                )
-            )
+            transport = await stack.enter_async_context(transport_for(js, cost, model))
             await _preflight(transport)
             transports.append(transport)
         opts = {"concurrency": js.concurrency, "rejudge_failures": config.rejudge_failures}
