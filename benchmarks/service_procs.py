@@ -159,3 +159,97 @@ def start_simulators(configs: list) -> tuple[list[str], ExitStack]:
         stack.close()
         raise errors[0]
     return [u for u in urls if u is not None], stack
+
+
+class Service:
+    """An API process on one database, and the worker processes started against it."""
+
+    def __init__(self, url: str, home: Path, sim_url: str, model: str) -> None:
+        import httpx
+
+        self.url = url
+        self.model = model
+        self.port = free_port()
+        self.env = base_env(url, home, sim_url, TINYSTORIES_PORT=str(self.port))
+        self.home = home
+        self.api = spawn(["serve"], self.env, home / "api.log")
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+        )
+
+    def healthy(self) -> bool:
+        import httpx
+
+        if self.api.poll() is not None:
+            raise SystemExit(f"the API exited; see {self.home / 'api.log'}")
+        try:
+            return self.http.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def workers(self, n: int, concurrency: int, **env: str) -> list[subprocess.Popen]:
+        procs = []
+        for i in range(n):
+            log = self.home / f"worker-{time.monotonic_ns()}-{i}.log"
+            args = ["worker", "--concurrency", str(concurrency)]
+            procs.append(spawn(args, {**self.env, **env}, log))
+            procs[-1].log = log  # type: ignore[attr-defined]
+        return procs
+
+    @staticmethod
+    def started(proc: subprocess.Popen) -> bool:
+        if proc.poll() is not None:
+            raise SystemExit(f"a worker exited; see {proc.log}")  # type: ignore[attr-defined]
+        return b"worker started" in proc.log.read_bytes()  # type: ignore[attr-defined]
+
+    def submit(self, n: int, seed: int) -> str:
+        resp = self.http.post(
+            "/v1/jobs",
+            json={"n_stories": n, "budget_usd": 1000.0, "seed": seed, "model": self.model},
+        )
+        resp.raise_for_status()
+        return resp.json()["id"]
+
+    def job(self, job_id: str) -> dict:
+        return self.http.get(f"/v1/jobs/{job_id}").json()
+
+    def close(self) -> None:
+        # Nothing is left to save at the end of a run: no graceful shutdown to wait for.
+        self.api.kill()
+        self.api.wait()
+
+
+def watch_job(url: str, job_id: str, start: float, timeout: float = 1800) -> dict[str, float]:
+    """Poll the database until the job has ended and each accepted story of it is checked for
+    near-duplicates; monotonic seconds from `start` to each, and the counts."""
+    import psycopg
+
+    from service.store.exports import libpq_url
+
+    out: dict[str, float] = {}
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        while True:
+            status, made, failed, unchecked = conn.execute(
+                "SELECT j.status, j.completed + j.rejected, j.failed, (SELECT count(*) FROM "
+                "stories s WHERE s.job_id = j.id AND s.accepted AND s.dedup_status IS NULL) "
+                "FROM jobs j WHERE j.id = %s",
+                (job_id,),
+            ).fetchone()
+            now = time.monotonic() - start
+            if "first_story_s" not in out and made:
+                out["first_story_s"] = now
+            if "stored_s" not in out and status not in ("queued", "running"):
+                out["stored_s"] = now
+            if "stored_s" in out and not unchecked:
+                out.update(checked_s=now, made=made, failed=failed)
+                return out
+            if now > timeout:
+                raise SystemExit(f"job {job_id} still {status} after {timeout:.0f} s")
+            time.sleep(0.05)
+
+
+def load_avg() -> str:
+    """The 1, 5 and 15 minute load averages (the machine may run other work meanwhile)."""
+    return "/".join(f"{v:.1f}" for v in os.getloadavg())

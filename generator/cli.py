@@ -46,6 +46,12 @@ def simulator(
     tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute (429 above)."),
     latency_median: float = typer.Option(0.0, "--latency-median", help="Seconds."),
     latency_p99: float | None = typer.Option(None, "--latency-p99", help="Seconds."),
+    tokens_per_s: float | None = typer.Option(
+        None, "--tokens-per-s", help="Slow server: generation speed per request."
+    ),
+    capacity: int | None = typer.Option(
+        None, "--capacity", help="Slow server: requests generating at once (more queue)."
+    ),
     rate_429: float = typer.Option(0.0, "--rate-429"),
     rate_500: float = typer.Option(0.0, "--rate-500"),
     rate_503: float = typer.Option(0.0, "--rate-503"),
@@ -71,6 +77,8 @@ def simulator(
             tpm=tpm,
             latency_median_s=latency_median,
             latency_p99_s=latency_p99,
+            tokens_per_s=tokens_per_s,
+            capacity=capacity,
             rate_429=rate_429,
             rate_500=rate_500,
             rate_503=rate_503,
@@ -82,10 +90,11 @@ def simulator(
             rate_no_choices=rate_no_choices,
             seed=seed,
         )
-        if workers > 1 and (rpm or tpm):
-            raise ValueError("--rpm/--tpm need --workers 1 (each worker enforces its own budget)")
+        if workers > 1 and config.single_worker:
+            raise ValueError("--rpm/--tpm/--capacity need --workers 1 (each enforces its own)")
     except ValueError as exc:
-        raise _fail(str(exc).replace("_s ", " ").replace("rate_", "--rate-")) from None
+        message = str(exc).replace("tokens_per_s", "--tokens-per-s").replace("_s ", " ")
+        raise _fail(message.replace("rate_", "--rate-")) from None
     typer.echo(
         f"LLM SIMULATOR (not a real model) on http://{host}:{port}/v1 "
         f"rpm={rpm or '-'} tpm={tpm or '-'} latency_median={latency_median}s",
@@ -108,12 +117,27 @@ def generate(
     rpm: int | None = typer.Option(None, "--rpm", help="Requests per minute limit."),
     tpm: int | None = typer.Option(None, "--tpm", help="Tokens per minute limit."),
     max_tokens: int = typer.Option(1024, "--max-tokens"),
-    timeout: float = typer.Option(60.0, "--timeout", help="Seconds per request."),
+    timeout: float = typer.Option(
+        60.0, "--timeout", help="Seconds per request until answers are in (then learned)."
+    ),
     max_attempts: int = typer.Option(6, "--max-attempts", help="Attempts per story."),
+    price_input: float | None = typer.Option(
+        None, "--price-input", help="USD per 1M input tokens of --model (0: a local model)."
+    ),
+    price_output: float | None = typer.Option(
+        None, "--price-output", help="USD per 1M output tokens of --model (0: a local model)."
+    ),
 ) -> None:
-    """Generate N stories into OUT/stories.jsonl and OUT/requests.jsonl."""
+    """Generate N stories into OUT/stories.jsonl and OUT/requests.jsonl.
+
+    Exits 1, saying why, when no story was accepted."""
     if n <= 0:
         raise _fail(f"--n must be a positive number of stories, got {n}")
+    if (price_input is None) != (price_output is None):
+        raise _fail("give both --price-input and --price-output (USD per 1M tokens; 0 0 is free)")
+    for name, price in (("--price-input", price_input), ("--price-output", price_output)):
+        if price is not None and price < 0:
+            raise _fail(f"{name} must be >= 0 USD per 1M tokens, got {price}")
     if concurrency <= 0:
         raise _fail(f"--concurrency must be >= 1, got {concurrency}")
     for name, value in (
@@ -143,6 +167,7 @@ def generate(
         max_tokens=max_tokens,
         timeout=timeout,
         max_attempts=max_attempts,
+        prices=None if price_input is None or price_output is None else (price_input, price_output),
     )
 
 
@@ -158,6 +183,7 @@ def _run_generate(
     max_tokens: int,
     timeout: float,
     max_attempts: int,
+    prices: tuple[float, float] | None,
 ) -> None:
     import asyncio
     import contextlib
@@ -167,7 +193,7 @@ def _run_generate(
     from generator.checks import StoryChecker
     from generator.client import ClientConfig
     from generator.generate import generate_stories
-    from generator.pricing import PriceTable, PricingError
+    from generator.pricing import PriceTable, PricingError, UnknownModelPrice, no_price_message
     from generator.progress import Progress
     from generator.ratelimit import ModelLimits
     from generator.retry import RetryPolicy
@@ -179,7 +205,11 @@ def _run_generate(
     model = model or ("simulator-story-1" if use_simulator else "gpt-4o-mini")
     try:
         pricing = PriceTable.load()
+        if prices is not None:
+            pricing = pricing.with_prices({model: {"input": prices[0], "output": prices[1]}})
         pricing.cost(model, 0, 0)
+    except UnknownModelPrice:
+        raise _fail(no_price_message(model, "--price-input 0 --price-output 0")) from None
     except (PricingError, LookupError, OSError) as exc:
         raise _fail(str(exc)) from None
 
@@ -229,7 +259,12 @@ def _run_generate(
                     on_story=lambda _outcome: progress.advance(),
                 )
             )
+        # The bar and the summary state one rate: the work done over the whole run.
+        summary.elapsed_s = progress.elapsed_s()
     typer.echo(f"{summary.line()} out={out}")
+    why = summary.nothing_accepted()
+    if why is not None:
+        raise _fail(why, 1)
 
 
 def register(app: typer.Typer) -> None:

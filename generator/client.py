@@ -35,6 +35,7 @@ from generator.errors import (
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class ChatResult:
     """One successful completion with everything the caller needs to bill and rate-limit it."""
@@ -160,32 +161,40 @@ class ChatClient:
         return self._session
 
     async def _post(
-        self, body: bytes, headers: dict[str, str], started: float
+        self, body: bytes, headers: dict[str, str], started: float, timeout_s: float | None
     ) -> tuple[int, dict[str, str], bytes]:
         """POST the request; (status, kept headers, body) or a connection/timeout error."""
         import aiohttp
 
+        per_request: dict[str, Any] = {}
+        if timeout_s is not None:
+            per_request["timeout"] = aiohttp.ClientTimeout(
+                total=timeout_s, sock_connect=min(timeout_s, 10.0)
+            )
         try:
             async with self._aiohttp().post(
                 self._url,
                 data=body,
                 headers={**self._auth, "Content-Type": "application/json", **headers},
+                **per_request,
             ) as response:
                 content = await response.read()
                 return response.status, kept_headers(response.headers), content
         except TimeoutError as exc:  # aiohttp.ServerTimeoutError included
-            raise self._timeout_error(exc, started) from exc
+            raise self._timeout_error(exc, started, timeout_s) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise self._connection_error(exc, started) from exc
 
-    def _timeout_error(self, exc: BaseException, started: float) -> ProviderError:
+    def _timeout_error(
+        self, exc: BaseException, started: float, timeout_s: float | None = None
+    ) -> ProviderError:
         """A timeout, unless the transport reported a refused/reset connection as one."""
         cause = connection_cause(exc)
         if cause is not None:
             return self._connection_error(cause, started)
         return ProviderError(
             "timeout",
-            message=f"no answer within {self.timeout_s:g} s",
+            message=f"no answer within {timeout_s or self.timeout_s:g} s",
             latency_s=time.perf_counter() - started,
         )
 
@@ -209,9 +218,14 @@ class ChatClient:
         messages: list[dict],
         max_tokens: int | None = None,
         temperature: float = 1.0,
+        timeout_s: float | None = None,
         **extra: Any,
     ) -> ChatResult:
-        """Send one Chat Completions request; raise `ProviderError` on any failure."""
+        """Send one Chat Completions request; raise `ProviderError` on any failure.
+
+        `timeout_s` replaces the client's timeout for this request (the engine's adaptive
+        deadline sets a backstop here and enforces its own).
+        """
         kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
         if max_tokens is not None:
             kwargs["max_tokens"] = max_tokens
@@ -220,7 +234,9 @@ class ChatClient:
             headers = dict(extra.pop("extra_headers", None) or {})
             kwargs.update(extra.pop("extra_body", None) or {})
             kwargs.update(extra)
-            status, kept, content = await self._post(orjson.dumps(kwargs), headers, started)
+            status, kept, content = await self._post(
+                orjson.dumps(kwargs), headers, started, timeout_s
+            )
             latency = time.perf_counter() - started
             if status >= 400:
                 body = json_or_none(content)
@@ -241,6 +257,8 @@ class ChatClient:
         sdk = self._typed_sdk()
         try:
             kwargs.update(extra)
+            if timeout_s is not None:
+                kwargs["timeout"] = timeout_s
             raw = await sdk.chat.completions.with_raw_response.create(**kwargs)
             http_response = raw.http_response
         except openai.APIStatusError as exc:
@@ -259,7 +277,7 @@ class ChatClient:
                 latency_s=latency,
             ) from exc
         except openai.APITimeoutError as exc:
-            raise self._timeout_error(exc, started) from exc
+            raise self._timeout_error(exc, started, timeout_s) from exc
         except openai.APIConnectionError as exc:
             raise self._connection_error(exc.__cause__ or exc, started) from exc
         content = await http_response.aread()

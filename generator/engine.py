@@ -1,18 +1,19 @@
 """One unit of work: a story, summary or judge call = limiter + client + retries + pricing + checks.
 
-Every attempt becomes a `RequestRecord` (billed tokens and cost included, also for failures);
-a story whose attempts are exhausted is a `StoryOutcome` with `error`/`error_class` set, never
-an empty story.
+Each attempt first takes a slot under the model's adaptive concurrency limit and runs under its
+learned timeout (`generator.adaptive`). Every attempt becomes a `RequestRecord` (billed tokens
+and cost included, also for failures); a story whose attempts are exhausted is a `StoryOutcome`
+with `error`/`error_class` set, never an empty story.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
+from generator.adaptive import AdaptiveController, Slot, shared_controller
 from generator.client import ChatClient, ChatResult
 from generator.errors import ProviderError
 from generator.ratelimit import (
@@ -24,7 +25,16 @@ from generator.ratelimit import (
     estimate_prompt_tokens,
     reserved_tokens,
 )
+from generator.records import RequestRecord, StoryOutcome
 from generator.retry import RetryPolicy
+
+__all__ = [
+    "BudgetExhausted",
+    "BudgetGuard",
+    "RequestRecord",
+    "StoryEngine",
+    "StoryOutcome",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,79 +51,6 @@ class BudgetGuard(Protocol):
     async def reserve(self, usd: float) -> object: ...
 
     async def settle(self, token: object, actual_usd: float) -> None: ...
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One attempt against the provider."""
-
-    kind: str
-    model: str
-    provider: str
-    outcome: Literal["ok", "error"]
-    error_class: str | None
-    status: int | None
-    attempt: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    latency_s: float
-    finish_reason: str | None
-    started_at: datetime
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["started_at"] = self.started_at.isoformat()
-        return data
-
-
-@dataclass
-class StoryOutcome:
-    """The result of one story request, successful or not."""
-
-    recipe: Any
-    prompt: str
-    text: str | None
-    model: str
-    provider: str
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    latency_s: float
-    finish_reason: str | None
-    checks: Any | None
-    requests: list[RequestRecord] = field(default_factory=list)
-    error: str | None = None
-    error_class: str | None = None
-    response_model: str | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return self.error is None and self.checks is not None and bool(self.checks.accepted)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready row (requests are kept separately)."""
-        return {
-            "recipe": self.recipe.to_dict(),
-            "prompt": self.prompt,
-            "text": self.text,
-            "model": self.model,
-            "response_model": self.response_model,
-            "provider": self.provider,
-            "usage": {
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-            },
-            "cost_usd": self.cost_usd,
-            "latency_s": round(self.latency_s, 4),
-            "finish_reason": self.finish_reason,
-            "checks": self.checks.to_dict() if self.checks is not None else None,
-            "accepted": self.accepted,
-            "attempts": len(self.requests),
-            "error": self.error,
-            "error_class": self.error_class,
-        }
 
 
 OnRequest = Callable[[RequestRecord], Awaitable[None]]
@@ -135,6 +72,7 @@ class StoryEngine:
         budget: BudgetGuard | None = None,
         estimator: TokenEstimator | None = None,
         accounting: TokenAccounting | None = None,
+        adaptive: AdaptiveController | None = None,
     ) -> None:
         from generator.prompts import DEFAULT_TEMPLATE_VERSION
 
@@ -149,6 +87,8 @@ class StoryEngine:
         self.estimator = estimator or TokenEstimator()
         # How the provider counts tokens toward TPM; by default from the endpoint.
         self.accounting = accounting or default_accounting(getattr(client, "base_url", None))
+        # Concurrency and timeouts learned per model; by default shared by all engines on `client`.
+        self.adaptive = adaptive if adaptive is not None else shared_controller(client)
 
     def story_reservation(self, recipe: Any, *, model: str, max_tokens: int = 1024) -> float:
         """USD that `story()`'s first attempt reserves: its prompt estimate at the full
@@ -271,9 +211,11 @@ class StoryEngine:
         sink = records if records is not None else []
 
         async def attempt(number: int) -> ChatResult:
-            return await self._attempt(
-                kind, model, messages, max_tokens, temperature, number, sink, extra
-            )
+            # The slot is taken before budget and rate reservations, so none is held waiting.
+            async with self.adaptive.slot(model, max_tokens) as slot:
+                return await self._attempt(
+                    kind, model, messages, max_tokens, temperature, number, sink, extra, slot
+                )
 
         return await self.retry.run(attempt)
 
@@ -287,6 +229,7 @@ class StoryEngine:
         number: int,
         records: list[RequestRecord],
         extra: dict[str, Any],
+        slot: Slot,
     ) -> ChatResult:
         prompt_est = estimate_prompt_tokens(messages)
         expected = self.estimator.expected(model, max_tokens)
@@ -304,12 +247,15 @@ class StoryEngine:
         permit = await self.limiter.acquire(model=model, est_tokens=est_tokens, **fresh)
         started_at = datetime.now(UTC)
         try:
-            result = await self.client.chat(
-                model=model,
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                **extra,
+            result = await slot.call(
+                self.client.chat(
+                    model=model,
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    temperature=temperature,
+                    timeout_s=slot.client_timeout_s,
+                    **extra,
+                )
             )
         except ProviderError as exc:
             billed = exc.prompt_tokens + exc.completion_tokens

@@ -7,6 +7,7 @@ latency, finish_reason, checks, accepted) and `requests.jsonl` (one row per atte
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -17,8 +18,10 @@ from typing import IO
 
 import orjson
 
+from generator.adaptive import AdaptiveConfig, AdaptiveController
 from generator.client import ClientConfig
 from generator.engine import RequestRecord, StoryEngine, StoryOutcome
+from generator.progress import format_rate
 from generator.ratelimit import LocalRateLimiter, ModelLimits
 from generator.retry import RetryPolicy
 
@@ -38,6 +41,8 @@ class GenerateSummary:
     elapsed_s: float = 0.0
     rejections: Counter[str] = field(default_factory=Counter)
     failures: Counter[str] = field(default_factory=Counter)
+    # The first message of each failure class: what a user reads when nothing came back.
+    failure_examples: dict[str, str] = field(default_factory=dict)
 
     def add(self, outcome: StoryOutcome) -> None:
         self.stories += 1
@@ -45,6 +50,7 @@ class GenerateSummary:
         if outcome.error is not None:
             self.failed += 1
             self.failures[outcome.error_class or "unknown"] += 1
+            self.failure_examples.setdefault(outcome.error_class or "unknown", outcome.error)
         elif outcome.accepted:
             self.accepted += 1
         else:
@@ -62,8 +68,25 @@ class GenerateSummary:
             f"generate: stories={self.stories} accepted={self.accepted} "
             f"rejected={self.rejected}{detail(self.rejections)} "
             f"failed={self.failed}{detail(self.failures)} requests={self.requests} "
-            f"cost_usd={self.cost_usd:.4f} rate={rate:.1f}/s"
+            f"cost_usd={self.cost_usd:.4f} rate={format_rate(rate, 'stories')}"
         )
+
+    def nothing_accepted(self, top: int = 3) -> str | None:
+        """Why no story was accepted (top rejection checks, failure classes with an example
+        message), or None when some were."""
+        if self.accepted or not self.stories:
+            return None
+        parts = []
+        if self.rejected:
+            reasons = ", ".join(f"{k} {v}" for k, v in self.rejections.most_common(top))
+            parts.append(f"{self.rejected} rejected by the checks ({reasons})")
+        if self.failed:
+            reasons = ", ".join(
+                f"{k} {v}: {' '.join(self.failure_examples[k].split())[:160]}"
+                for k, v in self.failures.most_common(top)
+            )
+            parts.append(f"{self.failed} failed ({reasons})")
+        return f"no story was accepted of {self.stories}: " + "; ".join(parts)
 
 
 def _write(handle: IO[bytes], row: dict) -> None:
@@ -84,10 +107,18 @@ async def generate_stories(
     max_tokens: int = 1024,
     template_version: str | None = None,
     on_story: Callable[[StoryOutcome], None] | None = None,
+    adaptive: AdaptiveConfig | None = None,
 ) -> GenerateSummary:
-    """One story per recipe with `concurrency` workers; one failure never stops the rest."""
+    """One story per recipe, at most `concurrency` requests in flight (fewer while the server
+    queues: `adaptive`, by default on); one failure never stops the rest."""
     summary = GenerateSummary()
     limiter = LocalRateLimiter({model: limits} if limits else None, max_concurrency=concurrency)
+    adaptive = adaptive or AdaptiveConfig()
+    controller = AdaptiveController(
+        dataclasses.replace(adaptive, max_concurrency=min(adaptive.max_concurrency, concurrency)),
+        initial_timeout_s=client_config.timeout_s,  # until the first answers are in
+        limits={model: limits} if limits else None,
+    )
     started = time.perf_counter()
     with (
         (out_dir / "stories.jsonl").open("wb") as stories_file,
@@ -107,6 +138,7 @@ async def generate_stories(
             checker=checker,
             template_version=template_version,
             on_request=on_request,
+            adaptive=controller,
         )
         next_index = iter(range(len(recipes)))
 

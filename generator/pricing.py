@@ -16,17 +16,30 @@ import yaml
 logger = logging.getLogger(__name__)
 
 PRICING_ENV = "TINYSTORIES_PRICING"
+# Comma-separated model names (or "prefix*") served locally (llama.cpp, vLLM, Ollama): free.
+LOCAL_MODELS_ENV = "TINYSTORIES_LOCAL_MODELS"
 DEFAULT_PRICING_FILE = Path(__file__).parent / "pricing.yaml"
 _PER = 1_000_000
 # Dated snapshots ("gpt-4o-2024-08-06", "gpt-4-0613", "gpt-3.5-turbo-0125") cost what their
 # base model costs unless the table lists the snapshot itself.
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
-_HOW_TO_ADD = (
-    "write a pricing file (YAML: `models: {MODEL: {input: USD_PER_1M, output: USD_PER_1M}}`; "
-    "0 for a local model) and name it in the "
-    f"{PRICING_ENV} environment variable (for the API and every worker too)"
-)
+
+def price_hint(model: str, flags: str | None = None) -> str:
+    """One line saying how to price `model`: the command's own flags first (e.g.
+    "--price-input 0 --price-output 0"), then the environment, then a pricing file."""
+    ways = [f"pass {flags} (USD per 1M tokens)"] if flags else []
+    ways += [
+        f"set {LOCAL_MODELS_ENV}={model} for a local model (price 0)",
+        f"name a YAML file in {PRICING_ENV} "
+        f"(`models: {{{model}: {{input: USD_PER_1M, output: USD_PER_1M}}}}`)",
+    ]
+    return "; or ".join(ways)
+
+
+def no_price_message(model: str, flags: str | None = None) -> str:
+    """The one-line error for a model without a price, with how to set one."""
+    return f"no price for model {model!r}: {price_hint(model, flags)}"
 
 
 class PricingError(ValueError):
@@ -38,7 +51,7 @@ class UnknownModelPrice(LookupError):
 
     def __init__(self, model: str) -> None:
         self.model = model
-        super().__init__(f"no price for model {model!r}: " + _HOW_TO_ADD.replace("MODEL", model))
+        super().__init__(no_price_message(model))
 
 
 @dataclass(frozen=True)
@@ -64,18 +77,30 @@ class PriceTable:
         )
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> PriceTable:
-        """Packaged prices, overridden by `path` or else the file named by TINYSTORIES_PRICING."""
+    def load(cls, path: str | Path | None = None, *, local_models: str | None = None) -> PriceTable:
+        """Packaged prices, overridden by `path` or else the file named by TINYSTORIES_PRICING,
+        then the local models (`local_models`, else TINYSTORIES_LOCAL_MODELS) at price 0."""
         data = _read(DEFAULT_PRICING_FILE)
-        prices = _parse_models(data, DEFAULT_PRICING_FILE)
+        prices = _parse_models(data, f"pricing file {DEFAULT_PRICING_FILE}")
         discount = _parse_discount(data, DEFAULT_PRICING_FILE, 0.5)
         override = path if path is not None else os.environ.get(PRICING_ENV) or None
         if override is not None:
             extra = _read(Path(override))
-            prices.update(_parse_models(extra, Path(override), required=False))
+            prices.update(_parse_models(extra, f"pricing file {override}", required=False))
             discount = _parse_discount(extra, Path(override), discount)
             logger.info("pricing override loaded file=%s models=%d", override, len(prices))
+        local = local_models if local_models is not None else os.environ.get(LOCAL_MODELS_ENV, "")
+        names = [n.strip() for n in local.split(",") if n.strip()]
+        if names:
+            prices.update({name: ModelPrice(0.0, 0.0) for name in names})
+            logger.info("local models priced at 0: %s", ", ".join(names))
         return cls(prices, batch_discount=discount)
+
+    def with_prices(self, prices: Mapping[str, Mapping[str, float]]) -> PriceTable:
+        """A new table where each model of `prices` ({model: {"input": usd_per_1m, "output":
+        usd_per_1m}}) costs that, over any entry it had; the batch discount is kept."""
+        added = _parse_models({"models": dict(prices)}, "prices", required=False)
+        return PriceTable({**self.models(), **added}, batch_discount=self.batch_discount)
 
     def price(self, model: str) -> ModelPrice:
         """The price entry that applies to `model`; UnknownModelPrice otherwise."""
@@ -150,31 +175,29 @@ def _parse_discount(data: Mapping[str, Any], path: Path, default: float) -> floa
     return float(value)
 
 
-def _parse_models(data: Any, path: Path, *, required: bool = True) -> dict[str, ModelPrice]:
+def _parse_models(data: Any, where: str, *, required: bool = True) -> dict[str, ModelPrice]:
     if not isinstance(data, dict):
-        raise PricingError(f"pricing file {path}: expected a mapping with `models:`")
+        raise PricingError(f"{where}: expected a mapping with `models:`")
     unknown = set(data) - {"models", "batch_discount"}
     if unknown:
-        raise PricingError(f"pricing file {path}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise PricingError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     models = data.get("models")
     if models is None and not required:
         return {}
     if not isinstance(models, dict) or (required and not models):
-        raise PricingError(f"pricing file {path}: `models` must map model names to prices")
+        raise PricingError(f"{where}: `models` must map model names to prices")
     prices = {}
     for name, entry in models.items():
         if not isinstance(entry, dict) or set(entry) != {"input", "output"}:
             raise PricingError(
-                f"pricing file {path}: model {name!r} needs exactly `input` and `output` "
-                "(USD per 1M tokens)"
+                f"{where}: model {name!r} needs exactly `input` and `output` (USD per 1M tokens)"
             )
         values = {}
         for side in ("input", "output"):
             value = entry[side]
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise PricingError(
-                    f"pricing file {path}: model {name!r} {side} price must be a number >= 0, "
-                    f"got {value!r}"
+                    f"{where}: model {name!r} {side} price must be a number >= 0, got {value!r}"
                 )
             values[side] = float(value)
         prices[str(name)] = ModelPrice(**values)

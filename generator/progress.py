@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import IO, Any
 
@@ -29,6 +30,16 @@ def _eta(seconds: float) -> str:
     return str(timedelta(seconds=round(seconds)))
 
 
+def format_rate(per_s: float, unit: str) -> str:
+    """A rate such as "12.3 stories/s"; a slow run in its own terms ("1.5 stories/min",
+    "0.9 stories/h") rather than "0.0 stories/s"."""
+    if per_s >= 0.1 or per_s <= 0:
+        return f"{per_s:,.1f} {unit}/s"
+    if per_s * 60 >= 0.1:
+        return f"{per_s * 60:,.1f} {unit}/min"
+    return f"{per_s * 3600:,.1f} {unit}/h"
+
+
 class Progress:
     """Counts work done; shows it as a bar on a terminal, as periodic lines otherwise."""
 
@@ -42,6 +53,7 @@ class Progress:
         stream: IO[str] | None = None,
         terminal: bool | None = None,
         start_at: int = 0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.total = total
@@ -51,14 +63,16 @@ class Progress:
         self.terminal = self.stream.isatty() if terminal is None else terminal
         self.done = self._base = start_at  # a resumed run's rate counts this run's work only
         self.detail = ""  # appended to each line, e.g. "loss 2.31 val 2.40"
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = clock()
+        self._ended: float | None = None  # set on exit: the final rate stays what it was
         self._last_line = self._started
         self._bar: Any = None
         self._lines = 0
         self._task: Any = None
 
     def __enter__(self) -> Progress:
-        self._started = self._last_line = time.monotonic()
+        self._started = self._last_line = self._clock()
         if self.terminal:
             from rich.console import Console
             from rich.progress import (
@@ -88,16 +102,24 @@ class Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._ended = self._clock()
         if self._bar is not None:
+            # The bar's last rate is over the whole run, not as of the last unit done: a run
+            # that finished its work quickly and then waited shows the slower, true figure.
+            self._bar.update(self._task, rate=format_rate(self.rate(), self.unit))
             self._bar.__exit__(*exc)
         elif exc[0] is None and self._lines:
             # Closes a run that showed progress lines; a short run stays quiet (the command
             # prints its own summary or error line).
             self._write_line(final=True)
 
+    def elapsed_s(self) -> float:
+        """Seconds since the start, up to the exit once the run is over."""
+        return (self._ended if self._ended is not None else self._clock()) - self._started
+
     def rate(self) -> float:
-        """Units per second of this run's work since the start."""
-        return (self.done - self._base) / max(time.monotonic() - self._started, 1e-9)
+        """Units per second: this run's work done over the time since the start."""
+        return (self.done - self._base) / max(self.elapsed_s(), 1e-9)
 
     def update(self, done: int, total: int | None = None, detail: str | None = None) -> None:
         """Set the absolute count (and the total, when it becomes known, or changes)."""
@@ -115,10 +137,10 @@ class Progress:
                 self._task,
                 completed=self.done,
                 total=self.total,
-                rate=f"{self.rate():,.1f} {self.unit}/s",
+                rate=format_rate(self.rate(), self.unit),
             )
             return
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_line >= self.every_s and (not self.total or self.done < self.total):
             self._last_line = now
             self._write_line()
@@ -129,7 +151,7 @@ class Progress:
         parts = [f"{self.name}: {self.done:,}"]
         if self.total:
             parts[0] += f"/{self.total:,} ({100 * self.done / self.total:.0f}%)"
-        parts.append(f"{rate:,.1f} {self.unit}/s")
+        parts.append(format_rate(rate, self.unit))
         if self.total and rate > 0 and self.done < self.total:
             parts.append(f"eta {_eta((self.total - self.done) / rate)}")
         if self.detail:
@@ -137,13 +159,13 @@ class Progress:
         return " ".join(parts)
 
     def _write_line(self, *, final: bool = False) -> None:
-        elapsed = _eta(time.monotonic() - self._started)
+        elapsed = _eta(self.elapsed_s())
         self._lines += 1
         if final:
             line = f"{self.name}: {self.done:,}"
             if self.total:
                 line += f"/{self.total:,}"
-            line += f" in {elapsed} ({self.rate():,.1f} {self.unit}/s)"
+            line += f" in {elapsed} ({format_rate(self.rate(), self.unit)})"
         else:
             line = self.line()
         self.stream.write(line + "\n")

@@ -6,9 +6,20 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperCommand
 
 SIMULATOR_JUDGE = "simulator-judge-1"
+
+
+class _PlainHelp(TyperCommand):
+    """Click's own help layout: rich's option table cuts long flag names ("--judge-concurre…")
+    on an 80-column terminal; click's puts a long name on its own line instead."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.rich_markup_mode = None
+        super().format_help(ctx, formatter)
 
 
 class _RichProgress:
@@ -187,6 +198,10 @@ def grade_command(
         typer.echo("interrupted: judgments made so far are cached; rerun to continue", err=True)
         raise typer.Exit(130) from None
     _print_table(result)
+    if result["cost"]["unpriced_models"]:
+        from grader.judge_client import unpriced_note
+
+        typer.echo(f"note: {unpriced_note(result['cost']['unpriced_models'])}", err=True)
     typer.echo(f"report: {out / 'report.md'}")
     typer.echo(result["summary"])
 
@@ -360,7 +375,7 @@ def attention_command(
 
 def register(app: typer.Typer) -> None:
     """Add this package's commands to the `tinystories` application."""
-    app.command("grade")(grade_command)
-    app.command("grade-loss")(loss_command)
-    app.command("grade-pairwise")(pairwise_command)
-    app.command("grade-attention")(attention_command)
+    app.command("grade", cls=_PlainHelp)(grade_command)
+    app.command("grade-loss", cls=_PlainHelp)(loss_command)
+    app.command("grade-pairwise", cls=_PlainHelp)(pairwise_command)
+    app.command("grade-attention", cls=_PlainHelp)(attention_command)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from grader.answers import AnswerLog
 from grader.cache import JudgmentCache, judgment_key
 from grader.parsing import ParsedScores, answer_template, parse_gpt_eval, parse_template
 from grader.resources import Rubric
@@ -105,8 +106,10 @@ class Judge:
         concurrency: int = 32,
         rejudge_failures: bool = False,
         parser: Callable[[str], ParsedScores | None] | None = None,
+        answers: AnswerLog | None = None,
     ) -> None:
         self.transport = transport
+        self.answers = answers  # every judgment's raw answer goes here too
         self._parser = parser
         self.rejudge_failures = rejudge_failures
         self.rubric = rubric
@@ -180,6 +183,28 @@ class Judge:
         use_cache: bool = True,
         repeat: int = 0,
     ) -> Judgment:
+        """Grade one completion (see `_grade`); the answer is kept in the answer log."""
+        judgment = await self._grade(prompt, completion, fields, use_cache=use_cache, repeat=repeat)
+        if self.answers is not None:
+            self.answers.record(
+                judgment,
+                prompt=prompt,
+                completion=completion,
+                judge_model=self.model,
+                rubric_version=self.rubric.version,
+                repeat=repeat,
+            )
+        return judgment
+
+    async def _grade(
+        self,
+        prompt: str,
+        completion: str,
+        fields: dict[str, str],
+        *,
+        use_cache: bool,
+        repeat: int,
+    ) -> Judgment:
         """Run the rubric's turns and parse the last answer.
 
         An unreadable answer gets one follow-up turn asking for the exact format (resending the
@@ -225,7 +250,12 @@ class Judge:
                 return Judgment(key, {}, None, "error", 1, "", error=str(exc))
         if parsed is None:
             self.stats.parse_failures += 1
-            log.warning("judge_parse_failure key=%s answer=%r", key[:12], reply.text[:200])
+            log.warning(
+                "judge_parse_failure key=%s answer=%r (whole answer in %s)",
+                key[:12],
+                reply.text[:80],
+                self.answers.path if self.answers is not None else "the judgment cache",
+            )
             judgment = Judgment(key, {}, None, "parse_failure", attempts, reply.text)
         else:
             setattr(self.stats, parsed.method, getattr(self.stats, parsed.method) + 1)

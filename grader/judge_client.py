@@ -38,6 +38,17 @@ class JudgeCost:
         }
 
 
+def unpriced_note(models: list[str]) -> str:
+    """One line: judge models without a price (counted as $0) and how to give them one."""
+    from generator.pricing import LOCAL_MODELS_ENV, PRICING_ENV
+
+    names = ",".join(models)
+    return (
+        f"no price known for {names} (counted as $0): run with {LOCAL_MODELS_ENV}={names} "
+        f"for a local judge, or name a pricing file in {PRICING_ENV}"
+    )
+
+
 class _Pricing:
     """generator.pricing's table; an unknown judge model costs 0 and is listed in the report."""
 

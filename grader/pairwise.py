@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grader.answers import AnswerLog
 from grader.cache import CompletionCache, JudgmentCache
 from grader.config import JudgeSettings
 from grader.exportdata import column, load_export
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 # Joins the two completions into the cache key; order matters, so A|B and B|A differ.
 _KEY_SEP = "\n<<< completion B >>>\n"
 REFERENCE = "reference"
+# Every raw verdict of a run (grade's own answers are judge_answers.jsonl).
+PAIRWISE_ANSWERS_FILE = "pairwise_judge_answers.jsonl"
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,14 @@ async def _judge_all(config: PairwiseConfig, pairs: list[Pair], cost: JudgeCost)
     rubric = load_rubric("pairwise_rubric.yaml")
     cache = JudgmentCache(config.out / "judge_cache.jsonl")
     async with transport_for(js, cost) as transport:
-        judge = Judge(transport, rubric, cache, concurrency=js.concurrency, parser=parse_verdict)
+        judge = Judge(
+            transport,
+            rubric,
+            cache,
+            concurrency=js.concurrency,
+            parser=parse_verdict,
+            answers=AnswerLog(config.out / PAIRWISE_ANSWERS_FILE),
+        )
         rows = await judge_pairs(judge, pairs)
     return rows, rubric.version, judge.stats.to_dict()
 

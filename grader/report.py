@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from grader.judge_client import unpriced_note
 from grader.parsing import CATEGORIES
 from grader.plots import write_plots
 
@@ -112,7 +113,7 @@ def render_markdown(result: dict, plots: list[str]) -> str:
         f"Judge: `{j['model']}` at `{j['base_url']}`, temperature {j.get('temperature')}, "
         f"max tokens {j.get('max_tokens')}, rubrics `{j['rubric_version']}` and "
         f"`{j.get('instruct_rubric_version')}`; an unreadable answer gets one correction turn, "
-        "then counts as unscored. "
+        "then counts as unscored (every raw answer is in `judge_answers.jsonl`). "
         f"Prompts: {s['prompts']}, completions per prompt: {s['k']} "
         f"({g['mode']}, temperature {g['temperature']}, beams {g['num_beams']}, "
         f"max {g['max_new_tokens']} new tokens).",
@@ -120,7 +121,7 @@ def render_markdown(result: dict, plots: list[str]) -> str:
         f"({result['cost']['prompt_tokens']} prompt + {result['cost']['completion_tokens']} "
         f"completion tokens)"
         + (
-            f"; no price known for {', '.join(result['cost']['unpriced_models'])}"
+            f"; {unpriced_note(result['cost']['unpriced_models'])}"
             if result["cost"]["unpriced_models"]
             else ""
         )

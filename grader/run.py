@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from grader import capability, instruct, loss, sections
+from grader.answers import ANSWERS_FILE, AnswerLog
 from grader.cache import CompletionCache, JudgmentCache
 from grader.config import GradeConfig, GradeError, Progress
 from grader.exportdata import column, load_export
@@ -197,7 +198,11 @@ async def _run(config: GradeConfig, inputs: dict, progress: Progress, cost: Judg
             transport = await stack.enter_async_context(transport_for(js, cost, model))
             await _preflight(transport)
             transports.append(transport)
-        opts = {"concurrency": js.concurrency, "rejudge_failures": config.rejudge_failures}
+        opts = {
+            "concurrency": js.concurrency,
+            "rejudge_failures": config.rejudge_failures,
+            "answers": AnswerLog(config.out / ANSWERS_FILE),
+        }
         judges = [Judge(t, rubric, cache, **opts) for t in transports]
         judge = judges[0]
         ijudge = Judge(transports[0], instruct_rubric, cache, **opts)

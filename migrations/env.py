@@ -9,7 +9,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 import service.store.models_api  # registers the API's tables on Base
-import service.store.models_dataset  # noqa: F401 - registers the dataset-quality tables on Base
+import service.store.models_batch  # provider batches
+import service.store.models_dataset  # registers the dataset-quality tables on Base
+import service.store.models_diversity  # noqa: F401 - diversity tables, browser indexes
 from service.store.models import Base
 
 config = context.config

@@ -98,6 +98,10 @@ class ApiClient:
         """GET /v1/jobs/{id}; any unique prefix of the id will do."""
         return self._request("GET", f"/v1/jobs/{self.resolve(job_id)}")
 
+    def diversity(self, job_id: str) -> dict[str, Any]:
+        """A job's diversity figures (job_id resolved already)."""
+        return self._request("GET", f"/v1/jobs/{job_id}/diversity")
+
     def action(self, job_id: str, action: str) -> dict[str, Any]:
         """POST /v1/jobs/{id}/{pause|resume|cancel}; any unique prefix of the id will do."""
         return self._request("POST", f"/v1/jobs/{self.resolve(job_id)}/{action}")

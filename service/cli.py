@@ -87,6 +87,18 @@ def jobs_submit(
     max_tokens: int | None = typer.Option(
         None, "--max-tokens", min=16, help="Completion token cap per story request."
     ),
+    price_input: float | None = typer.Option(
+        None, "--price-input", min=0, help="USD per 1M prompt tokens of its models (0: local)."
+    ),
+    price_output: float | None = typer.Option(
+        None, "--price-output", min=0, help="USD per 1M completion tokens (0: local)."
+    ),
+    mode: str = typer.Option(
+        "online", help="online, batch (the provider's Batch API: half price, within 24 h) or auto."
+    ),
+    deadline_hours: float | None = typer.Option(
+        None, "--deadline-hours", min=0.01, help="When the stories are needed (auto mode)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the job as JSON."),
     # Spellings of earlier releases, still accepted.
     n_alias: int | None = typer.Option(None, "--n-stories", min=1, hidden=True),
@@ -110,6 +122,15 @@ def jobs_submit(
         body["summary_model"] = summary_model
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
+    if mode not in ("online", "batch", "auto"):
+        usage_error(f"--mode {mode!r}: choose online, batch or auto")
+    body["mode"] = mode
+    if deadline_hours is not None:
+        body["deadline_hours"] = deadline_hours
+    if (price_input is None) != (price_output is None):
+        usage_error("give --price-input and --price-output together (USD per 1M tokens)")
+    if price_input is not None:
+        body["price"] = {"input": price_input, "output": price_output}
     if len(model) == 1 and "=" not in model[0]:
         body["model"] = model[0]
     elif model:
@@ -128,7 +149,8 @@ def jobs_submit(
     else:
         typer.echo(
             f"job {job['id']} {job['status']} n_stories={job['n_stories']} "
-            f"provider={job['provider']}"
+            f"provider={job['provider']} mode={job.get('mode', 'online')}"
+            + (f" ({job['mode_reason']})" if job.get("mode_reason") else "")
         )
     if wait:
         from service.supervise import follow_job
@@ -172,9 +194,20 @@ def jobs_show(
         f"{job['failed']} failed ({done}/{job['n_stories']})"
     )
     typer.echo(f"  cost ${job['cost_usd']:.4f} of ${job['budget_usd']:.4f}")
+    if job.get("mode") == "batch" and job.get("batches"):
+        b = job["batches"]
+        typer.echo(
+            f"  batches {b['batches']} ({b['preparing']} preparing, {b['in_progress']} at the "
+            f"provider, {b['completed']} completed, {b['failed']} failed); saved "
+            f"${b['saved_usd']:.4f} vs online"
+            + (f" ({job['mode_reason']})" if job.get("mode_reason") else "")
+        )
     reasons = job.get("rejections_by_reason") or {}
     if reasons:
         typer.echo("  rejections " + ", ".join(f"{k}={v}" for k, v in sorted(reasons.items())))
+    from service.api.diversity import summary_lines
+
+    typer.echo("\n".join(summary_lines(_call(_client().diversity, job["id"]))))
 
 
 def _action(action: str) -> Any:

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=2.0, gt=0)
     reaper_seconds: float = Field(default=5.0, gt=0)
     claim_batch: int = Field(default=32, ge=1)
+    # Batch API jobs: tasks per provider batch (OpenAI allows 50,000 requests per file) and
+    # how often an open batch is polled.
+    batch_size: int = Field(default=5_000, ge=1, le=50_000)
+    batch_poll_seconds: float = Field(default=30.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # Largest job one request may submit (its tasks are written in the request).
@@ -91,6 +95,8 @@ class Settings(BaseSettings):
     # A file the worker touches after every successful heartbeat: a container healthcheck
     # reads its age (the worker has no port to probe). Unset: no file.
     worker_heartbeat_file: Path | None = None
+    # Workers write the per-minute rollups the dashboard reads; off only to measure their cost.
+    rollups: bool = True
 
     @field_validator("model_limits", mode="before")
     @classmethod

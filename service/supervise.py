@@ -84,8 +84,38 @@ def _exit_on_signal(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def follow_job(client: Any, job_id: str, *, poll_s: float = 0.5) -> dict[str, Any]:
-    """Progress bar until the job reaches a final state; returns the last job view."""
+def nothing_accepted(job: dict[str, Any], top: int = 3) -> str | None:
+    """Why a finished job yielded no accepted story (its top rejection checks, failures and
+    last error), or None when it accepted some."""
+    if job["completed"] > 0:
+        return None
+    parts = []
+    if job["rejected"]:
+        by_reason = sorted(
+            job.get("rejections_by_reason", {}).items(), key=lambda kv: (-kv[1], kv[0])
+        )
+        reasons = ", ".join(f"{name} {n}" for name, n in by_reason[:top])
+        parts.append(
+            f"{job['rejected']} rejected by the checks" + (f" ({reasons})" if reasons else "")
+        )
+    if job["failed"]:
+        parts.append(f"{job['failed']} failed")
+    if job.get("last_error"):
+        parts.append(f"last error: {' '.join(job['last_error'].split())[:200]}")
+    return (
+        f"job {job['id'][:8]} ended {job['status']} with no accepted story of "
+        f"{job['n_stories']}" + (": " + "; ".join(parts) if parts else "")
+    )
+
+
+def follow_job(
+    client: Any, job_id: str, *, poll_s: float = 0.5, fail_if_empty: bool = True
+) -> dict[str, Any]:
+    """Progress bar until the job reaches a final state; returns the last job view.
+
+    A job that ended with no accepted story prints why on one `error:` line and exits 1
+    (unless `fail_if_empty` is False)."""
+    import typer
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     job = client.show(job_id)
@@ -108,6 +138,10 @@ def follow_job(client: Any, job_id: str, *, poll_s: float = 0.5) -> dict[str, An
             if job["status"] in FINAL:
                 break
             time.sleep(poll_s)
+    why = nothing_accepted(job)
+    if fail_if_empty and why is not None:
+        typer.echo(f"error: {why}", err=True)
+        raise typer.Exit(1)
     return job
 
 

@@ -25,8 +25,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from generator.simulator.answers import answer
+from generator.simulator.batch import install_batch_api
 from generator.simulator.config import FORCEABLE_FAULTS, SimulatorConfig
-from generator.simulator.limits import TIMELINE_BIN_S, ServerLimits
+from generator.simulator.limits import TIMELINE_BIN_S, ServerCapacity, ServerLimits
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class SimulatorState:
         self.config = config
         self.faults = random.Random(config.seed)
         self.limits = ServerLimits(config)
+        self.capacity = ServerCapacity(config)
         self.ids = itertools.count(1)
         self.seen: dict[int, int] = {}
         self.counts: dict[str, int] = {}
@@ -203,9 +205,10 @@ async def chat_completions(request: Request) -> Response:
         )
 
     started = time.perf_counter()
-    delay = config.timeout_hang_s if fault == "timeout" else state.latency()
-    if delay > 0:
-        await asyncio.sleep(delay)
+    if fault == "timeout":
+        await asyncio.sleep(config.timeout_hang_s)
+    else:
+        await _generate(state, request, completion_tokens)
     state.bump(result.kind)
     headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
     if fault == "malformed":
@@ -246,6 +249,20 @@ async def chat_completions(request: Request) -> Response:
     return _json(payload, 200, headers)
 
 
+async def _generate(state: SimulatorState, request: Request, completion_tokens: int) -> None:
+    """The configured latency; in slow-server mode also the queue and the generation time."""
+    delay = state.latency()  # drawn on arrival, so the draws do not depend on queueing
+    capacity = state.capacity
+    if not capacity.enabled:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return
+    async with capacity.slot():
+        await asyncio.sleep(delay + capacity.generation_s(completion_tokens))
+    # A client that gave up (timed out) has closed its connection by now.
+    capacity.finished(completion_tokens, client_gone=await request.is_disconnected())
+
+
 async def list_models(request: Request) -> Response:
     config: SimulatorConfig = request.app.state.sim.config
     data = [
@@ -269,6 +286,8 @@ async def stats(request: Request) -> Response:
         "now": time.monotonic(),
         "pid": os.getpid(),
     }
+    if state.capacity.enabled:
+        data["server"] = state.capacity.stats()
     since = request.query_params.get("since")
     if since is not None:
         try:
@@ -294,6 +313,7 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
         ]
     )
     app.state.sim = SimulatorState(config or SimulatorConfig())
+    install_batch_api(app, chat_completions)  # /v1/files, /v1/batches
     return app
 
 

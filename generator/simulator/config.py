@@ -1,4 +1,4 @@
-"""Simulator settings: limits, latency distribution and fault rates."""
+"""Simulator settings: limits, latency distribution, slow-server mode and fault rates."""
 
 from __future__ import annotations
 
@@ -42,6 +42,11 @@ class SimulatorConfig:
     token_accounting: str = "actual"  # one of TOKEN_ACCOUNTING
     latency_median_s: float = 0.0
     latency_p99_s: float | None = None  # log-normal spread; None = 4x the median
+    # Slow-server mode (a llama.cpp/vLLM box on one GPU or CPU): each request generates at
+    # `tokens_per_s`, at most `capacity` at once; the rest wait in arrival order, so latency
+    # grows with concurrency. None = unlimited.
+    tokens_per_s: float | None = None
+    capacity: int | None = None
     rate_429: float = 0.0
     rate_500: float = 0.0
     rate_503: float = 0.0
@@ -62,7 +67,7 @@ class SimulatorConfig:
                 value = getattr(self, f.name)
                 if not 0.0 <= value <= 1.0:
                     raise ValueError(f"{f.name} must be between 0 and 1, got {value}")
-        for name in ("rpm", "tpm"):
+        for name in ("rpm", "tpm", "tokens_per_s", "capacity"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
@@ -75,6 +80,11 @@ class SimulatorConfig:
         p99 = self.latency_p99_s
         if p99 is not None and self.latency_median_s > 0 and p99 < self.latency_median_s:
             raise ValueError("latency_p99_s must be >= latency_median_s")
+
+    @property
+    def single_worker(self) -> bool:
+        """Limits and capacity are per process: several workers would each enforce their own."""
+        return bool(self.rpm or self.tpm or self.capacity)
 
     @property
     def latency_sigma(self) -> float:

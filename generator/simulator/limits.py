@@ -6,12 +6,16 @@ A request is charged its prompt tokens plus, by `token_accounting`, the completi
 ("actual") or its `max_tokens` ("max_tokens", as OpenAI and Azure count at admission, never
 refunded); a 429 charges nothing. Admissions are also counted per `TIMELINE_BIN_S` of the
 simulator's clock, so a benchmark can count what the provider admitted in any window.
+`ServerCapacity` is the slow-server mode: generation speed, concurrent slots and a queue.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
+from collections.abc import AsyncIterator
 
 from generator.simulator.config import SimulatorConfig
 
@@ -151,3 +155,73 @@ class ServerLimits:
             headers["retry-after-ms"] = str(max(1, math.ceil(wait * 1000)))
             headers["retry-after"] = str(max(1, math.ceil(wait)))
         return admitted, wait, headers
+
+
+class ServerCapacity:
+    """Slow-server mode: `capacity` requests generate at once, each at `tokens_per_s`; the rest
+    queue in arrival order. Work is never dropped: an answer whose client has gone by the time
+    it is ready counts as abandoned (the server did it for nobody)."""
+
+    def __init__(self, config: SimulatorConfig) -> None:
+        self.tokens_per_s = config.tokens_per_s
+        self.capacity = config.capacity
+        # asyncio.Semaphore wakes waiters first come, first served (binds its loop on first use).
+        self._slots = asyncio.Semaphore(config.capacity) if config.capacity else None
+        self.busy = 0
+        self.queued = 0
+        self.max_queued = 0
+        self.completed = 0
+        self.abandoned = 0
+        self.abandoned_tokens = 0
+        self.completion_tokens = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens_per_s or self.capacity)
+
+    def generation_s(self, completion_tokens: int) -> float:
+        """Seconds to generate `completion_tokens` once the request has a slot."""
+        return completion_tokens / self.tokens_per_s if self.tokens_per_s else 0.0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the server's generation slots (waiting in the queue for it)."""
+        if self._slots is None:
+            self.busy += 1
+            try:
+                yield
+            finally:
+                self.busy -= 1
+            return
+        self.queued += 1
+        self.max_queued = max(self.max_queued, self.queued)
+        try:
+            await self._slots.acquire()
+        finally:
+            self.queued -= 1
+        self.busy += 1
+        try:
+            yield
+        finally:
+            self.busy -= 1
+            self._slots.release()
+
+    def finished(self, completion_tokens: int, *, client_gone: bool) -> None:
+        self.completed += 1
+        self.completion_tokens += completion_tokens
+        if client_gone:
+            self.abandoned += 1
+            self.abandoned_tokens += completion_tokens
+
+    def stats(self) -> dict[str, float | int | None]:
+        return {
+            "tokens_per_s": self.tokens_per_s,
+            "capacity": self.capacity,
+            "busy": self.busy,
+            "queued": self.queued,
+            "max_queued": self.max_queued,
+            "completed": self.completed,
+            "abandoned": self.abandoned,
+            "abandoned_tokens": self.abandoned_tokens,
+            "completion_tokens": self.completion_tokens,
+        }

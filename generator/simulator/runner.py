@@ -75,11 +75,13 @@ def run_simulator(
 
     `subprocess_mode=True` gives it its own process (and core), so a benchmarked client does
     not share the GIL with it; `workers > 1` runs several server processes on one socket
-    (only without rate limits: each worker would enforce its own budget).
+    (only without rate limits or capacity: each worker would enforce its own).
     """
     config = config or SimulatorConfig()
-    if workers > 1 and (config.rpm or config.tpm):
-        raise ValueError("rate limits need a single simulator worker (each enforces its own)")
+    if workers > 1 and config.single_worker:
+        raise ValueError(
+            "rate limits and capacity need a single simulator worker (each enforces its own)"
+        )
     sock = _bound_socket(host, port)
     base_url = f"http://{host}:{sock.getsockname()[1]}/v1"
     if subprocess_mode or workers > 1:
@@ -131,8 +133,10 @@ def serve(
 ) -> None:
     """Run the simulator in the foreground until interrupted (`tinystories simulator`)."""
     if workers > 1:
-        if config.rpm or config.tpm:
-            raise ValueError("rate limits need a single simulator worker (each enforces its own)")
+        if config.single_worker:
+            raise ValueError(
+                "rate limits and capacity need a single simulator worker (each enforces its own)"
+            )
         os.environ[CONFIG_ENV] = json.dumps(config.to_dict())
         uvicorn.run(
             "generator.simulator.app:app_from_env",

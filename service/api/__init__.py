@@ -77,12 +77,13 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     _install_handlers(app)
     _document_errors(app, settings)
 
-    from service.api import exports, health, jobs, stories
+    from service.api import diversity, exports, health, jobs, stories
 
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(stories.router)
     app.include_router(exports.router)
+    app.include_router(diversity.router)
 
     from service.api.metrics import install_metrics
     from service.dashboard import install as install_dashboard
@@ -211,6 +212,9 @@ def _document_job_rules(job: dict[str, Any], settings: Settings) -> None:
         if branch.get("type") == "object":
             branch["propertyNames"] = {"pattern": priced}
             branch["minProperties"] = 1
+    for branch in props.get("prices", {}).get("anyOf", []):
+        if branch.get("type") == "object":
+            branch["propertyNames"] = {"minLength": 1, "maxLength": 200, "pattern": "^[^\\x00]+$"}
     for branch in props.get("template_version", {}).get("anyOf", []):
         if branch.get("type") == "string":
             branch["enum"] = available_versions("story")

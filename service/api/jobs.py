@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import random
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,9 +12,11 @@ from service import store
 from service.api.deps import require_token, session_dep
 from service.api.idempotency import IDEMPOTENCY_HEADER, earlier_result, record_result, request_hash
 from service.api.schemas import JobCreate, JobList, JobOut, JobUpdate, StoryOut, StoryPage
-from service.store.jobs import TaskSpec, money
+from service.store.batches import batch_summary
+from service.store.jobs import money
 from service.store.models import Job
 from service.store.rollups import duplicates_by_model
+from service.store.task_plan import sampler_for
 
 JobStatus = Literal[
     "queued", "running", "paused", "completed", "cancelled", "failed", "budget_exhausted"
@@ -30,27 +29,31 @@ def _unprocessable(field: str, message: str) -> HTTPException:
     return HTTPException(status_code=422, detail={"field": field, "message": message})
 
 
-def pick_model(models: list[dict[str, Any]], seed: int, index: int) -> str:
-    """The model of task `index`: a weighted draw that depends only on (seed, index)."""
-    if len(models) == 1:
-        return str(models[0]["model"])
-    digest = hashlib.sha256(f"tinystories-model:{seed}:{index}".encode()).digest()
-    rng = random.Random(int.from_bytes(digest[:8], "big"))
-    return str(rng.choices([m["model"] for m in models], [m["weight"] for m in models])[0])
+# The provider's batch completion window: a deadline shorter than this needs online calls.
+BATCH_WINDOW_HOURS = 24.0
 
 
-def _build_tasks(body: JobCreate, models: list[dict[str, Any]]) -> list[TaskSpec]:
-    from vocab import RecipeSampler
-
-    sampler = RecipeSampler(feature_probs=body.feature_probs)
-    return [
-        TaskSpec(
-            index=i,
-            recipe=sampler.recipe(body.seed, i).to_dict(),
-            model=pick_model(models, body.seed, i),
+def choose_mode(body: JobCreate) -> tuple[str, str | None]:
+    """online or batch, and why when `auto` chose it."""
+    if body.mode != "auto":
+        return body.mode, None
+    if body.deadline_hours is not None and body.deadline_hours < BATCH_WINDOW_HOURS:
+        return "online", (
+            f"auto: the deadline ({body.deadline_hours:g} h) is shorter than the batch "
+            f"window ({BATCH_WINDOW_HOURS:g} h)"
         )
-        for i in range(body.n_stories)
-    ]
+    why = "no deadline" if body.deadline_hours is None else f"deadline {body.deadline_hours:g} h"
+    return "batch", f"auto: {why}, so the Batch API at half the online price"
+
+
+def job_prices(body: JobCreate, used: list[str]) -> dict[str, dict[str, float]]:
+    """The job's own prices by model: `price` for every model it uses, `prices` over it."""
+    prices: dict[str, dict[str, float]] = {}
+    if body.price is not None:
+        prices = {m: body.price.model_dump() for m in used}
+    for name, price in (body.prices or {}).items():
+        prices[name] = price.model_dump()
+    return prices
 
 
 def job_out(request: Request, job: Job, rates: store.jobs.JobRates | None) -> JobOut:
@@ -73,6 +76,9 @@ def job_out(request: Request, job: Job, rates: store.jobs.JobRates | None) -> Jo
         failed=job.failed,
         pending=remaining,
         models=job.models,
+        prices=job.prices,
+        mode=job.mode,
+        mode_reason=job.mode_reason,
         instruct=job.instruct,
         summary_model=job.summary_model,
         template_version=job.template_version,
@@ -106,6 +112,8 @@ async def _one(request: Request, session: AsyncSession, job: Job) -> JobOut:
     out.duplicates = sum(m["duplicates"] for m in by_model)
     out.duplicate_rate = round(out.duplicates / checked, 6) if checked else 0.0
     out.duplicates_by_model = {str(m["model"]): m for m in by_model}
+    if job.mode == "batch":
+        out.batches = await batch_summary(session=session, job_id=job.id)
     return out
 
 
@@ -145,15 +153,25 @@ async def submit_job(
     else:
         models = [{"model": body.model or settings.story_model, "weight": 1.0}]
     summary_model = (body.summary_model or settings.summary_model) if body.instruct else None
-    for m in [*(x["model"] for x in models), *([summary_model] if summary_model else [])]:
+    used = [*(x["model"] for x in models), *([summary_model] if summary_model else [])]
+    prices = job_prices(body, used)
+    if prices:
+        pricing = pricing.with_prices(prices)
+    for m in used:
         if not pricing.has(m):
             field = "summary_model" if m == summary_model else "model"
-            raise _unprocessable(field, f"no price known for model {m!r}")
+            raise _unprocessable(
+                field,
+                f"no price known for model {m!r}: give the job a price (price: "
+                "{input, output} in USD per 1M tokens, 0 for a local model; CLI: "
+                "--price-input/--price-output) or add it to TINYSTORIES_PRICING",
+            )
     template_version = body.template_version or DEFAULT_TEMPLATE_VERSION
     if template_version not in available_versions("story"):
         raise _unprocessable("template_version", f"unknown template version {template_version!r}")
+    mode, mode_reason = choose_mode(body)
     try:
-        tasks = await asyncio.to_thread(_build_tasks, body, models)
+        sampler_for(body.feature_probs)
     except ValueError as exc:
         raise _unprocessable("feature_probs", str(exc)) from None
     job = await store.create_job(
@@ -165,6 +183,9 @@ async def submit_job(
             "models": models,
             "template_version": template_version,
             "feature_probs": body.feature_probs,
+            "prices": prices or None,
+            "mode": mode,
+            "mode_reason": mode_reason,
             "instruct": body.instruct,
             "summary_model": summary_model,
             "max_tokens": body.max_tokens or settings.story_max_tokens,
@@ -173,7 +194,6 @@ async def submit_job(
             "priority": body.priority,
             "provider": request.app.state.provider_info["provider"],
         },
-        tasks=tasks,
     )
     winner = await record_result(
         session, JOBS_ROUTE, idempotency_key, fingerprint, str(job.id), 201

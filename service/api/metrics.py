@@ -27,8 +27,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.api.diversity import metric_families
 from service.dashboard.history import SinceStart
 from service.store import dashboard as reads
+from service.store.batches import batch_totals
+from service.store.diversity_report import diversity_report
 from service.store.models import LATENCY_BUCKETS_S
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,8 @@ class Snapshot:
     workers_alive: int = 0
     in_flight: int = 0
     simulator: bool = False
+    diversity: dict[str, Any] = field(default_factory=dict)
+    batches: dict[str, float] = field(default_factory=dict)
 
 
 async def read_snapshot(
@@ -65,6 +70,8 @@ async def read_snapshot(
         jobs=await reads.job_status_totals(session=session),
         workers_alive=len(alive),
         in_flight=sum(w["in_flight"] for w in alive),
+        diversity=await diversity_report(session=session),
+        batches=await batch_totals(session=session),
     )
 
 
@@ -160,6 +167,18 @@ class DatabaseCollector(Collector):
             "tinystories_simulator",
             "1 when the LLM is the built-in simulator.",
             value=int(s.simulator),
+        )
+        yield from metric_families(s.diversity)
+        batches = GaugeMetricFamily(
+            "tinystories_batches", "Provider batches (Batch API jobs) by state.", labels=["state"]
+        )
+        for state in ("building", "uploaded", "submitted", "done"):
+            batches.add_metric([state], s.batches.get(state, 0))
+        yield batches
+        yield GaugeMetricFamily(
+            "tinystories_batch_saved_usd",
+            "What the finished batches' answers would have cost online, minus their batch cost.",
+            value=s.batches.get("saved_usd", 0.0),
         )
 
 

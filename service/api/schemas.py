@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -33,6 +33,15 @@ def lone_surrogate_at(value: Any, path: str = "") -> str | None:
     return None
 
 
+class PriceIn(BaseModel):
+    """A model's price in USD per million tokens (0 for a local model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, le=10_000, description="USD per 1M prompt tokens")
+    output: float = Field(ge=0, le=10_000, description="USD per 1M completion tokens")
+
+
 class JobCreate(BaseModel):
     """POST /v1/jobs body."""
 
@@ -57,6 +66,23 @@ class JobCreate(BaseModel):
     feature_probs: dict[str, Annotated[float, Field(ge=0, le=1)]] | None = None
     max_tokens: int | None = Field(default=None, ge=16, le=8192)
     name: str | None = Field(default=None, max_length=200, pattern=r"^[^\x00]*$")
+    price: PriceIn | None = Field(
+        default=None,
+        description="the price of every model this job uses (its story and summary models), "
+        "over the price table: a local model at 0, a negotiated rate",
+    )
+    prices: dict[str, PriceIn] | None = Field(
+        default=None, description="per-model prices, over `price` and the price table"
+    )
+    mode: Literal["online", "batch", "auto"] = Field(
+        default="online",
+        description="online: calls as the workers go; batch: the provider's Batch API (half "
+        "the price, results within its 24 h window); auto: batch unless the deadline is "
+        "shorter than the batch window",
+    )
+    deadline_hours: float | None = Field(
+        default=None, gt=0, le=24 * 365, description="when the stories are needed (auto mode)"
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -78,6 +104,14 @@ class JobCreate(BaseModel):
                 raise ValueError("model names must be 1-200 characters")
             if not weight > 0 or weight > 1e6:
                 raise ValueError(f"weight of {name!r} must be > 0")
+        return value
+
+    @field_validator("prices")
+    @classmethod
+    def _price_names(cls, value: dict[str, PriceIn] | None) -> dict[str, PriceIn] | None:
+        for name in value or {}:
+            if not name or len(name) > 200 or "\x00" in name:
+                raise ValueError("model names must be 1-200 characters")
         return value
 
     @field_validator("feature_probs")
@@ -114,6 +148,15 @@ class JobOut(BaseModel):
     failed: int
     pending: int
     models: list[dict[str, Any]]
+    prices: dict[str, dict[str, float]] | None = Field(
+        default=None, description="the job's own prices (USD per 1M tokens), if any"
+    )
+    mode: str = Field(default="online", description="online or batch")
+    mode_reason: str | None = Field(default=None, description="why auto mode chose `mode`")
+    batches: dict[str, Any] | None = Field(
+        default=None,
+        description="batch jobs: batches by state, their cost and the money saved vs online",
+    )
     instruct: bool
     summary_model: str | None
     template_version: str

@@ -11,74 +11,43 @@ from __future__ import annotations
 import json
 import logging
 import secrets
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.deps import session_dep
-from service.dashboard import data
+from service.dashboard import data, stories
+from service.dashboard.access import (
+    COOKIE_MAX_AGE_S,
+    COOKIE_NAME,
+    HERE,
+    authorized,
+    login_page,
+    templates,
+    unauthorized_json,
+)
 from service.dashboard.history import SinceStart
 
 logger = logging.getLogger(__name__)
 
-COOKIE_NAME = "tinystories_admin"
-COOKIE_MAX_AGE_S = 12 * 3600
 # Browsers cannot add custom headers to cross-site form posts: requiring one on job actions
 # keeps a cookie-authenticated click from being forged by another site.
 ACTION_HEADER = "x-dashboard-action"
-SECTIONS = ("overview", "rates", "cost", "health", "jobs")
-STATIC_TYPES = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
-_HERE = Path(__file__).parent
-_templates = Environment(
-    loader=FileSystemLoader(_HERE / "templates"),
-    autoescape=select_autoescape(["html"]),
-)
-
-
-def bearer_matches(request: Request) -> bool:
-    """True when the Authorization header carries the admin token."""
-    expected = getattr(request.app.state, "admin_token", None)
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if not expected or scheme.lower() != "bearer" or not credentials.strip():
-        return False
-    return secrets.compare_digest(credentials.strip().encode(), expected.encode())
-
-
-async def authorized(request: Request) -> bool:
-    """The admin token as a bearer header, or a live dashboard login session."""
-    if bearer_matches(request):
-        return True
-    cookie = request.cookies.get(COOKIE_NAME)
-    sessionmaker = getattr(request.app.state, "sessionmaker", None)
-    if not cookie or sessionmaker is None or len(cookie) > 200:
-        return False
-    from service.store.api_state import session_is_valid
-
-    async with sessionmaker() as session:
-        return await session_is_valid(session=session, secret=cookie)
+SECTIONS = ("overview", "rates", "cost", "health", "jobs", "diversity")
+STATIC_TYPES = {
+    "dashboard.js": "text/javascript",
+    "charts.js": "text/javascript",
+    "diversity.js": "text/javascript",
+    "dashboard.css": "text/css",
+}
 
 
 def _secure_cookie(request: Request) -> bool:
     """TINYSTORIES_COOKIE_SECURE when set (behind a TLS proxy), else whether this is HTTPS."""
     configured = getattr(request.app.state.settings, "cookie_secure", None)
     return request.url.scheme == "https" if configured is None else bool(configured)
-
-
-def _unauthorized_json() -> JSONResponse:
-    return JSONResponse(
-        status_code=401,
-        content={"error": "missing or wrong admin token", "field": "authorization"},
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
-def _login_page(request: Request, *, status_code: int, error: str | None = None) -> HTMLResponse:
-    html = _templates.get_template("login.html").render(error=error)
-    return HTMLResponse(html, status_code=status_code, headers={"Cache-Control": "no-store"})
 
 
 async def _section(request: Request, session: AsyncSession, name: str) -> dict[str, Any]:
@@ -88,7 +57,14 @@ async def _section(request: Request, session: AsyncSession, name: str) -> dict[s
         return await data.overview(session=session, settings=settings, provider=provider)
     history = history_of(request.app)
     if name == "rates":
-        return await data.rates(session=session, settings=settings, history=history)
+        window = request.query_params.get("window") or "job"
+        return await data.rates(session=session, settings=settings, history=history, window=window)
+    if name == "diversity":
+        from service.store.diversity_report import diversity_report
+
+        job = request.query_params.get("job") or None
+        report = await diversity_report(session=session, job_id=data.parse_job_id(job or ""))
+        return report if job is None or report["job_id"] else {}
     if name == "cost":
         return await data.cost(session=session, history=history)
     if name == "health":
@@ -120,9 +96,9 @@ router = APIRouter(prefix="/admin", include_in_schema=False)
 async def dashboard_page(request: Request, session: AsyncSession = session_dep) -> Any:
     """The dashboard, or the login form (401) without a valid token."""
     if not await authorized(request):
-        return _login_page(request, status_code=401)
+        return login_page(request, status_code=401)
     sections = {name: await _section(request, session, name) for name in SECTIONS}
-    html = _templates.get_template("dashboard.html").render(
+    html = templates.get_template("dashboard.html").render(
         overview=sections["overview"],
         jobs=sections["jobs"]["jobs"],
         initial=_script_json(sections),
@@ -133,7 +109,7 @@ async def dashboard_page(request: Request, session: AsyncSession = session_dep) 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request) -> HTMLResponse:
     """The login form."""
-    return _login_page(request, status_code=200)
+    return login_page(request, status_code=200)
 
 
 @router.post("/login")
@@ -146,7 +122,7 @@ async def login(request: Request, session: AsyncSession = session_dep) -> Respon
     expected = getattr(request.app.state, "admin_token", "")
     if not token or not secrets.compare_digest(token.encode(), expected.encode()):
         logger.warning("dashboard login refused client=%s", request.client and request.client.host)
-        return _login_page(request, status_code=401, error="Wrong token.")
+        return login_page(request, status_code=401, error="Wrong token.")
     secret = secrets.token_urlsafe(32)
     await create_session(session=session, secret=secret, lifetime_s=COOKIE_MAX_AGE_S)
     response = RedirectResponse("/admin", status_code=303)
@@ -182,14 +158,46 @@ async def section_data(
 ) -> Response:
     """One block of the dashboard's figures as JSON."""
     if not await authorized(request):
-        return _unauthorized_json()
+        return unauthorized_json()
     if section not in SECTIONS:
         return JSONResponse(
             status_code=404,
             content={"error": f"unknown section {section!r}", "field": "section"},
         )
+    problem = await _bad_query(request, session, section)
+    if problem is not None:
+        return problem
     payload = await _section(request, session, section)
     return Response(_dumps(payload), media_type="application/json")
+
+
+async def _bad_query(request: Request, session: AsyncSession, section: str) -> Response | None:
+    """A 4xx for a query value a section cannot use (unknown window, job id)."""
+    window = request.query_params.get("window")
+    if section == "rates" and window is not None and window not in data.WINDOWS:
+        return JSONResponse(
+            status_code=422,
+            content={
+                "error": f"window must be one of {', '.join(data.WINDOWS)}",
+                "field": "window",
+            },
+        )
+    job = request.query_params.get("job")
+    if section == "diversity" and job:
+        from service import store
+
+        parsed = data.parse_job_id(job)
+        if parsed is None:
+            return JSONResponse(
+                status_code=422, content={"error": "job id is not a UUID", "field": "job"}
+            )
+        try:
+            await store.get_job(session=session, job_id=parsed)
+        except store.JobNotFound:
+            return JSONResponse(
+                status_code=404, content={"error": f"job {job} not found", "field": "job"}
+            )
+    return None
 
 
 @router.post("/jobs/{job_id}/{action}")
@@ -200,7 +208,7 @@ async def job_action(
     from service import store
 
     if not await authorized(request):
-        return _unauthorized_json()
+        return unauthorized_json()
     if request.headers.get(ACTION_HEADER) != action:
         return JSONResponse(
             status_code=403, content={"error": "missing action header", "field": ACTION_HEADER}
@@ -232,7 +240,7 @@ async def static_file(name: str) -> Response:
     media_type = STATIC_TYPES.get(name)
     if media_type is None:
         return JSONResponse(status_code=404, content={"error": "not found", "field": "name"})
-    body = (_HERE / "static" / name).read_bytes()
+    body = (HERE / "static" / name).read_bytes()
     return Response(body, media_type=media_type, headers={"Cache-Control": "max-age=300"})
 
 
@@ -242,3 +250,4 @@ def install(app: FastAPI) -> None:
         return
     app.state.dashboard_installed = True
     app.include_router(router)
+    app.include_router(stories.router)

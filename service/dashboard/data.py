@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.dashboard.history import SinceStart
 from service.settings import Settings
 from service.store import dashboard as reads
+from service.store import dashboard_window as window_reads
 from service.store.models import LATENCY_BUCKETS_S
 
 WINDOW_MINUTES = 60
@@ -72,41 +73,89 @@ def _limits(settings: Settings, buckets: dict[str, dict[str, int | None]], model
     return {"rpm": configured.get("rpm"), "tpm": configured.get("tpm")}
 
 
+WINDOWS: dict[str, int | None] = {"job": None, "15m": 15, "1h": 60, "6h": 360}
+MAX_POINTS = 120
+ACTIVE = ("queued", "running", "paused")
+
+
+async def chart_window(
+    *, session: AsyncSession, key: str, now: datetime
+) -> tuple[datetime, datetime, str]:
+    """(start, end, label) of the rate charts: a fixed span back from now, or ("job") the
+    lifetime of the active jobs (or else of the newest job that ran)."""
+    minutes = WINDOWS.get(key)
+    if minutes is not None:
+        return now - timedelta(minutes=minutes), now, f"last {key}"
+    spans = await window_reads.job_spans(session=session)
+    active = [j["started_at"] for j in spans if j["status"] in ACTIVE and j["started_at"]]
+    if active:
+        return min(active), now, "active jobs"
+    ran = [j for j in spans if j["started_at"]]
+    if ran:
+        newest = max(ran, key=lambda j: j["started_at"])
+        end = newest["finished_at"] or now
+        return newest["started_at"], end, "newest job"
+    return now - timedelta(minutes=60), now, "last 1h (no job has run)"
+
+
 async def rates(
-    *, session: AsyncSession, settings: Settings, history: SinceStart
+    *, session: AsyncSession, settings: Settings, history: SinceStart, window: str = "job"
 ) -> dict[str, Any]:
-    """Per model: requests and tokens per minute (series, last hour, since start) vs limits."""
+    """Per model: requests and tokens per minute over the chosen window vs the limits.
+
+    Utilisation is the window's requests over (limit x window minutes): the same span the
+    chart shows, so a five-minute job is not averaged over an hour."""
     now = datetime.now(UTC)
-    series = await reads.model_series(session=session, minutes=WINDOW_MINUTES)
-    hour = {m.model: m for m in await reads.model_totals(session=session, minutes=WINDOW_MINUTES)}
+    start, end, label = await chart_window(session=session, key=window, now=now)
+    # At least five minutes, so a job that just started still draws a line.
+    start = min(start, end - timedelta(minutes=5))
+    span_min = (end - start).total_seconds() / 60.0
+    width = max(1, -(-int(span_min + 1) // MAX_POINTS))
+    series = await window_reads.model_series_between(
+        session=session, since=start, until=end, bucket_minutes=width
+    )
     total = list((await history.read(session=session)).models.values())
+    hour = {m.model: m for m in await reads.model_totals(session=session, minutes=WINDOW_MINUTES)}
     buckets = await reads.bucket_limits(session=session)
-    start = now.replace(second=0, microsecond=0) - timedelta(minutes=WINDOW_MINUTES - 1)
+    first = start.replace(second=0, microsecond=0)
+    n_points = int(span_min // width) + 1
+    by_model: dict[str, dict[datetime, tuple[int, int, int, int]]] = {}
+    for t, model, req, tok, peak_req, peak_tok in series:
+        by_model.setdefault(model, {})[t] = (req, tok, peak_req, peak_tok)
+    names = sorted({m.model for m in total} | set(settings.model_limits) | set(by_model))
     models = []
-    names = sorted({m.model for m in total} | set(settings.model_limits))
-    by_model: dict[str, dict[datetime, tuple[int, int]]] = {}
-    for minute, model, requests, tokens in series:
-        by_model.setdefault(model, {})[minute] = (requests, tokens)
     for name in names:
+        points, in_window = [], by_model.get(name, {})
+        for i in range(n_points):
+            t = first + timedelta(minutes=i * width)
+            req, tok, _, _ = in_window.get(t, (0, 0, 0, 0))
+            points.append({"t": t.isoformat(), "requests": req / width, "tokens": tok / width})
+        req_sum = sum(v[0] for v in in_window.values())
+        tok_sum = sum(v[1] for v in in_window.values())
+        limits = _limits(settings, buckets, name)
+        rpm, tpm = req_sum / span_min, tok_sum / span_min
         all_time = next((m for m in total if m.model == name), None)
+        start_minutes = _minutes_since(all_time.first_minute if all_time else None, now)
         last = hour.get(name)
-        points = []
-        for i in range(WINDOW_MINUTES):
-            minute = start + timedelta(minutes=i)
-            req, tok = by_model.get(name, {}).get(minute, (0, 0))
-            points.append({"t": minute.isoformat(), "requests": req, "tokens": tok})
-        first = all_time.first_minute if all_time else None
-        hour_minutes = _minutes_since(first, now, cap=WINDOW_MINUTES)
-        start_minutes = _minutes_since(first, now)
         models.append(
             {
                 "model": name,
-                "limits": _limits(settings, buckets, name),
+                "limits": limits,
+                "window": {
+                    "requests": req_sum,
+                    "tokens": tok_sum,
+                    "requests_per_minute": rpm,
+                    "tokens_per_minute": tpm,
+                    "peak_requests_per_minute": max((v[2] for v in in_window.values()), default=0),
+                    "peak_tokens_per_minute": max((v[3] for v in in_window.values()), default=0),
+                    "use_requests": rpm / limits["rpm"] if limits["rpm"] else None,
+                    "use_tokens": tpm / limits["tpm"] if limits["tpm"] else None,
+                },
                 "last_hour": {
                     "requests": last.requests if last else 0,
                     "tokens": last.tokens if last else 0,
-                    "requests_per_minute": (last.requests if last else 0) / hour_minutes,
-                    "tokens_per_minute": (last.tokens if last else 0) / hour_minutes,
+                    "requests_per_minute": (last.requests if last else 0)
+                    / _minutes_since(all_time.first_minute if all_time else None, now, cap=60),
                 },
                 "since_start": {
                     "requests": all_time.requests if all_time else 0,
@@ -118,7 +167,19 @@ async def rates(
                 "series": points,
             }
         )
-    return {"now": now.isoformat(), "window_minutes": WINDOW_MINUTES, "models": models}
+    return {
+        "now": now.isoformat(),
+        "window": {
+            "key": window,
+            "label": label,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "minutes": span_min,
+            "bucket_minutes": width,
+        },
+        "window_minutes": span_min,
+        "models": models,
+    }
 
 
 def _per_thousand(cost: float, accepted: int) -> float | None:
@@ -134,7 +195,10 @@ async def cost(*, session: AsyncSession, history: SinceStart) -> dict[str, Any]:
     spent = sum(t["spent"] for t in status_totals.values())
     accepted = int(sum(t["completed"] for t in status_totals.values()))
     active = [t for s, t in status_totals.items() if s not in FINAL_STATUSES]
-    budget_left = sum(max(t["budget"] - t["spent"] - t["reserved"], 0.0) for t in active)
+    # None, not $0, when no job is active: nothing is left because nothing is running.
+    budget_left = (
+        sum(max(t["budget"] - t["spent"] - t["reserved"], 0.0) for t in active) if active else None
+    )
     per_job = []
     projected_total = 0.0
     for job in jobs:
@@ -158,7 +222,8 @@ async def cost(*, session: AsyncSession, history: SinceStart) -> dict[str, Any]:
         "accepted": accepted,
         "cost_per_1000_accepted": _per_thousand(spent, accepted),
         "budget_left_usd": budget_left,
-        "projected_to_finish_usd": projected_total,
+        "projected_to_finish_usd": projected_total if active else None,
+        "jobs": int(sum(t["jobs"] for t in status_totals.values())),
         "per_model": [
             {
                 "model": m.model,
@@ -253,6 +318,10 @@ async def jobs(*, session: AsyncSession) -> dict[str, Any]:
                 "remaining": remaining,
                 "progress": done / job["n_stories"] if job["n_stories"] else 1.0,
                 "eta_seconds": _eta(job, remaining),
+                # A finished job has no rate: its recent requests are history, not speed.
+                "requests_per_minute": None
+                if job["status"] in FINAL_STATUSES
+                else job["requests_per_minute"],
                 "actions": list(ACTIONS.get(job["status"], ())),
             }
         )

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from service.store.diversity_report import sketch_report
+from service.store.diversity_sketch import Sketch, StoryFacts
+
 _HIST_START = 4096  # histogram buckets to begin with; it grows to the longest story
 
 
@@ -100,6 +103,8 @@ class ExportStats:
         self.cost = 0.0
         self.near_dups = 0
         self.with_summary = 0
+        self.diversity = Sketch()  # of the exported stories, fed in blocks (numpy per block)
+        self._pending: list[StoryFacts] = []
 
     def add(self, row: Mapping[str, Any]) -> None:
         w = len(row["text"].split())
@@ -117,11 +122,25 @@ class ExportStats:
         self.cost += row["cost_usd"]
         self.near_dups += row["dedup_cluster"] is not None
         self.with_summary += bool(row["summary"])
+        facts = StoryFacts(
+            row["text"], row["verb"], row["noun"], row["adjective"], row["features"] or ()
+        )
+        self._pending.append(facts)
+        if len(self._pending) >= 2_000:
+            self.flush_diversity()
+
+    def flush_diversity(self) -> None:
+        """Count the buffered stories into the diversity sketch."""
+        if self._pending:
+            self.diversity.add_stories(self._pending)
+            self._pending = []
 
     @classmethod
     def merged(cls, parts: Iterable[ExportStats]) -> ExportStats:
         both = cls()
         for st in parts:
+            st.flush_diversity()
+            both.diversity.add(st.diversity)
             size = max(len(both.chars), len(st.chars))
             both.words = _grown(both.words, size)
             both.chars = _grown(both.chars, size)
@@ -207,9 +226,30 @@ def build_manifest(
         "providers": dict(both.providers.most_common()),
         "cost_usd": round(both.cost, 6),
         "with_summary": both.with_summary,
+        "diversity": _card_diversity(both.diversity),
         "dedup": dedup,
         "decontamination": decon,
         "files": files,
+    }
+
+
+def _card_diversity(sketch: Sketch) -> dict[str, Any]:
+    """Diversity of the exported stories (docs/diversity.md says what real TinyStories reads)."""
+    report = sketch_report(sketch)
+    used = {
+        role: len({t for kind, t in sketch.terms if kind == role})
+        for role in ("verb", "noun", "adjective")
+    }
+    return {
+        "distinct": report["distinct"],
+        "recipe_words_used": used,
+        "features": report["features_actual"],
+        "no_feature": report["no_feature"],
+        "openings": {
+            "distinct": report["openings"]["distinct"],
+            "top": report["openings"]["top"][:5],
+        },
+        "length_words": report["length"],
     }
 
 
@@ -237,6 +277,7 @@ def render_card(manifest: Mapping[str, Any]) -> str:
         "providers": manifest["providers"],
         "cost_usd": manifest["cost_usd"],
         "dedup": manifest["dedup"],
+        "diversity": manifest.get("diversity", {}),
         "decontamination": manifest["decontamination"],
         "template_version": manifest.get("template_version"),
         "provenance": manifest.get("provenance", {}),

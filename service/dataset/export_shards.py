@@ -29,9 +29,16 @@ STRING_COLUMNS = (
     "source",
 )
 COLUMNS = (*STRING_COLUMNS, "features", "cost_usd", "dedup_cluster", "story_hash")
+# Added when rejected stories are exported: whether a story passed, and the checks it failed.
+CHECK_COLUMNS = ("accepted", "rejections")
 
 
-def arrow_schema() -> Any:
+def columns(with_checks: bool = False) -> tuple[str, ...]:
+    """The export's columns, with `accepted` and `rejections` when rejected stories are in."""
+    return (*COLUMNS, *CHECK_COLUMNS) if with_checks else COLUMNS
+
+
+def arrow_schema(with_checks: bool = False) -> Any:
     import pyarrow as pa
 
     fields = [pa.field(c, pa.string(), nullable=False) for c in STRING_COLUMNS]
@@ -41,18 +48,25 @@ def arrow_schema() -> Any:
         pa.field("dedup_cluster", pa.string(), nullable=True),
         pa.field("story_hash", pa.string(), nullable=False),
     ]
+    if with_checks:
+        fields += [
+            pa.field("accepted", pa.bool_(), nullable=False),
+            pa.field("rejections", pa.list_(pa.string()), nullable=False),
+        ]
     return pa.schema(fields)
 
 
-def datasets_schema() -> Any:
+def datasets_schema(with_checks: bool = False) -> Any:
     """The schema of the saved Arrow files: what ``datasets`` writes for the export features
     (every field nullable, the features JSON in the ``huggingface`` schema metadata)."""
     from datasets import Features
 
-    return Features.from_arrow_schema(arrow_schema()).arrow_schema
+    return Features.from_arrow_schema(arrow_schema(with_checks)).arrow_schema
 
 
-def write_dataset_files(split_dir: Path, fingerprint: str, n_files: int) -> None:
+def write_dataset_files(
+    split_dir: Path, fingerprint: str, n_files: int, with_checks: bool = False
+) -> None:
     """``state.json`` and ``dataset_info.json`` of one split, as ``Dataset.save_to_disk``
     writes them for a dataset with the export features and no transforms."""
     from datasets import DatasetInfo, Features
@@ -72,7 +86,7 @@ def write_dataset_files(split_dir: Path, fingerprint: str, n_files: int) -> None
     (split_dir / "state.json").write_text(
         json.dumps(state, indent=2, sort_keys=True), encoding="utf-8"
     )
-    info = asdict(DatasetInfo(features=Features.from_arrow_schema(arrow_schema())))
+    info = asdict(DatasetInfo(features=Features.from_arrow_schema(arrow_schema(with_checks))))
     (split_dir / "dataset_info.json").write_text(
         json.dumps({k: info[k] for k in sorted(info)}, indent=2), encoding="utf-8"
     )
@@ -81,17 +95,18 @@ def write_dataset_files(split_dir: Path, fingerprint: str, n_files: int) -> None
 class SplitWriter:
     """Parquet shards, the matching saved-dataset Arrow files and release text for one split."""
 
-    def __init__(self, root: Path, split: str, shard_rows: int) -> None:
+    def __init__(self, root: Path, split: str, shard_rows: int, with_checks: bool = False) -> None:
         self.root = root
         self.split = split
         self.shard_rows = shard_rows
+        self.columns = columns(with_checks)
         self.shards: list[Path] = []
         self.arrow_files: list[Path] = []
         self._writer: Any = None
         self._arrow: Any = None
         self._in_shard = 0
-        self._schema = arrow_schema()
-        self._arrow_schema = datasets_schema()
+        self._schema = arrow_schema(with_checks)
+        self._arrow_schema = datasets_schema(with_checks)
         (root / split).mkdir()
         self.rows = 0
         plain, instruct = RELEASE_NAMES[split]
@@ -125,7 +140,7 @@ class SplitWriter:
             if self._writer is None:
                 self._open_shard()
             take = rows[start : start + self.shard_rows - self._in_shard]
-            cols = {c: [r[c] for r in take] for c in COLUMNS}
+            cols = {c: [r[c] for r in take] for c in self.columns}
             table = pa.Table.from_pydict(cols, schema=self._schema)
             self._writer.write_table(table)
             # same buffers, the datasets schema: no copy

@@ -50,6 +50,54 @@ class ExportError(ValueError):
     """Bad export options or rows; the message names the field."""
 
 
+class EmptyExportError(ExportError):
+    """Too few stories for a dataset (a split would be empty); says what was left out."""
+
+    def __init__(self, counts: Mapping[str, int], *, split: str, validation_fraction: float):
+        self.counts = dict(counts)
+        self.split = split
+        self.validation_fraction = validation_fraction
+        super().__init__(self.describe())
+
+    def describe(self, rejected: int = 0, reasons: Mapping[str, int] | None = None) -> str:
+        """The message; with the `rejected` stories the filters left out and their checks."""
+        c = self.counts
+        top = sorted((reasons or {}).items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        why = f" ({', '.join(f'{k} {v}' for k, v in top)})" if top else ""
+        if c["read"] == 0 and rejected:
+            return (
+                f"no accepted stories: all {rejected} were rejected{why}; "
+                "--include-rejected exports them with their checks"
+            )
+        if c["read"] == 0:
+            return "no stories match the export filters"
+        notes = [f"{rejected} rejected{why}"] if rejected else []
+        if c["excluded_contaminated"]:
+            notes.append(
+                f"{c['excluded_contaminated']} left out as overlapping the evaluation prompts "
+                "(--no-decontaminate keeps them)"
+            )
+        if c.get("excluded_no_instruct"):
+            notes.append(
+                f"{c['excluded_no_instruct']} left out for lack of Instruct metadata "
+                "(--format plain keeps them)"
+            )
+        kind = "accepted " if rejected else ""
+        noted = f" ({'; '.join(notes)})" if notes else ""
+        if c["total"] == 0:
+            return f"no {kind}story left to export{noted}"
+        if c["total"] == 1:
+            return (
+                f"only 1 {kind}story to export{noted}: a dataset needs at least 2, "
+                "one for each split"
+            )
+        return (
+            f"the {self.split} split would be empty ({c['total']} {kind}stories exported, "
+            f"validation_fraction={self.validation_fraction}{'; ' if notes else ''}"
+            f"{'; '.join(notes)}): export more stories or change validation_fraction"
+        )
+
+
 def split_of(story_hash: str, *, seed: int, validation_fraction: float) -> str:
     """Stable split: the same story hash, seed and fraction always land in the same split."""
     digest = hashlib.sha256(f"{seed}:{story_hash}".encode()).digest()
@@ -90,6 +138,12 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
         raise ExportError(f"row {out['id']}: field 'cost_usd' must be a number") from None
     cluster = row.get("dedup_cluster")
     out["dedup_cluster"] = None if cluster is None else str(cluster)
+    # Exported only with rejected stories; a row without them passed its checks.
+    out["accepted"] = bool(row.get("accepted", True))
+    rejections = row.get("rejections") or []
+    if isinstance(rejections, str) or not isinstance(rejections, list | tuple):
+        raise ExportError(f"row {out['id']}: field 'rejections' must be a list of check names")
+    out["rejections"] = [str(r) for r in rejections]
     out["prompt"] = row.get("prompt")  # release JSON only, not a parquet column
     return out
 
@@ -118,7 +172,9 @@ class ExportWriter:
         decontaminator: Any | None = None,
         on_progress: ProgressCallback | None = None,
         progress_every: int = 1_000,
+        with_checks: bool = False,
     ) -> None:
+        """`with_checks` adds the `accepted` and `rejections` columns (rejected stories in)."""
         if not isinstance(validation_fraction, int | float) or not (
             0.0 < float(validation_fraction) < 1.0
         ):
@@ -147,15 +203,24 @@ class ExportWriter:
         self.decontaminator = decontaminator
         self.on_progress = on_progress
         self.progress_every = progress_every
+        self.with_checks = with_checks
 
     def options(self) -> dict[str, Any]:
-        return {
+        options = {
             "validation_fraction": self.validation_fraction,
             "seed": self.seed,
             "format": self.fmt,
             "format_version": FORMAT_VERSION,
             "records_per_shard": self.json_records_per_file,
         }
+        # Only when set, so the fingerprints of exports without the columns stay as they were.
+        return options | ({"with_checks": True} if self.with_checks else {})
+
+    def _release(self, row: dict[str, Any]) -> dict[str, Any]:
+        record = release_record(row)
+        if self.with_checks:
+            record |= {"accepted": row["accepted"], "rejections": row["rejections"]}
+        return record
 
     def write(
         self,
@@ -192,7 +257,7 @@ class ExportWriter:
         out = self.out_dir
         (out / "parquet").mkdir(parents=True, exist_ok=True)
         (out / "tinystories" / "TinyStories_all_data").mkdir(parents=True, exist_ok=True)
-        splits = {s: SplitWriter(out, s, self.shard_rows) for s in SPLITS}
+        splits = {s: SplitWriter(out, s, self.shard_rows, self.with_checks) for s in SPLITS}
         # llama2.c's convention: shard 0 is the test split, the rest train. data00.json holds
         # the validation split whole, so any export (both splits are never empty) gives >= 2.
         all_data = out / "tinystories" / "TinyStories_all_data"
@@ -231,7 +296,7 @@ class ExportWriter:
                     row["story_hash"], seed=self.seed, validation_fraction=self.validation_fraction
                 )
                 buffers[split].append(row)
-                release[split].append(release_record(row))
+                release[split].append(self._release(row))
                 stats[split].add(row)
                 fp.update(row["story_hash"].encode() + b"\n")
                 held = len(buffers["train"]) + len(buffers["validation"])
@@ -255,16 +320,14 @@ class ExportWriter:
         for s in SPLITS:
             if counts[s] == 0:
                 # datasets cannot load a parquet split without rows; an empty split is useless
-                raise ExportError(
-                    f"the {s} split would be empty ({counts['total']} stories exported, "
-                    f"validation_fraction={self.validation_fraction}): export more stories or "
-                    "change validation_fraction"
+                raise EmptyExportError(
+                    counts, split=s, validation_fraction=self.validation_fraction
                 )
         fingerprint = fp.hexdigest()
         for s in SPLITS:
             # datasets keys its cache files on this: distinct per export content and split
             split_fp = hashlib.sha256(f"{fingerprint}:{s}".encode()).hexdigest()[:16]
-            write_dataset_files(out / s, split_fp, len(splits[s].arrow_files))
+            write_dataset_files(out / s, split_fp, len(splits[s].arrow_files), self.with_checks)
         (out / "dataset_dict.json").write_text(json.dumps({"splits": list(SPLITS)}), "utf-8")
         manifest = self._manifest(fingerprint, counts, stats, shards, json_files, metadata or {})
         (out / "export.json").write_text(

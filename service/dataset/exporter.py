@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from service.dataset.export_writer import ExportResult, ExportWriter
+from service.dataset.export_writer import EmptyExportError, ExportError, ExportResult, ExportWriter
 from service.store import exports as exports_store
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,17 @@ def check_pending(database_url: str) -> int:
     return asyncio.run(run())
 
 
+def rejected_stories(conn: Any, opts: dict[str, Any]) -> tuple[int, Counter[str]]:
+    """How many stories under these filters failed their checks, and how often each check
+    failed. Runs only when an export comes out empty, so it may read every row."""
+    rejected, reasons = 0, Counter[str]()
+    for row in exports_store.stream_rows(conn, {**opts, "include_rejected": True}):
+        if not row["accepted"]:
+            rejected += 1
+            reasons.update(row["rejections"])
+    return rejected, reasons
+
+
 def run_export(
     database_url: str,
     out_dir: str | Path,
@@ -114,13 +126,21 @@ def run_export(
             decontaminator=Decontaminator() if options.decontaminate else None,
             on_progress=progress,
             progress_every=progress_every,
+            with_checks=options.include_rejected,
         )
         try:
-            result = writer.write(
-                exports_store.stream_rows(conn, opts),
-                total=total,
-                metadata={**facts, "name": "TinyStories-style synthetic stories"},
-            )
+            try:
+                result = writer.write(
+                    exports_store.stream_rows(conn, opts),
+                    total=total,
+                    metadata={**facts, "name": "TinyStories-style synthetic stories"},
+                )
+            except EmptyExportError as exc:
+                if options.include_rejected:
+                    raise
+                # Too few accepted stories: name the rejected ones the filters left out.
+                rejected, reasons = rejected_stories(conn, opts)
+                raise ExportError(exc.describe(rejected, reasons)) from None
         except Exception as exc:
             if export_id is not None:
                 exports_store.finish_export(status_conn, export_id, status="failed", error=str(exc))

@@ -252,13 +252,16 @@ async def job_status_totals(*, session: AsyncSession) -> dict[str, dict[str, flo
 
 
 async def queue_depth(*, session: AsyncSession) -> dict[str, int]:
-    """Runnable work: pending tasks of queued or running jobs (a paused or exhausted job's
-    tasks wait, they are not queue depth), and leased tasks."""
+    """Runnable work: pending tasks of queued or running jobs with the tasks they have yet to
+    make (a paused or exhausted job's tasks wait, they are not queue depth), and leased
+    tasks."""
     pending, running = (
         await session.execute(
             text(
                 "SELECT (SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
-                "WHERE t.status = 'pending' AND j.status IN ('queued', 'running')), "
+                "WHERE t.status = 'pending' AND j.status IN ('queued', 'running')) "
+                "+ (SELECT COALESCE(SUM(n_stories - tasks_made), 0) FROM jobs "
+                "   WHERE status IN ('queued', 'running')), "
                 "(SELECT COUNT(*) FROM tasks WHERE status = 'running')"
             )
         )

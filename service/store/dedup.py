@@ -24,10 +24,12 @@ from service.dataset.minhash import (
     MinHashParams,
     band_keys_batch,
     is_empty_signature,
+    jaccard_estimate,
     resolve_cluster,
     signature_from_bytes,
     signature_to_bytes,
 )
+from service.store.diversity import record_stories, reset_diversity
 from service.store.imports import Int8Array, copy_int8_pairs, register_int8_array
 
 # Advisory locks (namespace, key): key -1 is the whole index, INDEXER_KEY the workers' indexer.
@@ -52,6 +54,7 @@ class DedupItem:
 class DedupOutcome:
     status: str  # unique | near_duplicate | exact_duplicate
     cluster_id: int | None
+    nn_jaccard: float | None = None  # estimated Jaccard to the nearest root sharing a band
 
 
 _ENSURE_PARAMS = text(
@@ -85,6 +88,7 @@ async def reset_index(*, session: AsyncSession, params: MinHashParams) -> None:
     """Forget the whole index and every story's status (parameters changed)."""
     await lock_index(session)
     await session.execute(text("TRUNCATE story_bands, story_hashes, story_signatures"))
+    await reset_diversity(session=session)  # every story is counted again as it is re-checked
     await session.execute(
         text(
             "UPDATE stories SET dedup_status = NULL, dedup_cluster_id = NULL "
@@ -212,7 +216,7 @@ async def index_stories(
                 cluster = known.cluster_id
             first_of[h] = cluster if cluster is not None else first_id
         for it in exact:
-            outcomes[it.story_id] = DedupOutcome("exact_duplicate", first_of[it.text_hash])
+            outcomes[it.story_id] = DedupOutcome("exact_duplicate", first_of[it.text_hash], 1.0)
     if store_new is not None:
         await store_new(outcomes)
     else:
@@ -220,9 +224,11 @@ async def index_stories(
         await session.execute(
             text(
                 """
-                UPDATE stories s SET dedup_status = u.status, dedup_cluster_id = u.cluster
+                UPDATE stories s SET dedup_status = u.status, dedup_cluster_id = u.cluster,
+                    nn_jaccard = u.nn
                 FROM unnest(CAST(:ids AS bigint[]), CAST(:statuses AS text[]),
-                            CAST(:clusters AS bigint[])) AS u(id, status, cluster)
+                            CAST(:clusters AS bigint[]), CAST(:nn AS float8[]))
+                    AS u(id, status, cluster, nn)
                 WHERE s.id = u.id
                 """
             ),
@@ -230,10 +236,12 @@ async def index_stories(
                 "ids": ids,
                 "statuses": [outcomes[i].status for i in ids],
                 "clusters": [outcomes[i].cluster_id for i in ids],
+                "nn": [outcomes[i].nn_jaccard for i in ids],
             },
         )
     if roots:
         await _add_roots(session, roots, params)
+    await record_stories(session=session, nearest={i: o.nn_jaccard for i, o in outcomes.items()})
     return outcomes
 
 
@@ -278,8 +286,9 @@ async def _near_duplicates(
                     seen.add(other)
                     cands.append(Candidate(other, known[other], None))
         cluster = resolve_cluster(it.signature, cands, params.threshold)  # type: ignore[arg-type]
+        nearest = max((jaccard_estimate(it.signature, c.signature) for c in cands), default=0.0)
         outcomes[it.story_id] = DedupOutcome(
-            "unique" if cluster is None else "near_duplicate", cluster
+            "unique" if cluster is None else "near_duplicate", cluster, nearest
         )
         if cluster is None:  # a new root: later stories of this batch must see it
             roots.append((it, row_keys))

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 EXPORT_COLUMNS = (
     "id, text, summary, instruction, verb, noun, adjective, features, model, provider, "
-    "source, cost_usd, dedup_cluster_id, text_hash, prompt"
+    "source, cost_usd, dedup_cluster_id, text_hash, prompt, accepted, rejection_reasons"
 )
 
 
@@ -79,6 +79,8 @@ def stream_rows(conn: Any, options: dict[str, Any], *, itersize: int = 2_000) ->
                 "dedup_cluster": row["dedup_cluster_id"],
                 "story_hash": row["text_hash"],
                 "prompt": row["prompt"],
+                "accepted": row["accepted"],
+                "rejections": row["rejection_reasons"] or [],
             }
 
 

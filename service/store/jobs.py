@@ -41,26 +41,36 @@ class TaskSpec:
 
 
 async def create_job(
-    *, session: AsyncSession, job_id: uuid.UUID, fields: dict[str, Any], tasks: list[TaskSpec]
+    *,
+    session: AsyncSession,
+    job_id: uuid.UUID,
+    fields: dict[str, Any],
+    tasks: list[TaskSpec] | None = None,
 ) -> Job:
-    """Insert a job and all its tasks (one statement for the tasks)."""
-    job = Job(id=job_id, **fields)
+    """Insert a job; with `tasks`, also exactly those task rows (one statement).
+
+    Without `tasks` no task row is written: claims make them in chunks as workers need them
+    (see queue.claim_tasks), with recipe and model derived from (seed, index), so the API
+    holds no per-task state and answers at once whatever the job's size.
+    """
+    job = Job(id=job_id, **fields, tasks_made=fields["n_stories"] if tasks is not None else 0)
     session.add(job)
     await session.flush()
-    await session.execute(
-        text(
-            "INSERT INTO tasks (job_id, index, recipe, model) "
-            "SELECT :job_id, i, r::jsonb, m "
-            "FROM unnest(CAST(:indexes AS integer[]), CAST(:recipes AS text[]), "
-            "CAST(:models AS text[])) AS u(i, r, m)"
-        ),
-        {
-            "job_id": job_id,
-            "indexes": [t.index for t in tasks],
-            "recipes": [json.dumps(t.recipe) for t in tasks],
-            "models": [t.model for t in tasks],
-        },
-    )
+    if tasks is not None:
+        await session.execute(
+            text(
+                "INSERT INTO tasks (job_id, index, recipe, model) "
+                "SELECT :job_id, i, r::jsonb, m "
+                "FROM unnest(CAST(:indexes AS integer[]), CAST(:recipes AS text[]), "
+                "CAST(:models AS text[])) AS u(i, r, m)"
+            ),
+            {
+                "job_id": job_id,
+                "indexes": [t.index for t in tasks],
+                "recipes": [json.dumps(t.recipe) for t in tasks],
+                "models": [t.model for t in tasks],
+            },
+        )
     await session.refresh(job)
     return job
 

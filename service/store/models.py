@@ -93,6 +93,14 @@ class Job(Base):
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     completion_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Tasks 0 .. tasks_made - 1 exist; claims make the rest in chunks as they need them, so a
+    # job of any size is one row when submitted.
+    tasks_made: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    # {"model": {"input": usd_per_million, "output": usd_per_million}}: the job's own prices,
+    # over the price table (a local model at 0, a negotiated rate).
+    prices: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    mode: Mapped[str] = mapped_column(String(16), nullable=False, server_default="online")
+    mode_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -111,8 +119,9 @@ class Task(Base):
         UUID(as_uuid=True), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
     )
     index: Mapped[int] = mapped_column(Integer, nullable=False)
-    recipe: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
-    model: Mapped[str] = mapped_column(String(200), nullable=False)
+    # NULL until claimed: the claim that makes a task derives both from (job seed, index).
+    recipe: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    model: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), nullable=False, server_default="pending")
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     lease_owner: Mapped[str | None] = mapped_column(String(200))
@@ -166,6 +175,7 @@ class Story(Base):
     text_hash: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     dedup_status: Mapped[str | None] = mapped_column(String(32))
     dedup_cluster_id: Mapped[int | None] = mapped_column(BigInteger)
+    nn_jaccard: Mapped[float | None] = mapped_column(Float)  # to the nearest earlier cluster root
     source: Mapped[str] = mapped_column(String(64), nullable=False, server_default="generated")
     created_at: Mapped[datetime] = _now()
 

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.store.models import RequestRow
 from service.store.rollups import RollupBatch, rollup_statements
+from service.store.task_plan import make_tasks_if_short, plan_task, save_plans
 
 # Key of the advisory lock that lets one reaper run at a time across all processes.
 REAPER_LOCK_KEY = 0x7453_5245_4150  # "tSREAP"
@@ -36,6 +37,8 @@ class ClaimedTask:
     prepaid: Decimal = Decimal(0)  # budget reserved for it when it was claimed
     # The job's mean completion tokens per story so far (None until enough stories to tell).
     mean_completion: float | None = None
+    # The job's own prices ({model: {"input": usd_per_1m, "output": usd_per_1m}}), if any.
+    prices: dict[str, Any] | None = None
 
 
 # Stories a job makes before its mean completion length sizes its reservations.
@@ -52,11 +55,13 @@ RETURN_STATUS = (
 # reads about `limit` index entries, not every pending task (a sort over all pending tasks of a
 # million-story job per claim).
 _RUNNABLE_JOBS = text(
-    "SELECT id FROM jobs j WHERE status IN ('queued', 'running') "
-    "AND EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.status = 'pending') "
-    "AND id <> ALL(CAST(:skip AS uuid[])) "
+    "SELECT id, tasks_made < n_stories FROM jobs j WHERE status IN ('queued', 'running') "
+    "AND (tasks_made < n_stories "
+    "     OR EXISTS (SELECT 1 FROM tasks t WHERE t.job_id = j.id AND t.status = 'pending')) "
+    "AND id <> ALL(CAST(:skip AS uuid[])) AND mode = :mode "
     "ORDER BY priority DESC, created_at, id"
 )
+
 
 _CLAIM = text(
     """
@@ -75,9 +80,25 @@ _CLAIM = text(
     RETURNING t.id, t.job_id, t.index, t.recipe, t.model, t.attempts, j.template_version,
               j.instruct, j.summary_model, j.max_tokens, j.seed,
               CASE WHEN j.completed + j.rejected >= :learn_after
-                   THEN j.completion_tokens::float8 / (j.completed + j.rejected) END
+                   THEN j.completion_tokens::float8 / (j.completed + j.rejected) END,
+              j.feature_probs, j.models, j.prices
     """
 )
+
+
+def _with_plan(row: Any) -> tuple[ClaimedTask, bool]:
+    """The claimed task, its recipe and model derived when the database left them NULL."""
+    values = list(row[:-4])
+    mean_completion, feature_probs, models, prices = row[-4:]
+    planned = values[3] is None or values[4] is None
+    if planned:
+        recipe, model = plan_task(
+            seed=values[10], index=values[2], feature_probs=feature_probs, models=models
+        )
+        values[3] = values[3] if values[3] is not None else recipe
+        values[4] = values[4] if values[4] is not None else model
+    task = ClaimedTask(*values, mean_completion=mean_completion, prices=prices)
+    return task, planned
 
 
 async def claim_tasks(
@@ -87,30 +108,32 @@ async def claim_tasks(
     limit: int,
     lease_s: float,
     skip_jobs: list[uuid.UUID] | None = None,
+    mode: str = "online",
 ) -> list[ClaimedTask]:
     """Lease up to `limit` pending tasks of runnable jobs, highest priority first.
 
     `skip_jobs`: jobs this worker leaves alone for now (waiting for in-flight budget).
+    `mode`: online workers take online jobs; the batch runner takes batch jobs.
     """
     claimed: list[ClaimedTask] = []
-    jobs = await session.execute(_RUNNABLE_JOBS, {"skip": list(skip_jobs or [])})
-    for (job_id,) in jobs.all():
-        rows = (
-            await session.execute(
-                _CLAIM,
-                {
-                    "job_id": job_id,
-                    "worker_id": worker_id,
-                    "limit": limit - len(claimed),
-                    "lease_s": lease_s,
-                    "learn_after": LEARN_AFTER_STORIES,
-                },
-            )
-        ).all()
-        claimed += sorted(
-            (ClaimedTask(*row[:-1], mean_completion=row[-1]) for row in rows),
-            key=lambda task: task.id,
+    jobs = await session.execute(_RUNNABLE_JOBS, {"skip": list(skip_jobs or []), "mode": mode})
+    for job_id, unmade in jobs.all():
+        params = {
+            "job_id": job_id,
+            "worker_id": worker_id,
+            "limit": limit - len(claimed),
+            "lease_s": lease_s,
+            "learn_after": LEARN_AFTER_STORIES,
+        }
+        # Make tasks first when too few are pending (see make_tasks_if_short on lock order).
+        if unmade:
+            await make_tasks_if_short(session=session, job_id=job_id, wanted=params["limit"])
+        rows = (await session.execute(_CLAIM, params)).all()
+        made = [_with_plan(row) for row in rows]
+        await save_plans(
+            session=session, plans=[(t.id, t.recipe, t.model) for t, planned in made if planned]
         )
+        claimed += sorted((task for task, _ in made), key=lambda task: task.id)
         if len(claimed) >= limit:
             break
     job_ids = list({task.job_id for task in claimed})
@@ -335,17 +358,3 @@ async def release_tasks(
         {"ids": task_ids, "worker_id": worker_id, "refund": refund_attempt},
     )
     return sum(int(row[0]) for row in result)
-
-
-async def queue_depth(*, session: AsyncSession) -> dict[str, int]:
-    """Runnable work: pending tasks of queued or running jobs, and leased tasks."""
-    pending, running = (
-        await session.execute(
-            text(
-                "SELECT (SELECT COUNT(*) FROM tasks t JOIN jobs j ON j.id = t.job_id "
-                "WHERE t.status = 'pending' AND j.status IN ('queued', 'running')), "
-                "(SELECT COUNT(*) FROM tasks WHERE status = 'running')"
-            )
-        )
-    ).one()
-    return {"pending": int(pending), "running": int(running)}

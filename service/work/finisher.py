@@ -22,7 +22,10 @@ class Finisher:
     in memory than its concurrency.
     """
 
-    def __init__(self, *, db: Db, worker_id: str, max_attempts: int, batch: int = 500) -> None:
+    def __init__(
+        self, *, db: Db, worker_id: str, max_attempts: int, batch: int = 500, rollups: bool = True
+    ) -> None:
+        self.rollups = rollups
         self._db = db
         self.worker_id = worker_id
         self.max_attempts = max_attempts
@@ -77,6 +80,7 @@ class Finisher:
                     worker_id=self.worker_id,
                     max_attempts=self.max_attempts,
                     commit=True,
+                    rollups=self.rollups,
                 ),
             )
         except Exception:

@@ -34,7 +34,7 @@ class StoryProcessor:
         """
         from vocab import Recipe
 
-        engine = self.engines(task.template_version)
+        engine = self.engines(task.template_version, task.prices)
         recipe = Recipe.from_dict(task.recipe)
         worst = float(
             engine.story_reservation(recipe, model=task.model, max_tokens=task.max_tokens)
@@ -61,7 +61,7 @@ class StoryProcessor:
         asking for: the engine's running mean of answered completions, with a margin)."""
         from vocab import Recipe
 
-        engine = self.engines(task.template_version)
+        engine = self.engines(task.template_version, task.prices)
         recipe = Recipe.from_dict(task.recipe)
         base = engine.story_reservation(recipe, model=task.model, max_tokens=0)
         per_token = engine.story_reservation(recipe, model=task.model, max_tokens=1) - base
@@ -76,7 +76,7 @@ class StoryProcessor:
         """
         from vocab import Recipe
 
-        engine = self.engines(task.template_version)
+        engine = self.engines(task.template_version, task.prices)
         recipe = Recipe.from_dict(task.recipe)
         outcome = await engine.story(
             recipe, model=task.model, max_tokens=min(max_tokens or task.max_tokens, task.max_tokens)
@@ -85,6 +85,13 @@ class StoryProcessor:
             return store.TaskResult(
                 outcome="retry", error=outcome.error or "no text", error_class=outcome.error_class
             )
+        return await self.story_result(task, engine, recipe, outcome)
+
+    async def story_result(
+        self, task: ClaimedTask, engine: Any, recipe: Any, outcome: Any
+    ) -> store.TaskResult:
+        """The stored form of a story the provider wrote (online, or read from a batch's
+        output): checks, instruct summary and header, after_story hooks."""
         checks = outcome.checks
         story: dict[str, Any] = {
             "text": outcome.text.replace("\x00", ""),  # Postgres text cannot hold NUL

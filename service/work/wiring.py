@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from typing import Any
@@ -15,20 +16,55 @@ logger = logging.getLogger(__name__)
 
 
 class EngineCache:
-    """One StoryEngine per prompt template version, sharing client, limiter and budget."""
+    """One StoryEngine per prompt template version and job prices, sharing client, limiter
+    and budget."""
 
     def __init__(self, **parts: Any) -> None:
         self.parts = parts
-        self._engines: dict[str, Any] = {}
+        self._engines: dict[tuple[str, str], Any] = {}
 
-    def __call__(self, template_version: str) -> Any:
-        engine = self._engines.get(template_version)
+    def __call__(self, template_version: str, prices: dict[str, Any] | None = None) -> Any:
+        key = (template_version, json.dumps(prices, sort_keys=True) if prices else "")
+        engine = self._engines.get(key)
         if engine is None:
             from generator.engine import StoryEngine
 
-            engine = StoryEngine(template_version=template_version, **self.parts)
-            self._engines[template_version] = engine
+            parts = dict(self.parts)
+            if prices:
+                parts["pricing"] = parts["pricing"].with_prices(prices)
+            engine = StoryEngine(template_version=template_version, **parts)
+            self._engines[key] = engine
         return engine
+
+
+def batch_loop_for(
+    settings: Settings, provider: Any, processor: Any, sessionmaker: Any, engine: Any
+) -> Any:
+    """The Batch API loop of a worker process (see service.work.batches)."""
+    from service.work.batches import BatchRunner, batch_loop
+
+    def client() -> Any:
+        from generator.batch import BatchClient
+
+        return BatchClient(
+            base_url=provider.base_url, api_key=provider.api_key, provider=provider.name
+        )
+
+    runner = BatchRunner(
+        sessionmaker=sessionmaker,
+        processor=processor,
+        client=client,
+        batch_size=settings.batch_size,
+        poll_s=settings.batch_poll_seconds,
+        max_attempts=settings.max_attempts,
+    )
+
+    async def run(stopping: asyncio.Event) -> None:
+        from service.db import make_sessionmaker
+
+        await batch_loop(runner, make_sessionmaker(engine), stopping)
+
+    return run
 
 
 def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
@@ -42,6 +78,7 @@ def worker_config(settings: Settings, **overrides: Any) -> WorkerConfig:
         "max_attempts": settings.max_attempts,
         "shutdown_grace_s": settings.shutdown_grace_seconds,
         "heartbeat_file": settings.worker_heartbeat_file,
+        "rollups": settings.rollups,
     }
     values.update(overrides)
     return WorkerConfig(**values)
@@ -108,6 +145,7 @@ async def run_worker(
                 config=config,
                 bookkeeping=fast_sessionmaker,
                 provider_name=provider.name,
+                batch_loop=batch_loop_for(settings, provider, processor, sessionmaker, engine),
             )
             if install_signals:
                 worker.install_signal_handlers()

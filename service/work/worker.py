@@ -49,6 +49,7 @@ class WorkerConfig:
     max_dedup_backlog: int = 2_000
     idle_exit: bool = False  # exit once the queue is empty (benchmarks, one-shot runs)
     heartbeat_file: Path | None = None  # touched after each heartbeat (container healthcheck)
+    rollups: bool = True  # write the dashboard's per-minute rollups with each finished batch
 
 
 @dataclass
@@ -77,8 +78,11 @@ class Worker:
         worker_id: str | None = None,
         bookkeeping: async_sessionmaker[AsyncSession] | None = None,
         provider_name: str = "unknown",
+        batch_loop: Any = None,
     ) -> None:
         self.sessionmaker = sessionmaker
+        # Background loop of Batch API jobs (service.work.batches): called with the stop event.
+        self.batch_loop = batch_loop
         # Short autocommit statements on hot rows (budget prepay): may skip the WAL flush wait.
         self.bookkeeping = bookkeeping or sessionmaker
         self.processor = processor
@@ -103,7 +107,10 @@ class Worker:
         # Jobs this worker leaves alone until a loop time: their budget waits on calls in flight.
         self.budget_waits: dict[uuid.UUID, float] = {}
         self.finisher = Finisher(
-            db=self.db, worker_id=self.worker_id, max_attempts=config.max_attempts
+            db=self.db,
+            worker_id=self.worker_id,
+            max_attempts=config.max_attempts,
+            rollups=config.rollups,
         )
 
     def request_stop(self) -> None:
@@ -161,6 +168,8 @@ class Worker:
             asyncio.create_task(reaper_loop(self)),
             asyncio.create_task(self.indexer.loop()),
         ]
+        if self.batch_loop is not None:
+            background.append(asyncio.create_task(self.batch_loop(self._stopping)))
         flusher = asyncio.create_task(self.finisher.loop())
         try:
             await self._claim_loop()
@@ -245,6 +254,7 @@ class Worker:
                 and not self.running
                 and not self.budget_waits
                 and idle_rounds >= 3
+                and not await self._batch_work_left()
             ):
                 return
             self.slot_freed.clear()
@@ -252,6 +262,14 @@ class Worker:
                 await asyncio.wait_for(
                     self.slot_freed.wait(), timeout=self.config.poll_s * min(idle_rounds, 5)
                 )
+
+    async def _batch_work_left(self) -> bool:
+        """Whether batch jobs still have work (an idle-exit worker waits for them)."""
+        if self.batch_loop is None:
+            return False
+        from service.work.batches import batch_work_left
+
+        return bool(await self.db("batch work", batch_work_left, stoppable=True))
 
     async def _prepay(self, tasks: list[ClaimedTask]) -> list[ClaimedTask]:
         """Reserve the claimed tasks' first requests in one statement (see store.prepay_tasks).

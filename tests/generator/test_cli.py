@@ -154,3 +154,93 @@ def test_simulator_command_serves_until_stopped() -> None:
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert "SIMULATOR (not a real model)" in err
+
+
+def test_generate_prices_a_local_model_from_the_command_line(
+    tmp_path, monkeypatch, simulator_factory
+) -> None:
+    # A local server (llama.cpp, vLLM) under a model name the price table does not know.
+    monkeypatch.setenv("OPENAI_BASE_URL", simulator_factory(SimulatorConfig(seed=3)))
+    monkeypatch.setenv("OPENAI_API_KEY", "local")
+    monkeypatch.delenv("TINYSTORIES_LOCAL_MODELS", raising=False)
+    monkeypatch.delenv("TINYSTORIES_PRICING", raising=False)
+    base = ["generate", "--n", "3", "--model", "llama-3.2-3b-q4"]
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert "'llama-3.2-3b-q4'" in line and "--price-input 0 --price-output 0" in line
+    assert "TINYSTORIES_LOCAL_MODELS=llama-3.2-3b-q4" in line
+    free = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "b"), "--price-input", "0", "--price-output", "0"]
+    )
+    assert free.exit_code == 0, free.stderr
+    stories = read_jsonl(tmp_path / "b" / "stories.jsonl")
+    assert len(stories) == 3 and all(s["cost_usd"] == 0 for s in stories)
+    assert "cost_usd=0.0000" in free.stdout
+    paid = runner.invoke(
+        app, [*base, "--out", str(tmp_path / "c"), "--price-input", "1", "--price-output", "2"]
+    )
+    assert paid.exit_code == 0, paid.stderr
+    rows = read_jsonl(tmp_path / "c" / "stories.jsonl")
+    for row in rows:
+        usage = row["usage"]
+        expected = (usage["prompt_tokens"] * 1 + usage["completion_tokens"] * 2) / 1e6
+        assert row["cost_usd"] == pytest.approx(expected)
+    # Declared local in the environment: no flags needed.
+    monkeypatch.setenv("TINYSTORIES_LOCAL_MODELS", "other-model,llama-3.2-3b-q4")
+    env_free = runner.invoke(app, [*base, "--out", str(tmp_path / "d")])
+    assert env_free.exit_code == 0, env_free.stderr
+    assert all(s["cost_usd"] == 0 for s in read_jsonl(tmp_path / "d" / "stories.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--price-input", "0"], "give both --price-input and --price-output"),
+        (["--price-input", "-1", "--price-output", "0"], "--price-input must be >= 0"),
+    ],
+)
+def test_generate_bad_prices(tmp_path, no_provider_env, args, words) -> None:
+    result = runner.invoke(app, ["generate", "--n", "2", "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert words in line
+
+
+def test_generate_with_nothing_accepted_exits_1_and_says_why(
+    tmp_path, monkeypatch, simulator_factory
+) -> None:
+    url = simulator_factory(SimulatorConfig(rate_refusal=1.0, seed=5))
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    args = ["generate", "--n", "6", "--out", str(tmp_path / "r"), "--model", "gpt-4o-mini"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert result.stdout.startswith("generate: stories=6 accepted=0 rejected=6")
+    (line,) = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: no story was accepted of 6: 6 rejected by the checks (")
+    assert "refusal 6" in line
+    # Every story is still written, for a look at what came back.
+    assert len(read_jsonl(tmp_path / "r" / "stories.jsonl")) == 6
+
+
+def test_generate_with_every_request_failing_names_the_failure(
+    tmp_path, monkeypatch, simulator_factory
+) -> None:
+    url = simulator_factory(SimulatorConfig(rate_500=1.0, seed=5))
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    args = ["generate", "--n", "4", "--out", str(tmp_path / "f"), "--model", "gpt-4o-mini"]
+    result = runner.invoke(app, [*args, "--max-attempts", "1"])
+    assert result.exit_code == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: no story was accepted of 4: 4 failed (server_error 4: ")
+    assert "sk-test" not in result.output
+
+
+def test_summary_rate_matches_the_work_over_the_run() -> None:
+    from generator.generate import GenerateSummary
+
+    summary = GenerateSummary(stories=10, accepted=9, rejected=1, elapsed_s=390.0)
+    assert summary.line().endswith("rate=1.5 stories/min")
+    assert summary.nothing_accepted() is None

@@ -4,12 +4,20 @@ import json
 
 import pytest
 
-from generator.pricing import PRICING_ENV, PriceTable, PricingError, UnknownModelPrice
+from generator.pricing import (
+    LOCAL_MODELS_ENV,
+    PRICING_ENV,
+    PriceTable,
+    PricingError,
+    UnknownModelPrice,
+    no_price_message,
+)
 
 
 @pytest.fixture
 def table(monkeypatch):
     monkeypatch.delenv(PRICING_ENV, raising=False)
+    monkeypatch.delenv(LOCAL_MODELS_ENV, raising=False)
     return PriceTable.load()
 
 
@@ -99,3 +107,50 @@ def test_missing_override_file(tmp_path):
 def test_negative_tokens_rejected(table):
     with pytest.raises(ValueError, match="token counts must be >= 0"):
         table.cost("gpt-4o", -1, 0)
+
+
+def test_local_models_from_the_environment_cost_nothing(monkeypatch):
+    monkeypatch.delenv(PRICING_ENV, raising=False)
+    monkeypatch.setenv(LOCAL_MODELS_ENV, "llama-3-8b, qwen2.5-*")
+    table = PriceTable.load()
+    assert table.has("llama-3-8b") and table.has("qwen2.5-7b-instruct")
+    assert table.cost("llama-3-8b", 5_000_000, 5_000_000) == 0.0
+    assert table.cost("qwen2.5-7b-instruct", 1000, 1000) == 0.0
+    assert table.cost("gpt-4o", 1_000_000, 0) == pytest.approx(2.5)  # others keep their price
+    # An explicit argument wins over the environment ("" declares none).
+    assert not PriceTable.load(local_models="").has("llama-3-8b")
+
+
+def test_with_prices_adds_and_overrides_keeping_the_batch_discount(table):
+    priced = table.with_prices(
+        {"my-llama": {"input": 0.2, "output": 0.4}, "gpt-4o": {"input": 1.0, "output": 2.0}}
+    )
+    assert priced.has("my-llama") and priced.has("MY-LLAMA")
+    assert priced.cost("my-llama", 1_000_000, 1_000_000) == pytest.approx(0.6)
+    assert priced.cost("my-llama", 1_000_000, 1_000_000, batch=True) == pytest.approx(0.3)
+    assert priced.cost("gpt-4o", 1_000_000, 1_000_000) == pytest.approx(3.0)
+    assert priced.cost("gpt-4o-mini", 1_000_000, 0) == pytest.approx(0.15)
+    assert priced.cost("simulator-story-1", 1_000_000, 1_000_000) == pytest.approx(0.3)
+    # The original table is unchanged.
+    assert not table.has("my-llama") and table.cost("gpt-4o", 1_000_000, 0) == pytest.approx(2.5)
+    local = table.with_prices({"my-llama": {"input": 0, "output": 0}})
+    assert local.cost("my-llama", 10**6, 10**6) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("prices", "problem"),
+    [
+        ({"m": {"input": -1, "output": 0}}, "model 'm' input price must be a number >= 0"),
+        ({"m": {"input": 1}}, "model 'm' needs exactly `input` and `output`"),
+    ],
+)
+def test_with_prices_rejects_bad_prices(table, prices, problem):
+    with pytest.raises(PricingError, match=problem):
+        table.with_prices(prices)
+
+
+def test_no_price_message_is_one_line_with_the_cli_way_first():
+    message = no_price_message("llama-3-8b", "--price-input 0 --price-output 0")
+    assert "\n" not in message
+    assert message.startswith("no price for model 'llama-3-8b': pass --price-input 0 ")
+    assert f"{LOCAL_MODELS_ENV}=llama-3-8b" in message and PRICING_ENV in message

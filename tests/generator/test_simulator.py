@@ -1,16 +1,19 @@
-"""The LLM simulator: stories honour recipes, summaries, judge answers, limits, determinism."""
+"""The LLM simulator: stories honour recipes, summaries, judge answers, limits, determinism,
+slow-server mode."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import statistics
+import time
 
 import httpx
 import pytest
 
 from generator.prompts import render_story_prompt, render_summary_prompt
-from generator.simulator import SimulatorConfig
+from generator.simulator import SimulatorConfig, run_simulator
 from generator.simulator.answers import answer, parse_story_request, score
 from generator.simulator.app import SimulatorState
 from generator.simulator.grammar import StoryRequest, write_story
@@ -180,3 +183,48 @@ def test_config_rejects_bad_values() -> None:
     with pytest.raises(ValueError, match="rpm"):
         SimulatorConfig(rpm=0)
     assert SimulatorConfig.from_dict(SimulatorConfig(rpm=5).to_dict()) == SimulatorConfig(rpm=5)
+
+
+async def test_slow_server_queues_beyond_capacity_and_counts_abandoned(simulator_factory) -> None:
+    # 500 tokens/s per request, 2 at once: six requests at once finish in three waves.
+    url = simulator_factory(SimulatorConfig(tokens_per_s=500, capacity=2, seed=3))
+    prompt = render_story_prompt(RecipeSampler().recipe(0, 0))
+    body = {"model": "simulator-story-1", "messages": user(prompt)}
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+
+        async def timed() -> tuple[float, float]:
+            started = time.perf_counter()
+            answer = await http.post("/chat/completions", json=body)
+            tokens = answer.json()["usage"]["completion_tokens"]
+            return time.perf_counter() - started, tokens / 500
+
+        results = await asyncio.gather(*(timed() for _ in range(6)))
+        latencies = sorted(latency for latency, _ in results)
+        one_story = max(generation for _, generation in results)
+        assert latencies[0] >= min(generation for _, generation in results)
+        assert latencies[-1] >= 2.5 * statistics.median(g for _, g in results)  # waited 2 waves
+        assert latencies[-1] < 3 * one_story + 1.0
+        server = (await http.get("/simulator/stats")).json()["server"]
+        assert server["max_queued"] == 4 and server["completed"] == 6 and server["abandoned"] == 0
+        # A client that gives up while its request is queued: the server still does the work.
+        async with httpx.AsyncClient(base_url=url, timeout=0.05) as impatient:
+            with pytest.raises(httpx.TimeoutException):
+                await impatient.post("/chat/completions", json=body)
+        while True:  # until the server has finished what it accepted
+            server = (await http.get("/simulator/stats")).json()["server"]
+            if server["busy"] == 0 and server["queued"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert server["completed"] == 7
+        assert server["abandoned"] == 1 and server["abandoned_tokens"] > 0
+
+
+def test_slow_server_config_is_validated_and_needs_one_worker() -> None:
+    with pytest.raises(ValueError, match="tokens_per_s"):
+        SimulatorConfig(tokens_per_s=0)
+    with pytest.raises(ValueError, match="capacity"):
+        SimulatorConfig(capacity=0)
+    config = SimulatorConfig(tokens_per_s=20, capacity=4)
+    assert SimulatorConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="capacity"), run_simulator(config, workers=2):
+        pass

@@ -104,6 +104,14 @@ def test_grade_with_simulator_writes_report_and_rerun_uses_cache(
         json.loads(r) for r in (out / "completions" / "tiny-64x2.jsonl").read_text().splitlines()
     ]
     assert len(rows) == 6 and all(r["judge"] == "SIMULATOR" for r in rows)
+    # Every judge answer of the run is in the report directory, raw text and parse result.
+    answers = [json.loads(r) for r in (out / "judge_answers.jsonl").read_text().splitlines()]
+    gpt_eval = [a for a in answers if a["rubric_version"] == "gpt-eval-v2" and not a["repeat"]]
+    assert {a["completion"] for a in gpt_eval} >= {r["completion"] for r in rows}
+    assert all(a["raw"] and a["parsed"]["scores"] and a["error"] is None for a in gpt_eval)
+    assert len([a for a in answers if a["repeat"] == 1]) == 2  # the judge-noise sample
+    instruct_version = report["judge"]["instruct_rubric_version"]
+    assert len([a for a in answers if a["rubric_version"] == instruct_version]) == 2
 
     # Rerun: every completion and judgment (noise sample included) comes from the caches; the
     # only judge request is the preflight.
@@ -210,7 +218,7 @@ def test_openai_compatible_judge_by_url_and_key(model_dir, tmp_path):
             "--out",
             str(out),
             "--judge",
-            "simulator-judge-1",
+            "llama-3-judge",  # a local server's name: no list price
             "--judge-base-url",
             url,
             "--judge-max-attempts",
@@ -238,6 +246,11 @@ def test_openai_compatible_judge_by_url_and_key(model_dir, tmp_path):
     assert report["models"][0]["gpt_eval"]["judged"] == 2
     assert "sk-judge" not in (out / "report.json").read_text()
     assert "sk-judge" not in (out / "report.md").read_text()
+    # The unpriced judge is counted at $0 and the run says how to price it.
+    assert report["cost"]["unpriced_models"] == ["llama-3-judge"] and report["cost"]["usd"] == 0
+    note = "no price known for llama-3-judge (counted as $0): run with "
+    note += "TINYSTORIES_LOCAL_MODELS=llama-3-judge for a local judge"
+    assert f"note: {note}" in res.stderr and note in (out / "report.md").read_text()
 
 
 def test_loss_and_attention_helpers(model_dir, export_dir, tmp_path):
@@ -280,3 +293,17 @@ def test_extra_judges_report_their_agreement(model_dir, tmp_path, no_key):
     # The simulator's heuristics are deterministic: two simulator judges agree perfectly.
     assert g["alpha"] == 1.0 and g["n"]["simulator-judge-2"] == 6
     assert "Judge agreement (sim)" in (out / "report.md").read_text()
+
+
+def test_grade_help_keeps_whole_flag_names_at_80_columns():
+    import typer
+
+    res = CliRunner().invoke(app, ["grade", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert res.exit_code == 0, res.output
+    command = typer.main.get_command(app).commands["grade"]
+    flags = [o for p in command.params for o in (*p.opts, *p.secondary_opts)]
+    assert "--judge-concurrency" in flags and "--no-rejudge-failures" in flags
+    words = set(re.findall(r"--[a-z0-9-]+", res.output))
+    assert set(flags) - {"-h"} <= words | {"--help"}, sorted(set(flags) - words)
+    assert "…" not in res.output
+    assert max(len(line) for line in res.output.splitlines()) <= 80

@@ -232,3 +232,57 @@ async def test_aggregate_states_counts_and_keeps_raw_failures():
             "first_raw": "Nice story.",
         }
     ]
+
+
+async def test_every_answer_parsed_or_not_is_kept_in_the_answer_log(tmp_path):
+    import json
+
+    from grader.answers import AnswerLog, prompt_id
+
+    log_path = tmp_path / "report" / "judge_answers.jsonl"
+    t = ScriptedJudge([GOOD, "nonsense", "still nonsense"])
+    j = Judge(
+        t, load_rubric(), JudgmentCache(tmp_path / "c.jsonl"), concurrency=1,
+        answers=AnswerLog(log_path),
+    )  # fmt: skip
+    items = [(p, c, gpt_eval_fields(p, c)) for p, c in [("Once", " upon."), ("Tom", " ran.")]]
+    ok, bad = await j.grade_many(items)
+    assert ok.ok and bad.method == "parse_failure"
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [e["method"] for e in lines] == ["strict", "parse_failure"]
+    good, unreadable = lines
+    assert good["raw"] == GOOD and good["error"] is None and good["prompt_id"] == prompt_id("Once")
+    assert good["parsed"]["scores"]["grammar"] == 8 and good["parsed"]["age_group"] == "C"
+    assert good["judge_model"] == "scripted-judge" and good["rubric_version"] == "gpt-eval-v2"
+    assert good["prompt"] == "Once" and good["completion"] == " upon." and not good["cached"]
+    assert unreadable["raw"] == "still nonsense" and unreadable["first_raw"] == "nonsense"
+    assert unreadable["parsed"] is None and unreadable["error"].startswith("unreadable answer")
+    # The cache keeps both raw answers of each judgment as well.
+    cache = JudgmentCache(tmp_path / "c.jsonl")
+    assert cache.get(ok.key)["raw"] == GOOD
+    assert (cache.get(bad.key)["raw"], cache.get(bad.key)["first_raw"]) == (
+        "still nonsense",
+        "nonsense",
+    )
+    # A rerun from the cache writes a fresh log with the same answers, marked cached.
+    again = Judge(
+        ScriptedJudge([]), load_rubric(), JudgmentCache(tmp_path / "c.jsonl"),
+        answers=AnswerLog(log_path),
+    )  # fmt: skip
+    await again.grade_many(items)
+    rerun = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert len(rerun) == 2 and all(e["cached"] for e in rerun)
+    assert {e["raw"] for e in rerun} == {GOOD, "still nonsense"}
+
+
+async def test_a_failed_call_is_in_the_answer_log_with_its_error(tmp_path):
+    import json
+
+    from grader.answers import AnswerLog
+
+    log = AnswerLog(tmp_path / "answers.jsonl")
+    j = Judge(FailingJudge(), load_rubric(), None, answers=log)
+    await j.grade_many([("a", "b", gpt_eval_fields("a", "b"))])
+    (entry,) = [json.loads(line) for line in log.path.read_text().splitlines()]
+    assert entry["method"] == "error" and entry["error"] == "content_filter: blocked"
+    assert entry["raw"] == "" and entry["parsed"] is None

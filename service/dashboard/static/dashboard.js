@@ -3,19 +3,17 @@
 (function () {
   "use strict";
   var POLL_MS = 5000;
-  var SECTIONS = ["overview", "rates", "cost", "health", "jobs"];
-  var SVG = "http://www.w3.org/2000/svg";
+  var SECTIONS = ["overview", "rates", "cost", "health", "jobs", "diversity"];
+  var windowSelect = document.getElementById("window");
+  var scopeSelect = document.getElementById("diversity-scope");
+  windowSelect.value = window.localStorage.getItem("tinystories-window") || "job";
+  var failedSince = null, lastOk = new Date();
   var state = JSON.parse(document.getElementById("initial-data").textContent);
 
   function el(tag, attrs, text) {
     var node = document.createElement(tag);
     Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
     if (text !== undefined && text !== null) node.textContent = String(text);
-    return node;
-  }
-  function svg(tag, attrs) {
-    var node = document.createElementNS(SVG, tag);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
     return node;
   }
   function usd(v) { return v === null || v === undefined ? "n/a" : "$" + Number(v).toFixed(v >= 100 ? 2 : 4); }
@@ -39,40 +37,6 @@
   }
   function wrapCell(node) { var td = el("td"); td.appendChild(node); return td; }
 
-  // A line chart of one series over the window; a dashed line marks the limit when known.
-  function lineChart(points, key, limit, label) {
-    var w = 420, h = 120, pad = 28;
-    var values = points.map(function (p) { return p[key]; });
-    var max = Math.max(1, limit || 0, Math.max.apply(null, values));
-    var root = svg("svg", { viewBox: "0 0 " + w + " " + h, "class": "chart", role: "img", "aria-label": label });
-    var x = function (i) { return pad + (w - pad - 6) * i / Math.max(points.length - 1, 1); };
-    var y = function (v) { return h - 16 - (h - 26) * v / max; };
-    root.appendChild(svg("line", { x1: pad, y1: y(0), x2: w - 6, y2: y(0), "class": "axis" }));
-    var top = svg("text", { x: 2, y: 12, "class": "tick" }); top.textContent = num(max, 0); root.appendChild(top);
-    var bottom = svg("text", { x: pad, y: h - 2, "class": "tick" }); bottom.textContent = "-60 min"; root.appendChild(bottom);
-    var end = svg("text", { x: w - 30, y: h - 2, "class": "tick" }); end.textContent = "now"; root.appendChild(end);
-    if (limit) root.appendChild(svg("line", { x1: pad, y1: y(limit), x2: w - 6, y2: y(limit), "class": "limit" }));
-    var path = points.map(function (p, i) { return (i ? "L" : "M") + x(i).toFixed(1) + " " + y(p[key]).toFixed(1); }).join(" ");
-    root.appendChild(svg("path", { d: path, "class": "series" }));
-    points.forEach(function (p, i) {
-      if (p[key] > 0) root.appendChild(svg("circle", { cx: x(i).toFixed(1), cy: y(p[key]).toFixed(1), r: 2, "class": "point" }));
-    });
-    return root;
-  }
-
-  function barChart(labels, counts) {
-    var w = 420, h = 140, pad = 4, bw = (w - 2 * pad) / counts.length;
-    var max = Math.max(1, Math.max.apply(null, counts));
-    var root = svg("svg", { viewBox: "0 0 " + w + " " + h, "class": "chart", role: "img", "aria-label": "latency histogram" });
-    counts.forEach(function (c, i) {
-      var bh = (h - 34) * c / max;
-      root.appendChild(svg("rect", { x: pad + i * bw + 3, y: h - 20 - bh, width: bw - 6, height: bh, "class": c ? "bar-fill point" : "bar-fill" }));
-      var t = svg("text", { x: pad + i * bw + 4, y: h - 6, "class": "tick" }); t.textContent = labels[i]; root.appendChild(t);
-      var v = svg("text", { x: pad + i * bw + 4, y: h - 24 - bh, "class": "tick" }); v.textContent = num(c, 0); root.appendChild(v);
-    });
-    return root;
-  }
-
   function renderOverview(o) {
     document.getElementById("simulator-banner").hidden = !o.simulator;
     setText("provider-name", o.provider);
@@ -92,24 +56,34 @@
   function renderRates(r) {
     var box = document.getElementById("rates");
     box.replaceChildren();
-    if (!r.models.length) { box.appendChild(el("p", { "class": "muted" }, "No requests yet.")); return; }
-    r.models.forEach(function (m) {
+    var win = r.window || {};
+    setText("window-label", "(" + (win.label || "") + ", " + (win.minutes ? secs(win.minutes * 60) : "") +
+      (win.bucket_minutes > 1 ? ", " + win.bucket_minutes + "-minute points" : "") + ")");
+    var busy = r.models.filter(function (m) { return m.window.requests > 0; });
+    if (!busy.length) { box.appendChild(el("p", { "class": "empty" }, "No requests in this window.")); return; }
+    busy.forEach(function (m) {
       var card = el("div", { "class": "model", "data-model": m.model });
       card.appendChild(el("h3", {}, m.model));
       var charts = el("div", { "class": "charts" });
-      var left = el("figure"); left.appendChild(lineChart(m.series, "requests", m.limits.rpm, m.model + " requests per minute")); left.appendChild(el("figcaption", {}, "requests/min"));
-      var right = el("figure"); right.appendChild(lineChart(m.series, "tokens", m.limits.tpm, m.model + " tokens per minute")); right.appendChild(el("figcaption", {}, "tokens/min"));
-      charts.appendChild(left); charts.appendChild(right); card.appendChild(charts);
+      [["requests", m.limits.rpm, "req/min", "requests per minute"], ["tokens", m.limits.tpm, "tokens/min", "tokens per minute"]].forEach(function (c) {
+        var fig = el("figure");
+        fig.appendChild(Charts.line(m.series, c[0], c[1], c[2], m.model + " " + c[3]));
+        fig.appendChild(el("figcaption", {}, c[3] + (c[1] ? " (red dashed line: limit)" : " (no limit configured)")));
+        charts.appendChild(fig);
+      });
+      card.appendChild(charts);
       var t = el("table", { "class": "compact" });
-      t.innerHTML = "<thead><tr><th></th><th>last hour</th><th>since start</th><th>limit</th><th>use (last hour)</th></tr></thead>";
+      t.innerHTML = "<thead><tr><th></th><th>window average</th><th>busiest minute</th><th>since start</th><th>limit</th><th>use (window)</th></tr></thead>";
       var body = el("tbody");
-      [["req/min", "requests_per_minute", m.limits.rpm], ["tokens/min", "tokens_per_minute", m.limits.tpm]].forEach(function (row) {
+      [["req/min", "requests_per_minute", "peak_requests_per_minute", m.limits.rpm, "use_requests"],
+       ["tokens/min", "tokens_per_minute", "peak_tokens_per_minute", m.limits.tpm, "use_tokens"]].forEach(function (row) {
         var tr = el("tr");
         tr.appendChild(el("th", {}, row[0]));
-        tr.appendChild(el("td", {}, num(m.last_hour[row[1]])));
+        tr.appendChild(el("td", {}, num(m.window[row[1]])));
+        tr.appendChild(el("td", {}, num(m.window[row[2]], 0)));
         tr.appendChild(el("td", {}, num(m.since_start[row[1]])));
-        tr.appendChild(el("td", {}, row[2] ? num(row[2], 0) : "none"));
-        tr.appendChild(el("td", {}, row[2] ? pct(m.last_hour[row[1]] / row[2]) : "n/a"));
+        tr.appendChild(el("td", {}, row[3] ? num(row[3], 0) : "none"));
+        tr.appendChild(el("td", { "class": "use" }, row[3] ? pct(m.window[row[4]]) : "n/a"));
         body.appendChild(tr);
       });
       t.appendChild(body); card.appendChild(t); box.appendChild(card);
@@ -117,10 +91,11 @@
   }
 
   function renderCost(c) {
-    setText("kpi-spent", usd(c.spent_usd));
-    setText("kpi-per1k", usd(c.cost_per_1000_accepted));
-    setText("kpi-budget", usd(c.budget_left_usd));
-    setText("kpi-projected", usd(c.projected_to_finish_usd));
+    // Words, not $0.0000, where there is nothing to count yet.
+    setText("kpi-spent", c.jobs ? usd(c.spent_usd) : "no jobs yet");
+    setText("kpi-per1k", c.cost_per_1000_accepted === null ? "no stories yet" : usd(c.cost_per_1000_accepted));
+    setText("kpi-budget", c.budget_left_usd === null ? "no active job" : usd(c.budget_left_usd));
+    setText("kpi-projected", c.projected_to_finish_usd === null ? "no active job" : usd(c.projected_to_finish_usd));
     fillBody("cost-models", c.per_model.map(function (m) {
       return [m.model, usd(m.cost_usd), num(m.accepted, 0), usd(m.cost_per_1000_accepted)];
     }));
@@ -161,7 +136,7 @@
       return le === null ? ">" + b.latency.buckets_le_s[i - 1] + "s" : "\u2264" + le + "s";
     });
     var box = document.getElementById("latency-chart");
-    box.replaceChildren(barChart(labels, b.latency.counts));
+    box.replaceChildren(b.requests ? Charts.bars(labels, b.latency.counts, "latency histogram") : el("p", { "class": "empty" }, "No requests yet."));
   }
 
   function renderJobs(j) {
@@ -179,11 +154,11 @@
       tr.appendChild(prog);
       var eta = job.status === "completed" ? "done" : job.actions.length === 0 ? "\u2014"
         : job.status === "paused" ? "paused" : secs(job.eta_seconds);
-      tr.appendChild(el("td", {}, eta));
-      tr.appendChild(el("td", {}, num(job.requests_per_minute)));
+      tr.appendChild(el("td", { "class": "opt" }, eta));
+      tr.appendChild(el("td", {}, job.requests_per_minute === null ? "\u2014" : num(job.requests_per_minute)));
       tr.appendChild(el("td", {}, usd(job.spent_usd) + " / " + usd(job.budget_usd)));
       var p = projected[job.id];
-      tr.appendChild(el("td", {}, p ? usd(p.projected_total_usd) : "n/a"));
+      tr.appendChild(el("td", { "class": "opt" }, p ? usd(p.projected_total_usd) : "n/a"));
       var actions = el("td");
       job.actions.forEach(function (a) {
         actions.appendChild(el("button", { type: "button", "class": "action a-" + a, "data-action": a, "data-job": job.id }, a));
@@ -194,7 +169,26 @@
     document.getElementById("jobs-empty").hidden = j.jobs.length > 0;
   }
 
-  var RENDER = { overview: renderOverview, rates: renderRates, cost: renderCost, health: renderHealth, jobs: renderJobs };
+  function renderDiversity(d) { window.Diversity.render(d); }
+
+  var RENDER = { overview: renderOverview, rates: renderRates, cost: renderCost, health: renderHealth, jobs: renderJobs, diversity: renderDiversity };
+
+  function query(s) {
+    if (s === "rates") return "?window=" + encodeURIComponent(windowSelect.value);
+    if (s === "diversity" && scopeSelect.value) return "?job=" + encodeURIComponent(scopeSelect.value);
+    return "";
+  }
+
+  // The server (or the network) is gone: say so over the whole page, and grey what is stale.
+  function offline(err) {
+    failedSince = failedSince || new Date();
+    var banner = document.getElementById("offline-banner");
+    banner.textContent = "Server unreachable since " + failedSince.toLocaleTimeString() +
+      " (" + err.message + "). The figures below are from " + lastOk.toLocaleTimeString() + " and are not updating; retrying every " + POLL_MS / 1000 + " s.";
+    banner.hidden = false;
+    document.body.classList.add("stale");
+    setText("updated", "offline");
+  }
 
   function renderAll() {
     SECTIONS.forEach(function (s) { if (state[s]) RENDER[s](state[s]); });
@@ -202,7 +196,7 @@
 
   function poll() {
     Promise.all(SECTIONS.map(function (s) {
-      return fetch("/admin/data/" + s, { credentials: "same-origin", cache: "no-store" }).then(function (r) {
+      return fetch("/admin/data/" + s + query(s), { credentials: "same-origin", cache: "no-store" }).then(function (r) {
         if (r.status === 401) { window.location.assign("/admin/login"); throw new Error("logged out"); }
         if (!r.ok) throw new Error(s + ": HTTP " + r.status);
         return r.json();
@@ -210,9 +204,14 @@
     })).then(function (results) {
       SECTIONS.forEach(function (s, i) { state[s] = results[i]; });
       renderAll();
-      setText("updated", "updated " + new Date().toLocaleTimeString());
+      failedSince = null; lastOk = new Date();
+      document.getElementById("offline-banner").hidden = true;
+      document.body.classList.remove("stale");
+      setText("updated", "updated " + lastOk.toLocaleTimeString());
       document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
-    }).catch(function (err) { setText("updated", "update failed: " + err.message); });
+    }).catch(function (err) {
+      if (err.message !== "logged out") offline(err);
+    });
   }
 
   document.getElementById("jobs-body").addEventListener("click", function (ev) {
@@ -232,6 +231,12 @@
       });
   });
 
+  windowSelect.addEventListener("change", function () {
+    window.localStorage.setItem("tinystories-window", windowSelect.value);
+    poll();
+  });
+  scopeSelect.addEventListener("change", poll);
   renderAll();
+  if (windowSelect.value !== "job") poll();
   window.setInterval(poll, POLL_MS);
 })();

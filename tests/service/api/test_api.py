@@ -36,9 +36,17 @@ async def test_weighted_model_mix_is_deterministic(api: httpx.AsyncClient, sessi
     from sqlalchemy import text
 
     mix = {"simulator-story-1": 0.25, "simulator-story-mini-1": 0.75}
+    from service import store
+
     a = await _submit(api, n_stories=200, model=None, models=mix, seed=5)
     b = await _submit(api, n_stories=200, model=None, models=mix, seed=5)
     async with sessionmaker() as s:
+        # A job is one row when submitted: claims make its tasks and derive each one's
+        # recipe and model from (seed, index).
+        assert (await s.execute(text("SELECT count(*) FROM tasks"))).scalar_one() == 0
+        claimed = await store.claim_tasks(session=s, worker_id="w", limit=1000, lease_s=60)
+        await s.commit()
+        assert len(claimed) == 400 and all(t.recipe and t.model for t in claimed)
         rows = (
             await s.execute(
                 text("SELECT job_id, model, count(*) FROM tasks GROUP BY job_id, model")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import shutil
 import socket
@@ -41,8 +42,9 @@ pytestmark = [
 
 
 @contextlib.contextmanager
-def live_server(app: Any) -> Iterator[str]:
-    """uvicorn on a free 127.0.0.1 port in a thread; yields its base URL."""
+def live_server(app: Any) -> Iterator[tuple[str, Any]]:
+    """uvicorn on a free 127.0.0.1 port in a thread; yields its base URL and the server (set
+    `should_exit` to stop it early)."""
     import uvicorn
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -56,23 +58,51 @@ def live_server(app: Any) -> Iterator[str]:
         assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
 
 
-async def _seed(base_url: str, settings: Any, simulator_url: str) -> tuple[dict, dict]:
+async def _seed(base_url: str, settings: Any, simulator_url: str) -> tuple[dict, dict, int]:
+    """The two jobs of seed_jobs, and a near-duplicate of one of their stories (an edited copy
+    stored without a job, then checked by the dedup pass): its id."""
+    from sqlalchemy import text
+
+    from service.dataset.dedup import run_dedup_pass
+    from service.db import make_engine, make_sessionmaker
+
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
-        return await seed_jobs(client, settings, simulator_url)
+        done, live = await seed_jobs(client, settings, simulator_url)
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        sessionmaker = make_sessionmaker(engine)
+        async with sessionmaker() as s, s.begin():
+            copy = await s.execute(
+                text(
+                    "INSERT INTO stories (text, verb, noun, adjective, accepted, text_hash, "
+                    "source) SELECT text || ' The end.', verb, noun, adjective, true, "
+                    "md5(text) || 'copy', 'imported' FROM stories "
+                    "WHERE accepted AND dedup_status = 'unique' ORDER BY id LIMIT 1 RETURNING id"
+                )
+            )
+            copy_id = copy.scalar_one()
+        await run_dedup_pass(sessionmaker)
+    finally:
+        await engine.dispose()
+    return done, live, copy_id
+
+
+def _shot(page: Any, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 10_000, f"{path.name} looks blank"
 
 
 def test_dashboard_in_chromium(settings: Any, simulator_url: str, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
-    with live_server(build_app(settings)) as base_url:
-        done, live = asyncio.run(_seed(base_url, settings, simulator_url))
+    with live_server(build_app(settings)) as (base_url, server):
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
             try:
@@ -86,37 +116,114 @@ def test_dashboard_in_chromium(settings: Any, simulator_url: str, tmp_path: Path
                 assert page.locator("input[name=token]").count() == 1
                 page.fill("input[name=token]", TEST_TOKEN)
                 page.click("button[type=submit]")
-                page.wait_for_selector("#rates svg.chart")
+                page.wait_for_selector("#kpis")
                 assert page.url == f"{base_url}/admin"
 
+                # Empty states say so instead of showing zeros.
+                assert page.locator("#jobs-empty").is_visible()
+                assert page.locator("#kpi-budget").inner_text() == "no active job"
+                assert page.locator("#kpi-spent").inner_text() == "no jobs yet"
+                assert page.locator("#kpi-per1k").inner_text() == "no stories yet"
+                assert "No requests in this window" in page.locator("#rates").inner_text()
+                assert page.locator("#diversity-empty").is_visible()
+                _shot(page, tmp_path / "empty.png")
+
+                # Playwright's sync API holds this thread's event loop: seed from another one.
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    seeding = pool.submit(asyncio.run, _seed(base_url, settings, simulator_url))
+                    done, live, copy_id = seeding.result(timeout=120)
+                page.reload()
+                page.wait_for_selector("#rates svg.chart")
                 assert page.locator("#simulator-banner").is_visible()
                 assert "SIMULATOR" in page.locator("#simulator-banner").inner_text()
-                # Two line charts for the model, each with one point per active minute.
+                # Two line charts for the model: y ticks, a point per active minute, hover values.
                 charts = page.locator("#rates svg.chart")
                 assert charts.count() == 2
                 assert page.locator("#rates svg.chart path.series").count() == 2
-                points = page.locator("#rates svg.chart circle.point").count()
-                assert points >= 2
+                assert page.locator("#rates svg.chart circle.point").count() >= 2
+                assert page.locator("#rates svg.chart:first-of-type text.tick.y").count() >= 3
+                assert "active jobs" in page.locator("#window-label").inner_text()
+                busy = page.locator("#rates svg.chart rect.hit:not([data-value='0'])").first
+                busy.hover()
+                page.wait_for_selector("#tooltip:not([hidden])")
+                assert "req/min" in page.locator("#tooltip").inner_text()
                 assert page.locator("#latency-chart rect.point").count() >= 1
                 assert page.locator("#health tbody tr").count() == 11
                 assert page.locator("#kpi-spent").inner_text().startswith("$")
+                assert page.locator("#kpi-budget").inner_text().startswith("$")
+                # Diversity of what the worker made, from the running sums.
+                page.wait_for_selector("#coverage tbody tr")
+                assert page.locator("#coverage tbody tr").count() == 3
+                assert page.locator("#feature-mix tbody tr").count() == 7
+                assert page.locator("#openings tbody tr").count() >= 1
+                assert page.locator("#diversity svg.chart").count() == 3
+                _shot(page, tmp_path / "dashboard.png")
 
+                page.select_option("#window", "15m")
+                page.wait_for_function(
+                    "document.getElementById('window-label').textContent.includes('last 15m')"
+                )
                 finished = page.locator(f'tr[data-job="{done["id"]}"]')
                 running = page.locator(f'tr[data-job="{live["id"]}"]')
                 assert finished.locator("button").count() == 0
-                assert running.locator("button[data-action=cancel]").count() == 1
+                assert "\u2014" in finished.locator("td").nth(4).inner_text()  # no rate when done
                 assert "completed" in finished.inner_text()
-                page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
 
-                running.locator("button[data-action=cancel]").click()
+                # 800 px: the jobs table fits and its actions stay visible.
+                page.set_viewport_size({"width": 800, "height": 1000})
+                cancel = running.locator("button[data-action=cancel]")
+                box = cancel.bounding_box()
+                assert box is not None and box["x"] + box["width"] <= 800
+                wide = page.evaluate(
+                    "document.documentElement.scrollWidth > document.documentElement.clientWidth"
+                )
+                assert not wide, "the page scrolls sideways at 800 px"
+                _shot(page, tmp_path / "dashboard-800.png")
+
+                cancel.click()
                 page.wait_for_selector(f'tr[data-job="{live["id"]}"][data-status="cancelled"]')
                 assert running.locator("button").count() == 0
-                page.screenshot(path=str(tmp_path / "dashboard-cancelled.png"), full_page=True)
+                page.set_viewport_size({"width": 1400, "height": 1000})
+
+                # The story browser: filters, a story with its cluster, bad input.
+                listing = page.goto(f"{base_url}/admin/stories?status=accepted")
+                assert listing is not None and listing.status == 200
+                assert page.locator("#stories-table tbody tr").count() >= 5
+                _shot(page, tmp_path / "stories.png")
+                dups = page.goto(f"{base_url}/admin/stories?dup=near")
+                assert dups is not None and dups.status == 200
+                page.click(f'a[href="/admin/stories/{copy_id}"]')
+                page.wait_for_selector("#cluster")
+                assert page.locator("#cluster article").count() == 2
+                assert page.locator("#cluster article.root").count() == 1
+                assert "Recipe" in page.locator("#story-facts").inner_text()
+                _shot(page, tmp_path / "story-cluster.png")
+                first = page.goto(f"{base_url}/admin/stories?job={done['id']}")
+                assert first is not None and first.status == 200
+                page.locator("#stories-table tbody tr a").first.click()
+                page.wait_for_selector("#story-prompt")
+                assert "Write a short story" in page.locator("#story-prompt").inner_text()
+                bad = page.goto(f"{base_url}/admin/stories?status=maybe")
+                assert bad is not None and bad.status == 400
+                assert "status" in page.locator("#browse-error").inner_text()
+                _shot(page, tmp_path / "stories-bad-filter.png")
+                missing = page.goto(f"{base_url}/admin/stories/999999999")
+                assert missing is not None and missing.status == 404
+                assert "does not exist" in page.locator("#story-error").inner_text()
+
+                job = httpx.get(f"{base_url}/v1/jobs/{live['id']}", headers=AUTH).json()
+                assert job["status"] == "cancelled"
+                again = httpx.post(f"{base_url}/v1/jobs/{done['id']}/cancel", headers=AUTH)
+                assert again.status_code == 409
+
+                # The server goes away: a banner says so and the stale figures are greyed.
+                page.goto(f"{base_url}/admin")
+                page.wait_for_function("Number(document.body.dataset.polls || 0) >= 1")
+                server.should_exit = True
+                page.wait_for_selector("#offline-banner:not([hidden])", timeout=30_000)
+                assert "unreachable" in page.locator("#offline-banner").inner_text()
+                assert "stale" in (page.locator("body").get_attribute("class") or "")
+                _shot(page, tmp_path / "offline.png")
                 assert errors == []
             finally:
                 browser.close()
-        job = httpx.get(f"{base_url}/v1/jobs/{live['id']}", headers=AUTH).json()
-        assert job["status"] == "cancelled"
-        again = httpx.post(f"{base_url}/v1/jobs/{done['id']}/cancel", headers=AUTH)
-        assert again.status_code == 409
-    assert (tmp_path / "dashboard.png").stat().st_size > 10_000

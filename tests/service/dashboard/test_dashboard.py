@@ -175,10 +175,24 @@ async def test_page_and_data_match_the_jobs_and_rollups(client, settings, simula
     assert overview["workers_alive"] == 0 and overview["workers"]  # stopped workers are listed
 
     (model,) = [m for m in rates["models"] if m["model"] == MODEL]
-    assert len(model["series"]) == 60
+    # The window follows the running job (at least five minutes, one point a minute).
+    window = rates["window"]
+    assert window["key"] == "job" and window["label"] == "active jobs"
+    assert len(model["series"]) == int(window["minutes"] // window["bucket_minutes"]) + 1 >= 6
     assert sum(p["requests"] for p in model["series"]) == totals["requests"]
+    assert model["window"]["requests"] == totals["requests"]
+    assert model["window"]["requests_per_minute"] == pytest.approx(
+        totals["requests"] / window["minutes"]
+    )
+    assert model["window"]["use_requests"] is None  # no limit configured
     assert model["since_start"]["requests"] == totals["requests"] > 0
     assert model["last_hour"]["requests_per_minute"] > 0
+    quarter = (await client.get("/admin/data/rates?window=15m", headers=AUTH)).json()
+    assert quarter["window"]["minutes"] == pytest.approx(15) and len(
+        quarter["models"][0]["series"]
+    ) in (15, 16)
+    bad = await client.get("/admin/data/rates?window=2d", headers=AUTH)
+    assert bad.status_code == 422 and bad.json()["field"] == "window"
     assert model["limits"] == {"rpm": None, "tpm": None}
 
     spent = done["cost_usd"] + live["cost_usd"]

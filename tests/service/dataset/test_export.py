@@ -7,6 +7,7 @@ import io
 import json
 import tarfile
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import datasets
@@ -172,3 +173,95 @@ async def test_api_export_errors(api) -> None:
     assert r.status_code == 422 and r.json()["field"] == "validation_fraction"
     r = await api.get(f"/v1/exports/{uuid.uuid4()}")
     assert r.status_code == 404
+
+
+def _job_with(url: str, stories: list[tuple[bool, list[str]]]) -> str:
+    """A job whose stories passed (True) or failed the named checks, as the workers store them."""
+    import psycopg
+
+    job_id = uuid.uuid4()
+    src = (DATA / "TinyStories-train-sample1200.txt").read_text(encoding="utf-8")
+    texts = [s.strip() for s in src.split("<|endoftext|>") if s.strip()][600:]
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute(
+            "INSERT INTO jobs (id, n_stories, models, template_version, max_tokens, seed, "
+            "budget_usd, provider) VALUES (%s, %s, '[]', 'v1', 400, 0, 1, 'openai')",
+            (job_id, len(stories)),
+        )
+        for i, (accepted, reasons) in enumerate(stories):
+            conn.execute(
+                "INSERT INTO stories (job_id, text, accepted, rejection_reasons, text_hash, "
+                "model, provider) VALUES (%s, %s, %s, %s::jsonb, %s, 'llama-local', 'openai')",
+                (job_id, texts[i], accepted, json.dumps(reasons), f"{job_id}-{i}"),
+            )
+    return str(job_id)
+
+
+def test_export_of_rejected_stories_only_names_the_real_cause(
+    seeded: str, tmp_path: Path, monkeypatch
+) -> None:
+    job = _job_with(
+        seeded,
+        [(False, ["repetition"])] * 7
+        + [(False, ["too_short", "repetition"])] * 3
+        + [(False, ["out_of_vocabulary"])] * 2,
+    )
+    r = _cli(seeded, monkeypatch, "export", "--out", str(tmp_path / "x"), "--job", job)
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines()[-1] == (
+        "error: no accepted stories: all 12 were rejected (repetition 10, too_short 3, "
+        "out_of_vocabulary 2); --include-rejected exports them with their checks"
+    )
+    assert not (tmp_path / "x").exists()
+    # Changing validation_fraction is no help, and the message does not suggest it.
+    r = _cli(
+        seeded, monkeypatch, "export", "--out", str(tmp_path / "y"), "--job", job,
+        "--validation-fraction", "0.5",
+    )  # fmt: skip
+    assert r.exit_code == 1 and "validation_fraction" not in r.output
+
+
+def test_export_of_one_accepted_story_says_so(seeded: str, tmp_path: Path) -> None:
+    job = _job_with(seeded, [(True, [])] + [(False, ["too_short"])] * 3)
+    with pytest.raises(ExportError) as caught:
+        run_export(seeded, tmp_path / "one", ExportOptions(jobs=[uuid.UUID(job)]))
+    assert str(caught.value) == (
+        "only 1 accepted story to export (3 rejected (too_short 3)): a dataset needs at least "
+        "2, one for each split"
+    )
+
+
+def test_include_rejected_carries_accepted_and_rejections_in_every_format(
+    seeded: str, tmp_path: Path, monkeypatch
+) -> None:
+    checks = [(True, []), (False, ["repetition"]), (True, []), (False, ["too_short", "empty"])]
+    job = _job_with(seeded, checks * 3)
+    out = tmp_path / "with-checks"
+    r = _cli(
+        seeded, monkeypatch, "export", "--out", str(out), "--job", job, "--include-rejected",
+        "--validation-fraction", "0.4",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    expected = {(True, ()): 6, (False, ("repetition",)): 3, (False, ("too_short", "empty")): 3}
+
+    def tally(rows) -> Counter:
+        return Counter((accepted, tuple(rejections)) for accepted, rejections in rows)
+
+    def checks_of(dd) -> list:
+        return [
+            pair
+            for split in dd.values()
+            for pair in zip(split["accepted"], split["rejections"], strict=True)
+        ]
+
+    assert tally(checks_of(datasets.load_from_disk(str(out)))) == expected
+    pq = datasets.load_dataset("parquet", data_dir=str(out / "parquet"))
+    assert tally(checks_of(pq)) == expected
+    release = out / "tinystories" / "TinyStories_all_data"
+    records = [rec for f in sorted(release.glob("data*.json")) for rec in json.loads(f.read_text())]
+    assert tally((rec["accepted"], rec["rejections"]) for rec in records) == expected
+    # Without --include-rejected the columns are not there: every row passed.
+    plain = run_export(
+        seeded, tmp_path / "plain", ExportOptions(validation_fraction=0.2, jobs=None)
+    )
+    assert "accepted" not in datasets.load_from_disk(str(plain.out_dir))["train"].column_names

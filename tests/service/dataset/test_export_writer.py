@@ -193,9 +193,38 @@ def test_failed_export_leaves_nothing(tmp_path):
     with pytest.raises(ExportError, match="'text'"):
         ExportWriter(out, validation_fraction=0.5, seed=1, batch_rows=1).write(rows)
     assert not out.exists()
-    with pytest.raises(ExportError, match="split would be empty"):
+    with pytest.raises(ExportError, match="only 1 story to export: a dataset needs at least 2"):
         ExportWriter(out, validation_fraction=0.01, seed=1).write([{"text": "one story only"}])
     assert not out.exists()
+    two = [{"text": "a first story"}, {"text": "a second story"}]
+    with pytest.raises(ExportError, match="the validation split would be empty"):
+        ExportWriter(out, validation_fraction=0.01, seed=1).write(two)
+    assert not out.exists()
+
+
+def test_an_empty_export_names_what_was_left_out(tmp_path, real):
+    from service.dataset.export_writer import EmptyExportError
+
+    with pytest.raises(EmptyExportError) as none:
+        ExportWriter(tmp_path / "a", validation_fraction=0.5, seed=1).write([])
+    assert str(none.value) == "no stories match the export filters"
+    assert none.value.describe(12, {"repetition": 7, "too_short": 4, "empty": 1, "refusal": 1}) == (
+        "no accepted stories: all 12 were rejected (repetition 7, too_short 4, empty 1); "
+        "--include-rejected exports them with their checks"
+    )
+    # A story that repeats an evaluation prompt is left out when decontaminating.
+    leak = Decontaminator().prompts[0] + " The end."
+    with pytest.raises(EmptyExportError) as contaminated:
+        ExportWriter(
+            tmp_path / "b", validation_fraction=0.5, seed=1, decontaminator=Decontaminator()
+        ).write([{"text": leak}, {"text": real[0]}])
+    assert str(contaminated.value).startswith(
+        "only 1 story to export (1 left out as overlapping the evaluation prompts "
+        "(--no-decontaminate keeps them)): "
+    )
+    assert contaminated.value.describe(3, {"too_short": 3}).startswith(
+        "only 1 accepted story to export (3 rejected (too_short 3); 1 left out as overlapping"
+    )
 
 
 def test_memory_bounded_for_many_rows(tmp_path):

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from service import store
+from service.store.dashboard import queue_depth
 from tests.service.conftest import create_test_job
 
 
@@ -292,7 +293,7 @@ async def test_exhausted_job_holds_its_tasks_until_a_raised_budget_resumes_it(
     async with sessionmaker() as s, s.begin():
         await s.execute(text("UPDATE jobs SET spent_usd = budget_usd"))
         assert await store.mark_budget_exhausted(session=s, job_id=job_id)
-        assert await store.queue.queue_depth(session=s) == {"pending": 0, "running": 1}
+        assert await queue_depth(session=s) == {"pending": 0, "running": 1}
     # The running task ends after the job stopped: held with the rest, not pending.
     async with sessionmaker() as s, s.begin():
         status = await store.finish_task(
@@ -310,7 +311,7 @@ async def test_exhausted_job_holds_its_tasks_until_a_raised_budget_resumes_it(
         assert (job.budget_usd, job.status) == (Decimal("0.002"), "budget_exhausted")
         job = await store.transition_job(session=s, job_id=job_id, action="resume")
         assert (job.status, job.finished_at, job.last_error) == ("running", None, None)
-        assert await store.queue.queue_depth(session=s) == {"pending": 4, "running": 0}
+        assert await queue_depth(session=s) == {"pending": 4, "running": 0}
     assert len(await _claim(sessionmaker, "w", 10)) == 4
     async with sessionmaker() as s, s.begin():
         await s.execute(text("UPDATE tasks SET status = 'pending', lease_owner = NULL"))

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from sqlalchemy import text
 
-from service import store
+from service.store.dashboard import queue_depth
 from service.work.wiring import run_worker, worker_config
 
 MODEL = "simulator-story-1"
@@ -65,7 +65,7 @@ async def test_budget_finishes_the_job_it_pays_for_and_a_raised_budget_resumes_i
                 )
             ).all()
         )
-        depth = await store.queue.queue_depth(session=s)
+        depth = await queue_depth(session=s)
     assert "pending" not in states and states["held"] == 300 - made, states
     assert depth == {"pending": 0, "running": 0}
 
