@@ -15,6 +15,9 @@ refreshed every minute; the refresh time is what they cost Postgres each minute.
 rollup_cost_ratio: the rollups ours reads are written by the workers, in the transactions that
 store their stories; a service run with the rollup writes on and off (benchmarks/rollup_cost.py)
 gives stories/s with / without them.
+browser_p50_ms / diversity_p50_ms: the story browser's pages (first, deep keyset, each filter)
+and the diversity report on a store of the same size (benchmarks/bench_browser.py), target
+< 200 ms each.
 
     python benchmarks/bench_dashboard.py [--quick]
 """
@@ -252,6 +255,9 @@ def main() -> None:
     parser.add_argument(
         "--no-rollup-cost", action="store_true", help="skip the service run with rollups on/off"
     )
+    parser.add_argument(
+        "--no-browser", action="store_true", help="skip the story browser and diversity timings"
+    )
     args = parser.parse_args()
     stages = [100_000] if args.quick else [100_000, 1_000_000]
     print(f"load average at start: {load_avg()}", flush=True)
@@ -261,9 +267,22 @@ def main() -> None:
 
         n, rounds = (3_000, 3) if args.quick else (10_000, 5)
         figures |= measure_rollup_cost(n, rounds)
+    if not args.no_browser:
+        # The story browser and the diversity report, on a store of the last stage's size
+        # seeded by bench_browser (its own database: its stories carry recipes and features).
+        from bench_browser import run as run_browser
+
+        browser = asyncio.run(run_browser(stages[-1], max(5, args.repeats // 2)))
+        figures |= {k: browser[k] for k in ("browser_p50_ms", "diversity_p50_ms")}
     figures["load1"] = os.getloadavg()[0]
     # Headline fields first; anything measured later is appended in the order it was added.
-    order = ["p50_ms", "baseline_indexed_ms", "rollup_cost_ratio"]
+    order = [
+        "p50_ms",
+        "baseline_indexed_ms",
+        "rollup_cost_ratio",
+        "browser_p50_ms",
+        "diversity_p50_ms",
+    ]
     keys = [k for k in order if k in figures] + [k for k in figures if k not in order]
     print("dashboard: " + " ".join(f"{k}={_fmt(figures[k])}" for k in keys))
 

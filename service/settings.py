@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     worker_heartbeat_file: Path | None = None
     # Workers write the per-minute rollups the dashboard reads; off only to measure their cost.
     rollups: bool = True
+    # Provider pools (docs/providers.md): a YAML/JSON file, or the JSON itself. Pooled models
+    # go to their pool's members; other models to OPENAI_BASE_URL as without pools.
+    providers: str | None = None
 
     @field_validator("model_limits", mode="before")
     @classmethod
@@ -121,12 +124,34 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("providers", mode="after")
+    @classmethod
+    def _pools_load(cls, value: str | None) -> str | None:
+        """Check the pools file now, so a bad one stops every process at start-up."""
+        if value is None or not value.strip():
+            return None
+        from generator.errors import redact
+        from generator.pool_config import PoolConfigError, load_pools
+
+        try:
+            load_pools(value.strip())
+        except PoolConfigError as exc:
+            # One line; a YAML error quotes the offending line, which may hold a literal key.
+            raise ValueError(redact(" ".join(str(exc).split()))) from None
+        return value.strip()
+
+    @property
+    def uses_pools(self) -> bool:
+        """True when provider pools are configured and may be used (not a simulator-only run)."""
+        return self.providers is not None and not self.simulator_only
+
     @property
     def uses_simulator(self) -> bool:
-        """True when no real provider is configured, or the simulator is forced."""
+        """True when no real provider (nor a provider pool) is configured, or the simulator is
+        forced."""
         if self.simulator_only:
             return True
-        return self.openai_api_key is None and self.openai_base_url is None
+        return self.openai_api_key is None and self.openai_base_url is None and not self.uses_pools
 
     @property
     def story_model(self) -> str:
@@ -198,7 +223,10 @@ def _describe(exc: Exception) -> str:
     return str(exc)
 
 
-_SECRET_FIELDS = frozenset({"openai_api_key", "admin_token", "database_url", "openai_base_url"})
+# Never echoed in an error line (inline pools JSON may hold a literal key).
+_SECRET_FIELDS = frozenset(
+    {"openai_api_key", "admin_token", "database_url", "openai_base_url", "providers"}
+)
 
 
 def get_settings(**overrides: Any) -> Settings:

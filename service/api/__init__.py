@@ -77,13 +77,14 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
     _install_handlers(app)
     _document_errors(app, settings)
 
-    from service.api import diversity, exports, health, jobs, stories
+    from service.api import diversity, exports, health, jobs, providers, stories
 
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(stories.router)
     app.include_router(exports.router)
     app.include_router(diversity.router)
+    app.include_router(providers.router)
 
     from service.api.metrics import install_metrics
     from service.dashboard import install as install_dashboard

@@ -33,6 +33,7 @@ from service.store import dashboard as reads
 from service.store.batches import batch_totals
 from service.store.diversity_report import diversity_report
 from service.store.models import LATENCY_BUCKETS_S
+from service.store.providers import STATES, provider_pools
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Snapshot:
     simulator: bool = False
     diversity: dict[str, Any] = field(default_factory=dict)
     batches: dict[str, float] = field(default_factory=dict)
+    providers: list[dict[str, Any]] = field(default_factory=list)
 
 
 async def read_snapshot(
@@ -72,6 +74,7 @@ async def read_snapshot(
         in_flight=sum(w["in_flight"] for w in alive),
         diversity=await diversity_report(session=session),
         batches=await batch_totals(session=session),
+        providers=(await provider_pools(session=session, stale_after_s=stale_after_s))["pools"],
     )
 
 
@@ -180,6 +183,39 @@ class DatabaseCollector(Collector):
             "What the finished batches' answers would have cost online, minus their batch cost.",
             value=s.batches.get("saved_usd", 0.0),
         )
+        yield from provider_families(s.providers)
+
+
+def provider_families(pools: list[dict[str, Any]]) -> Iterator[Metric]:
+    """Pool members: how many live workers see each breaker state, requests and errors
+    (sums over the live workers: a worker that stops takes its counts with it)."""
+    state = GaugeMetricFamily(
+        "tinystories_provider_member_state",
+        "Live workers that see a pool member's breaker in each state.",
+        labels=["pool", "member", "state"],
+    )
+    requests = CounterMetricFamily(
+        "tinystories_provider_member_requests",
+        "Requests sent to a pool member by the live workers.",
+        labels=["pool", "member"],
+    )
+    errors = CounterMetricFamily(
+        "tinystories_provider_member_errors",
+        "Failed requests of a pool member on the live workers.",
+        labels=["pool", "member"],
+    )
+    for pool in pools:
+        for m in pool["members"]:
+            labels = [pool["model"], m["name"]]
+            seen = {"open": m["workers_open"], "half_open": m["workers_half_open"]}
+            seen["closed"] = m["workers"] - seen["open"] - seen["half_open"]
+            for name in STATES:
+                state.add_metric([*labels, name], seen[name])
+            requests.add_metric(labels, m["requests"])
+            errors.add_metric(labels, m["errors"])
+    yield state
+    yield requests
+    yield errors
 
 
 def install_metrics(app: FastAPI) -> None:

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 # Browsers cannot add custom headers to cross-site form posts: requiring one on job actions
 # keeps a cookie-authenticated click from being forged by another site.
 ACTION_HEADER = "x-dashboard-action"
-SECTIONS = ("overview", "rates", "cost", "health", "jobs", "diversity")
+SECTIONS = ("overview", "rates", "cost", "health", "jobs", "diversity", "providers", "batches")
 STATIC_TYPES = {
     "dashboard.js": "text/javascript",
     "charts.js": "text/javascript",
@@ -69,6 +69,10 @@ async def _section(request: Request, session: AsyncSession, name: str) -> dict[s
         return await data.cost(session=session, history=history)
     if name == "health":
         return await data.health(session=session, history=history)
+    if name == "providers":
+        return await data.providers(session=session, settings=settings)
+    if name == "batches":
+        return await data.batches(session=session)
     return await data.jobs(session=session)
 
 

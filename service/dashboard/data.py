@@ -12,7 +12,9 @@ from service.dashboard.history import SinceStart
 from service.settings import Settings
 from service.store import dashboard as reads
 from service.store import dashboard_window as window_reads
+from service.store.batch_report import batch_jobs
 from service.store.models import LATENCY_BUCKETS_S
+from service.store.providers import provider_pools
 
 WINDOW_MINUTES = 60
 RATE_MINUTES = 5
@@ -355,6 +357,17 @@ async def overview(
         "workers_alive": len(alive),
         "in_flight": sum(w["in_flight"] for w in alive),
     }
+
+
+async def providers(*, session: AsyncSession, settings: Settings) -> dict[str, Any]:
+    """Provider pool members as the live workers see them (empty: no pools configured)."""
+    stale_after = max(3 * settings.heartbeat_seconds, 30.0)
+    return await provider_pools(session=session, stale_after_s=stale_after)
+
+
+async def batches(*, session: AsyncSession) -> dict[str, Any]:
+    """Batch API jobs: batches preparing, in progress, completed, failed, and $ saved."""
+    return await batch_jobs(session=session)
 
 
 def parse_job_id(value: str) -> uuid.UUID | None:

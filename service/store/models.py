@@ -270,6 +270,8 @@ class WorkerRow(Base):
     in_flight: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     started_at: Mapped[datetime] = _now()
     heartbeat_at: Mapped[datetime] = _now()
+    # The worker's provider pools as it sees them (generator.pool snapshot; no keys).
+    providers: Mapped[list[Any] | None] = mapped_column(JSONB)
 
 
 class RateBucket(Base):

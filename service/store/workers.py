@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from typing import Any
+
+from sqlalchemy import bindparam, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
@@ -20,14 +23,21 @@ async def register_worker(
     )
 
 
-async def heartbeat_worker(*, session: AsyncSession, worker_id: str, in_flight: int) -> None:
-    """Mark this worker alive with its in-flight count (again, if it was taken for dead)."""
+async def heartbeat_worker(
+    *,
+    session: AsyncSession,
+    worker_id: str,
+    in_flight: int,
+    providers: list[dict[str, Any]] | None = None,
+) -> None:
+    """Mark this worker alive with its in-flight count (again, if it was taken for dead) and
+    its provider pools' snapshot (None: it has no pools)."""
     await session.execute(
         text(
-            "UPDATE workers SET heartbeat_at = now(), in_flight = :n, "
+            "UPDATE workers SET heartbeat_at = now(), in_flight = :n, providers = :providers, "
             "status = CASE WHEN status = 'dead' THEN 'running' ELSE status END WHERE id = :id"
-        ),
-        {"id": worker_id, "n": in_flight},
+        ).bindparams(bindparam("providers", type_=JSONB(none_as_null=True))),
+        {"id": worker_id, "n": in_flight, "providers": providers},
     )
 
 

@@ -32,6 +32,10 @@ def provider_info(settings: Settings) -> dict[str, Any]:
     """What the API reports about the provider (no secrets)."""
     if settings.uses_simulator:
         return {"provider": "simulator", "simulator": True, "banner": SIMULATOR_BANNER}
+    if settings.uses_pools:
+        from service.work.pools import POOL_PROVIDER
+
+        return {"provider": POOL_PROVIDER, "simulator": False, "banner": None}
     from generator.client import ClientConfig
 
     name = ClientConfig(base_url=settings.openai_base_url).provider_name
@@ -73,16 +77,46 @@ def open_provider(settings: Settings) -> Iterator[Provider]:
 
 
 def build_client(provider: Provider, settings: Settings) -> Any:
-    """The OpenAI-compatible chat client."""
+    """The OpenAI-compatible chat client; with TINYSTORIES_PROVIDERS, a router that sends
+    pooled models to their pool and the others to `provider`."""
     from generator.client import ChatClient
 
-    return ChatClient(
+    client = ChatClient(
         base_url=provider.base_url,
         api_key=provider.api_key,
         timeout_s=settings.request_timeout_s,
         max_connections=max(64, settings.worker_concurrency * 2),
         provider=provider.name,
     )
+    if not settings.uses_pools:
+        if settings.providers is not None:
+            logger.warning("provider pools ignored: TINYSTORIES_SIMULATOR_ONLY is set")
+        return client
+    from generator.pool_config import load_pools
+    from service.work.pools import PoolRouter, named_pools
+
+    pools = load_pools(settings.providers)  # checked when the settings were read
+    if pools is None:
+        return client
+    router = PoolRouter(named_pools(pools), client)
+    for pool in router.pools.snapshot():
+        logger.info(
+            "provider pool model=%s members=%s",
+            pool["model"],
+            ",".join(f"{m['name']}({m['base_url']})" for m in pool["members"]),
+        )
+    return router
+
+
+def attach_pools(client: Any, limiter: Any) -> Any:
+    """Put pool members' own rpm/tpm on `limiter`'s shared buckets (before its `setup()`);
+    returns what each heartbeat stores: the pools' snapshot, or None without pools."""
+    from service.work.pools import PoolRouter, share_member_limits
+
+    if not isinstance(client, PoolRouter):
+        return lambda: None
+    share_member_limits(client.pools, limiter)
+    return client.snapshot
 
 
 def run_event_loop(coro: Any) -> Any:

@@ -26,8 +26,11 @@ async def heartbeat_loop(worker: Worker) -> None:
     while True:
         await asyncio.sleep(worker.config.heartbeat_s)
         ids = list(worker.running)
+        pools = worker.provider_snapshot()
 
-        async def beat(session: AsyncSession, ids: list[int] = ids) -> None:
+        async def beat(
+            session: AsyncSession, ids: list[int] = ids, pools: list[Any] | None = pools
+        ) -> None:
             await store.extend_leases(
                 session=session,
                 worker_id=worker.worker_id,
@@ -35,7 +38,7 @@ async def heartbeat_loop(worker: Worker) -> None:
                 lease_s=worker.config.lease_s,
             )
             await store.heartbeat_worker(
-                session=session, worker_id=worker.worker_id, in_flight=len(ids)
+                session=session, worker_id=worker.worker_id, in_flight=len(ids), providers=pools
             )
 
         try:

@@ -96,7 +96,7 @@ async def run_worker(
     from generator.pricing import PriceTable
     from generator.retry import RetryPolicy
     from service.db import make_engine, make_sessionmaker, resolve_database_url
-    from service.work.provider import build_client, open_provider
+    from service.work.provider import attach_pools, build_client, open_provider
     from service.work.shared_limits import (
         PostgresBudgetGuard,
         PostgresRateLimiter,
@@ -127,6 +127,7 @@ async def run_worker(
                 limits_from_settings(settings.model_limits),
                 lease_s=settings.limiter_lease_seconds,
             )
+            pool_snapshot = attach_pools(client, limiter)
             await limiter.setup()
             engines = EngineCache(
                 client=client,
@@ -147,6 +148,7 @@ async def run_worker(
                 provider_name=provider.name,
                 batch_loop=batch_loop_for(settings, provider, processor, sessionmaker, engine),
             )
+            worker.provider_snapshot = pool_snapshot
             if install_signals:
                 worker.install_signal_handlers()
             try:

@@ -88,6 +88,7 @@ class Worker:
         self.processor = processor
         self.config = config
         self.provider_name = provider_name
+        self.provider_snapshot: Any = lambda: None  # provider pools' state, sent with heartbeats
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()

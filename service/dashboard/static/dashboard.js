@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   var POLL_MS = 5000;
-  var SECTIONS = ["overview", "rates", "cost", "health", "jobs", "diversity"];
+  var SECTIONS = ["overview", "rates", "cost", "health", "jobs", "diversity", "providers", "batches"];
   var windowSelect = document.getElementById("window");
   var scopeSelect = document.getElementById("diversity-scope");
   windowSelect.value = window.localStorage.getItem("tinystories-window") || "job";
@@ -171,7 +171,44 @@
 
   function renderDiversity(d) { window.Diversity.render(d); }
 
-  var RENDER = { overview: renderOverview, rates: renderRates, cost: renderCost, health: renderHealth, jobs: renderJobs, diversity: renderDiversity };
+  // Pool members as the live workers see them; the panel shows only when pools are configured.
+  var STATE_CLASS = { closed: "s-completed", half_open: "s-paused", open: "s-failed" };
+  function renderProviders(p) {
+    document.getElementById("providers-section").hidden = !p.pools.length;
+    setText("providers-note", "(" + num(p.workers, 0) + " live worker" + (p.workers === 1 ? "" : "s") +
+      "; counts since each worker started)");
+    var rows = [];
+    p.pools.forEach(function (pool) {
+      pool.members.forEach(function (m, i) {
+        var state = m.state.replace("_", "-");
+        if (m.state !== "closed") state += " on " + m[m.state === "open" ? "workers_open" : "workers_half_open"] + "/" + m.workers;
+        if (m.state === "open" && m.retry_in_s) state += ", probe in " + secs(m.retry_in_s);
+        var limits = [m.rpm ? num(m.rpm, 0) + " rpm" : "", m.tpm ? num(m.tpm, 0) + " tpm" : ""].filter(Boolean).join(", ");
+        var name = el("span", {}, m.name); name.title = m.base_url || "";
+        rows.push([i === 0 ? pool.model + " (" + pool.healthy + "/" + pool.members.length + " healthy)" : "", name,
+          el("span", { "class": "status " + (STATE_CLASS[m.state] || ""), "data-state": m.state }, state),
+          num(m.requests, 0), num(m.errors, 0), num(m.requests_per_minute), num(m.tokens_per_minute, 0),
+          limits || "none", m.last_error || "\u2014"]);
+      });
+    });
+    fillBody("providers", rows);
+  }
+
+  function renderBatches(b) {
+    document.getElementById("batches-section").hidden = !b.jobs.length;
+    var t = b.totals;
+    setText("batches-totals", num(t.batches, 0) + " batches for " + num(t.jobs, 0) + " job(s): " +
+      num(t.in_progress, 0) + " in progress, " + num(t.completed, 0) + " completed, " + num(t.failed, 0) +
+      " failed; saved " + usd(t.saved_usd) + " vs online (" + usd(t.cost_usd) + " instead of " + usd(t.online_cost_usd) + ")");
+    fillBody("batches", b.jobs.map(function (j) {
+      return [j.name || j.id.slice(0, 8), el("span", { "class": "status s-" + j.status }, j.status), num(j.batches, 0),
+        num(j.preparing, 0), num(j.in_progress, 0), num(j.completed, 0), num(j.failed, 0), num(j.resubmitted_tasks, 0),
+        usd(j.cost_usd), usd(j.online_cost_usd), usd(j.saved_usd)];
+    }));
+  }
+
+  var RENDER = { overview: renderOverview, rates: renderRates, cost: renderCost, health: renderHealth, jobs: renderJobs,
+    diversity: renderDiversity, providers: renderProviders, batches: renderBatches };
 
   function query(s) {
     if (s === "rates") return "?window=" + encodeURIComponent(windowSelect.value);

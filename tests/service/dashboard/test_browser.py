@@ -17,7 +17,13 @@ import httpx
 import pytest
 
 from tests.service.conftest import TEST_TOKEN
-from tests.service.dashboard.test_dashboard import AUTH, build_app, seed_jobs
+from tests.service.dashboard.test_dashboard import (
+    AUTH,
+    MODEL,
+    build_app,
+    seed_jobs,
+    seed_pool_and_batches,
+)
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # No sandbox or GPU in CI containers; nothing may reach the network from this closed one.
@@ -224,6 +230,50 @@ def test_dashboard_in_chromium(settings: Any, simulator_url: str, tmp_path: Path
                 assert "unreachable" in page.locator("#offline-banner").inner_text()
                 assert "stale" in (page.locator("body").get_attribute("class") or "")
                 _shot(page, tmp_path / "offline.png")
+                assert errors == []
+            finally:
+                browser.close()
+
+
+def test_providers_and_batches_panels_in_chromium(settings: Any, tmp_path: Path) -> None:
+    """Hidden without pools or batch jobs; then a pool member open on one of two workers, its
+    newest error without the key, and a batch job's batches and savings."""
+    from playwright.sync_api import sync_playwright
+
+    with live_server(build_app(settings)) as (base_url, _):
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.set_extra_http_headers(AUTH)
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(f"{base_url}/admin")
+                page.wait_for_selector("#kpis")
+                assert not page.locator("#providers-section").is_visible()
+                assert not page.locator("#batches-section").is_visible()
+
+                body = {"n_stories": 9, "model": MODEL, "budget_usd": 1.0, "mode": "batch"}
+                job = httpx.post(f"{base_url}/v1/jobs", json=body, headers=AUTH).json()
+                # Playwright's sync API holds this thread's event loop: seed from another one.
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    seed = seed_pool_and_batches(settings.database_url, job["id"])
+                    pool.submit(asyncio.run, seed).result(timeout=60)
+                page.reload()
+                page.wait_for_selector("#providers-section:not([hidden])")
+                member = page.locator("#providers tbody tr")
+                assert member.count() == 1
+                assert "open on 1/2" in member.locator("[data-state=open]").inner_text()
+                assert "Incorrect API key provided" in member.inner_text()
+                assert "sk-live" not in page.content()
+                assert page.locator("#batches-section").is_visible()
+                assert page.locator("#batches tbody tr").count() == 1
+                totals = page.locator("#batches-totals").inner_text()
+                assert "4 batches for 1 job(s)" in totals and "saved $0.2500" in totals
+                _shot(page, tmp_path / "providers-batches.png")
+                panel = tmp_path / "providers-panel.png"
+                page.locator("#providers-section").screenshot(path=str(panel))
+                assert panel.stat().st_size > 3_000, "the providers panel looks blank"
                 assert errors == []
             finally:
                 browser.close()

@@ -308,3 +308,78 @@ async def test_since_start_totals_keep_settled_minutes(sessionmaker) -> None:
         later = await history.read(session=session, now=now + timedelta(minutes=10))
         assert later == await read_window(session=session, since=None, before=None)
         assert later.models["b"].requests == 2 and later.all_health().requests == 5
+
+
+async def seed_pool_and_batches(database_url: str, job_id: str) -> None:
+    """Two live workers' pool snapshots (and a stopped one's), four batches of `job_id`."""
+    import json
+
+    from service.db import make_engine, make_sessionmaker
+
+    leak = "auth (status 401): Incorrect API key provided: sk-live-0123456789abcdef"
+    seen = [  # two live workers disagree about the member; a stopped one is not counted
+        ("w1", "running", "open", 10, leak, 200.0),
+        ("w2", "running", "closed", 30, "server_error (status 500): boom", 100.0),
+        ("w3", "stopped", "open", 99, "stale", 300.0),
+    ]
+    engine = make_engine(database_url, pool_size=1)
+    async with make_sessionmaker(engine)() as session, session.begin():
+        for wid, status, state, n, error, at in seen:
+            m = {"name": "azure", "state": state, "requests": n, "errors": 2, "successes": n - 2}
+            m |= {"requests_per_minute": 30.0, "last_error": error, "last_error_at": at}
+            await session.execute(
+                text(
+                    "INSERT INTO workers (id, host, pid, concurrency, status, providers) "
+                    "VALUES (:id, 'h', 1, 4, :status, CAST(:p AS jsonb))"
+                ),
+                {"id": wid, "status": status, "p": json.dumps([{"model": MODEL, "members": [m]}])},
+            )
+        for state, cost, online, error in [
+            ("building", 0, 0, None),
+            ("submitted", 0, 0, None),
+            ("done", "0.25", "0.5", None),
+            ("done", 0, 0, "expired"),
+        ]:
+            await session.execute(
+                text(
+                    "INSERT INTO provider_batches (key, job_id, model, state, task_ids, "
+                    "cost_usd, online_cost_usd, last_error) VALUES (gen_random_uuid(), :j, "
+                    ":m, :s, '{}', :c, :o, :e)"
+                ),
+                {"j": job_id, "m": MODEL, "s": state, "c": cost, "o": online, "e": error},
+            )
+    await engine.dispose()
+
+
+async def test_providers_and_batches_panels(client, settings) -> None:
+    """Pool members merged over live workers (worst state, sums, newest error redacted) and
+    batch jobs with their batches by state and the money saved."""
+    get = lambda s: client.get(f"/admin/data/{s}", headers=AUTH)  # noqa: E731
+    assert (await get("providers")).json() == {"workers": 0, "pools": []}
+    assert (await get("batches")).json()["jobs"] == []
+    job = (
+        await client.post(
+            "/v1/jobs",
+            json={"n_stories": 9, "model": MODEL, "budget_usd": 1.0, "mode": "batch"},
+            headers=AUTH,
+        )
+    ).json()
+    await seed_pool_and_batches(settings.database_url, job["id"])
+    providers = (await get("providers")).json()
+    (pool,) = providers["pools"]
+    (azure,) = pool["members"]
+    assert (providers["workers"], pool["healthy"]) == (2, 0)
+    assert (azure["state"], azure["workers"], azure["workers_open"]) == ("open", 2, 1)
+    assert (azure["requests"], azure["errors"], azure["requests_per_minute"]) == (40, 4, 60.0)
+    assert azure["last_error"].startswith("auth (status 401): Incorrect API key provided")
+    assert "sk-live" not in azure["last_error"]
+    batches = (await get("batches")).json()
+    (row,) = batches["jobs"]
+    assert row["id"] == job["id"]
+    expected = {"batches": 4, "preparing": 1, "in_progress": 1, "completed": 1, "failed": 1}
+    assert {k: row[k] for k in expected} == expected
+    assert row["saved_usd"] == pytest.approx(0.25) and batches["totals"]["jobs"] == 1
+    api_view = (await client.get(f"/v1/jobs/{job['id']}", headers=AUTH)).json()["batches"]
+    assert {k: api_view[k] for k in expected} == expected  # the same figures as the API
+    page = (await client.get("/admin", headers=AUTH)).text
+    assert 'id="providers-section"' in page and 'id="batches-section"' in page

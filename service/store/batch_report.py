@@ -1,0 +1,59 @@
+"""Batch API jobs for the dashboard: each job's batches by state and the money saved."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+# The same states as store.batches.batch_summary (a done batch with an error failed).
+_COUNTS = (
+    "count(b.id), "
+    "count(b.id) FILTER (WHERE b.state IN ('building', 'uploaded')), "
+    "count(b.id) FILTER (WHERE b.state = 'submitted'), "
+    "count(b.id) FILTER (WHERE b.state = 'done' AND b.last_error IS NULL), "
+    "count(b.id) FILTER (WHERE b.state = 'done' AND b.last_error IS NOT NULL), "
+    "COALESCE(sum(b.cost_usd), 0), COALESCE(sum(b.online_cost_usd), 0), "
+    "COALESCE(sum(b.resubmitted), 0)"
+)
+_KEYS = ("batches", "preparing", "in_progress", "completed", "failed")
+
+
+def _figures(row: Any) -> dict[str, Any]:
+    *counts, cost, online, resubmitted = row
+    return {
+        **{k: int(v) for k, v in zip(_KEYS, counts, strict=True)},
+        "cost_usd": float(cost),
+        "online_cost_usd": float(online),
+        "saved_usd": float(Decimal(online) - Decimal(cost)),
+        "resubmitted_tasks": int(resubmitted),
+    }
+
+
+async def batch_jobs(*, session: AsyncSession, limit: int = 50) -> dict[str, Any]:
+    """The newest batch-mode jobs with their batches, and totals over every batch job."""
+    rows = await session.execute(
+        text(
+            f"SELECT j.id, j.name, j.status, {_COUNTS} "
+            "FROM (SELECT id, name, status, created_at FROM jobs WHERE mode = 'batch' "
+            "      ORDER BY created_at DESC, id LIMIT :limit) j "
+            "LEFT JOIN provider_batches b ON b.job_id = j.id "
+            "GROUP BY j.id, j.name, j.status, j.created_at ORDER BY j.created_at DESC, j.id"
+        ),
+        {"limit": limit},
+    )
+    jobs = [
+        {"id": str(job_id), "name": name, "status": status, **_figures(rest)}
+        for job_id, name, status, *rest in rows
+    ]
+    total = (
+        await session.execute(
+            text(
+                f"SELECT count(DISTINCT j.id), {_COUNTS} FROM jobs j "
+                "LEFT JOIN provider_batches b ON b.job_id = j.id WHERE j.mode = 'batch'"
+            )
+        )
+    ).one()
+    return {"jobs": jobs, "totals": {"jobs": int(total[0]), **_figures(total[1:])}}
