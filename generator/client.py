@@ -196,13 +196,22 @@ class ChatClient:
             "timeout",
             message=f"no answer within {timeout_s or self.timeout_s:g} s",
             latency_s=time.perf_counter() - started,
+            maybe_billed=True,
         )
 
     def _connection_error(self, cause: BaseException, started: float) -> ProviderError:
+        import aiohttp
+
+        mid_answer = isinstance(cause, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError)
+        if mid_answer:  # the server may have done (and billed) the work: say so
+            message = f"{self.base_url} closed the connection mid-answer ({type(cause).__name__})"
+        else:
+            message = f"connection to {self.base_url} failed: {cause}"
         return ProviderError(
             "connection",
-            message=f"connection to {self.base_url} failed: {cause}",
+            message=message,
             latency_s=time.perf_counter() - started,
+            maybe_billed=mid_answer,
         )
 
     async def __aenter__(self) -> ChatClient:

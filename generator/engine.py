@@ -272,6 +272,10 @@ class StoryEngine:
                 retry_after=exc.retry_after,
             )
             cost = self.pricing.cost(model, exc.prompt_tokens, exc.completion_tokens)
+            note = exc.message[:500]
+            if exc.maybe_billed and not billed:  # usage unknown: the worst case, not $0
+                cost = self.pricing.cost(model, prompt_est, max_tokens or est_tokens)
+                note = f"{note[:400]}; charged at its worst case (the provider may bill it)"
             if budget_token is not None:
                 await self.budget.settle(budget_token, cost)
             record = RequestRecord(
@@ -288,7 +292,7 @@ class StoryEngine:
                 latency_s=exc.latency_s,
                 finish_reason=None,
                 started_at=started_at,
-                error=exc.message[:500],
+                error=note,
             )
             await self._record(records, record)
             log.info(

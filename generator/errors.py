@@ -75,6 +75,7 @@ class ProviderError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         latency_s: float = 0.0,
+        maybe_billed: bool = False,
     ) -> None:
         if error_class not in RETRYABLE:
             raise ValueError(f"unknown provider error class {error_class!r}")
@@ -87,6 +88,9 @@ class ProviderError(Exception):
         self.completion_tokens = completion_tokens
         self.headers = dict(headers or {})
         self.latency_s = latency_s
+        # Sent, and perhaps done (and billed) by the provider though its answer never arrived:
+        # a timeout, a connection closed mid-answer. Charged at its worst case.
+        self.maybe_billed = maybe_billed
         super().__init__(f"{error_class} (status {status}): {self.message}")
 
 
@@ -175,6 +179,6 @@ def status_class(status: int, body: object) -> str:
 def error_message(body: object, fallback: str) -> str:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return str(body["error"].get("message") or fallback)
-    return fallback
-
-
+    # {"error": "..."} (Ollama, TGI), {"message": ...} (older vLLM), {"detail": ...} (FastAPI)
+    said = [body.get(k) for k in ("error", "message", "detail")] if isinstance(body, dict) else []
+    return next((str(s) for s in said if s), fallback)

@@ -99,6 +99,7 @@ class Session:
         self.cwd = tmp / "work"
         self.cwd.mkdir()
         self.port = free_port()
+        self.simulator_port = free_port()
         self.env = {
             k: v
             for k, v in os.environ.items()
@@ -137,6 +138,8 @@ class Session:
                 word = SMALLER[(words[0], words[i - 1])]
             out.append(self.values.get(word, word))
         out += SMALL_EXTRA.get(words[0], [])
+        if words[0] == "simulator" and "--port" not in words:  # a free port, not the default
+            out += ["--port", str(self.simulator_port)]
         return [sys.executable, "-m", "tinystories", *out]
 
     def run(self, command: str) -> str:
@@ -175,6 +178,13 @@ class Session:
         if " serve" in command:
             try:
                 url = f"http://127.0.0.1:{self.port}/healthz"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+        if command.startswith("tinystories simulator"):
+            try:
+                url = f"http://127.0.0.1:{self.simulator_port}/v1/simulator/stats"
                 with urllib.request.urlopen(url, timeout=2) as response:
                     return response.status == 200
             except OSError:

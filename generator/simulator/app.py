@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from generator.simulator.answers import answer
@@ -102,6 +102,8 @@ class SimulatorState:
             ("refusal", c.rate_refusal),
             ("malformed", c.rate_malformed),
             ("no_choices", c.rate_no_choices),
+            ("ignore_max_tokens", c.rate_ignore_max_tokens),
+            ("disconnect", c.rate_disconnect),
         ):
             if roll < rate:
                 return name
@@ -167,7 +169,12 @@ async def chat_completions(request: Request) -> Response:
     completion_tokens = count_tokens(text)
     finish_reason = "stop"
     keep = None
-    if max_tokens is not None and completion_tokens > max_tokens:
+    if fault == "ignore_max_tokens" and max_tokens is not None:
+        # The whole answer whatever max_tokens said, at least twice the cap (and billed so).
+        while completion_tokens <= 2 * max_tokens:
+            text = f"{text} {result.text}"
+            completion_tokens = count_tokens(text)
+    elif max_tokens is not None and completion_tokens > max_tokens:
         keep = max_tokens
     elif fault == "truncated":
         keep = max(1, completion_tokens // 2)
@@ -211,6 +218,13 @@ async def chat_completions(request: Request) -> Response:
         await _generate(state, request, completion_tokens)
     state.bump(result.kind)
     headers["openai-processing-ms"] = str(int((time.perf_counter() - started) * 1000))
+    if fault == "disconnect":  # the work is done (and billed); the answer is cut off
+        return StreamingResponse(
+            _cut_off(b'{"id": "chatcmpl-cut", "object": "chat.completion", "choices": [{"'),
+            200,
+            headers,
+            media_type="application/json",
+        )
     if fault == "malformed":
         return Response(
             b'{"id": "chatcmpl-broken", "choices": [{"mess',
@@ -270,6 +284,12 @@ async def list_models(request: Request) -> Response:
         for name in config.models
     ]
     return _json({"object": "list", "data": data})
+
+
+async def _cut_off(head: bytes) -> Any:
+    """A body that stops after `head`: the server closes the connection mid-answer."""
+    yield head
+    raise asyncio.CancelledError  # uvicorn drops the connection without logging a traceback
 
 
 async def stats(request: Request) -> Response:

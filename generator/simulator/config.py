@@ -25,6 +25,8 @@ FORCEABLE_FAULTS = (
     "content_filter_400",
     "malformed",
     "no_choices",
+    "ignore_max_tokens",
+    "disconnect",
     "bad_request",
     "auth",
     "permission",
@@ -56,6 +58,10 @@ class SimulatorConfig:
     rate_refusal: float = 0.0
     rate_malformed: float = 0.0
     rate_no_choices: float = 0.0
+    # Servers that misbehave: one that answers past `max_tokens` (and bills it), one that closes
+    # the connection mid-answer (after doing the work).
+    rate_ignore_max_tokens: float = 0.0
+    rate_disconnect: float = 0.0
     seed: int = 0
     models: tuple[str, ...] = DEFAULT_MODELS
     strict_models: bool = False  # True: unknown model names get 404 like the real API

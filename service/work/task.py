@@ -6,6 +6,7 @@ import math
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
+from generator.errors import RETRYABLE
 from service import store
 from service.dataset.minhash import MinHashParams, text_hash
 from service.store.queue import ClaimedTask
@@ -83,7 +84,9 @@ class StoryProcessor:
         )
         if outcome.text is None:
             return store.TaskResult(
-                outcome="retry", error=outcome.error or "no text", error_class=outcome.error_class
+                outcome="retry" if RETRYABLE.get(outcome.error_class or "", True) else "fail",
+                error=outcome.error or "no text",
+                error_class=outcome.error_class,
             )
         return await self.story_result(task, engine, recipe, outcome)
 
