@@ -33,9 +33,10 @@ from service.dataset.import_formats import (
     iter_stories,
 )
 from service.dataset.import_records import UnknownFields
-from service.dataset.minhash import MinHashParams, normalize_text, normalized_hash, text_hash
+from service.dataset.minhash import MinHashParams, normalized_hash, normalized_words, text_hash
 from service.store import dedup as dedup_store
 from service.store import imports as imports_store
+from service.store.diversity_sketch import Sketch, StoryFacts
 
 logger = logging.getLogger(__name__)
 HEAD_BYTES = 1 << 20
@@ -214,20 +215,28 @@ def _kept(out: ImportSummary, state: dict[str, Any], position: tuple[int, int]) 
 
 @dataclass
 class _Prepared:
-    """A batch ready to store: its rows and signatures, and the file position after it."""
+    """A batch ready to store: its rows, signatures and diversity sketch (nearest neighbours
+    left out), and the file position after it."""
 
     rows: list[dict[str, Any]]
     sigs: Any
+    sketch: Sketch
     position: tuple[int, int]
 
 
 def _prepare(batch: list[ImportedStory], source: str, params: MinHashParams) -> _Prepared:
-    normalized = [normalize_text(item.text.replace("\x00", "")) for item in batch]
+    # Each story is normalised once, for its hash, its signature and its sketch.
+    words = [normalized_words(item.text.replace("\x00", "")) for item in batch]
+    normalized = [" ".join(w) for w in words]
     rows = [story_row(item, source, norm) for item, norm in zip(batch, normalized, strict=True)]
+    facts = [
+        StoryFacts(r["text"], r["verb"], r["noun"], r["adjective"], r["features"]) for r in rows
+    ]
     last = batch[-1]
     return _Prepared(
         rows=rows,
         sigs=signatures(normalized, params, normalized=True),
+        sketch=Sketch().add_stories(facts, words),
         position=(last.line_or_record_no + 1, last.end_offset or 0),
     )
 
@@ -289,10 +298,11 @@ async def _store_batch(
             for sid, row in zip(ids, rows, strict=True):
                 row["dedup_status"] = outcomes[sid].status
                 row["dedup_cluster_id"] = outcomes[sid].cluster_id
+                row["nn_jaccard"] = outcomes[sid].nn_jaccard
             await imports_store.insert_stories(session=session, stories=rows, ids=ids)
 
         outcomes = await dedup_store.index_stories(
-            session=session, items=items, params=params, store_new=store
+            session=session, items=items, params=params, store_new=store, sketch=prepared.sketch
         )
         dups = sum(o.status != "unique" for o in outcomes.values())
         await imports_store.advance_import(

@@ -10,6 +10,7 @@ the workers store are picked up in id order by one worker at a time acting as th
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,18 +20,17 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.dataset.minhash import (
-    Candidate,
-    MinHashParams,
-    band_keys_batch,
-    is_empty_signature,
-    jaccard_estimate,
-    resolve_cluster,
-    signature_from_bytes,
-    signature_to_bytes,
+from service.dataset.minhash import MinHashParams, band_keys_batch, is_empty_signature
+from service.store.dedup_batch import resolve_batch
+from service.store.diversity import record_sketch, record_stories, reset_diversity
+from service.store.diversity_sketch import Sketch
+from service.store.imports import (
+    Int8Array,
+    copy_int8_pairs,
+    driver_connection,
+    register_int8_array,
 )
-from service.store.diversity import record_stories, reset_diversity
-from service.store.imports import Int8Array, copy_int8_pairs, register_int8_array
+from service.store.models_diversity import NO_JOB
 
 # Advisory locks (namespace, key): key -1 is the whole index, INDEXER_KEY the workers' indexer.
 LOCK_NAMESPACE = 0x74534444  # "tSDD"
@@ -129,18 +129,16 @@ async def try_lead_indexer(session: AsyncSession) -> bool:
 
 
 # One row per candidate root (its signature sent once, however many bands it shares).
-_BAND_MATCHES = text(
-    """
+_BAND_MATCHES = """
     WITH g AS (
         SELECT b.story_id, array_agg(b.band_hash) AS band_hashes
-        FROM unnest(CAST(:keys AS bigint[])) AS q(band_hash)
+        FROM unnest(%s::bigint[]) AS q(band_hash)
         JOIN story_bands b ON b.band_hash = q.band_hash
         GROUP BY b.story_id
     )
     SELECT g.story_id, g.band_hashes, s.minhash
     FROM g JOIN story_signatures s ON s.story_id = g.story_id
-    """
-)
+"""
 
 
 async def index_stories(
@@ -150,13 +148,17 @@ async def index_stories(
     params: MinHashParams,
     locked: bool = False,
     store_new: Callable[[dict[int, DedupOutcome]], Awaitable[None]] | None = None,
+    sketch: Sketch | None = None,
 ) -> dict[int, DedupOutcome]:
     """Set dedup_status / dedup_cluster_id of stored stories and add them to the index.
 
     `locked`: the caller took :func:`lock_index` already (before choosing the stories).
     `store_new`: the stories are not stored yet (their ids come from the sequence): it is
     called with the outcomes to insert them with their status, before the index rows that
-    reference them, so no row is written twice (an import's path)."""
+    reference them, so no row is written twice (an import's path).
+    `sketch`: the diversity sketch of these stories, all without a job (an import's), made by
+    the caller without nearest neighbours; their Jaccards are added to it here. None: the
+    stories are read back and sketched here."""
     if not items:
         return {}
     if not locked:
@@ -178,8 +180,9 @@ async def index_stories(
     new_firsts = {row[0] for row in first_rows}
     firsts = set(new_firsts)
     # A story indexed before (e.g. by an import) owns its hash already: still the first, and
-    # already in the band index if it is a root.
-    if len(firsts) < len(items):
+    # already in the band index if it is a root. New stories (store_new) cannot: no scan of
+    # story_hashes by story id (it has no index on it) for them.
+    if len(firsts) < len(items) and store_new is None:
         owners = await session.execute(
             text("SELECT story_id FROM story_hashes WHERE story_id = ANY(CAST(:ids AS bigint[]))"),
             {"ids": [it.story_id for it in items if it.story_id not in firsts]},
@@ -197,7 +200,7 @@ async def index_stories(
         and it.signature is not None
         and not is_empty_signature(it.signature)
     ]
-    roots: list[tuple[DedupItem, list[int]]] = []
+    roots: list[DedupItem] = []
     if near:
         roots = await _near_duplicates(session, near, params, outcomes)
 
@@ -241,7 +244,12 @@ async def index_stories(
         )
     if roots:
         await _add_roots(session, roots, params)
-    await record_stories(session=session, nearest={i: o.nn_jaccard for i, o in outcomes.items()})
+    if sketch is None:
+        nearest = {i: o.nn_jaccard for i, o in outcomes.items()}
+        await record_stories(session=session, nearest=nearest)
+    else:
+        sketch.add_nearest(o.nn_jaccard for o in outcomes.values())
+        await record_sketch(session=session, scope=NO_JOB, sketch=sketch)
     return outcomes
 
 
@@ -250,8 +258,8 @@ async def _near_duplicates(
     items: list[DedupItem],
     params: MinHashParams,
     outcomes: dict[int, DedupOutcome],
-) -> list[tuple[DedupItem, list[int]]]:
-    """The new roots among `items` (their outcomes set), with their band keys.
+) -> list[DedupItem]:
+    """The new roots among `items` (their outcomes set).
 
     Only cluster roots are indexed: a new story is compared with the earliest story of each
     cluster, so a cluster of any size costs one candidate, and chains cannot drift away from it.
@@ -269,58 +277,58 @@ async def _near_duplicates(
         )
     )
     await register_int8_array(session)
-    rows = await session.execute(_BAND_MATCHES, {"keys": Int8Array(keys.ravel())})
-    buckets: dict[int, list[int]] = {}
-    known: dict[int, np.ndarray] = {}
-    for story_id, band_hashes_of, minhash in rows:
-        for band_hash in band_hashes_of:
-            buckets.setdefault(band_hash, []).append(story_id)
-        known[story_id] = signature_from_bytes(minhash)
-    roots: list[tuple[DedupItem, list[int]]] = []
-    for it, row_keys in zip(items, keys.tolist(), strict=True):
-        seen: set[int] = set()
-        cands = []
-        for key in row_keys:
-            for other in buckets.get(key, ()):
-                if other not in seen:
-                    seen.add(other)
-                    cands.append(Candidate(other, known[other], None))
-        cluster = resolve_cluster(it.signature, cands, params.threshold)  # type: ignore[arg-type]
-        nearest = max((jaccard_estimate(it.signature, c.signature) for c in cands), default=0.0)
+    raw = await driver_connection(session)
+    # Binary results: signatures as raw bytes (text would send them hex-encoded, twice the size).
+    async with raw.cursor(binary=True) as cur:
+        await cur.execute(_BAND_MATCHES, (Int8Array(keys.ravel()),))
+        rows = await cur.fetchall()
+    root_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    per_root = np.fromiter((len(r[1]) for r in rows), dtype=np.int64, count=len(rows))
+    match_keys = np.fromiter(
+        itertools.chain.from_iterable(r[1] for r in rows), dtype=np.int64, count=int(per_root.sum())
+    )
+    root_sigs = np.frombuffer(b"".join(r[2] for r in rows), dtype="<u4").astype(np.uint32)
+    verdicts = resolve_batch(
+        np.asarray([it.story_id for it in items], dtype=np.int64),
+        sigs,
+        keys,
+        match_keys,
+        np.repeat(np.arange(len(rows), dtype=np.int64), per_root),
+        root_ids,
+        root_sigs.reshape(len(rows), params.num_perm),
+        params.threshold,
+    )
+    for it, cluster, nearest in zip(items, verdicts.clusters, verdicts.nearest, strict=True):
         outcomes[it.story_id] = DedupOutcome(
             "unique" if cluster is None else "near_duplicate", cluster, nearest
         )
-        if cluster is None:  # a new root: later stories of this batch must see it
-            roots.append((it, row_keys))
-            for key in row_keys:
-                buckets.setdefault(key, []).append(it.story_id)
-            known[it.story_id] = it.signature  # type: ignore[assignment]
-    return roots
+    return [items[i] for i in verdicts.roots.tolist()]
 
 
-async def _add_roots(
-    session: AsyncSession, roots: list[tuple[DedupItem, list[int]]], params: MinHashParams
-) -> None:
+async def _add_roots(session: AsyncSession, roots: list[DedupItem], params: MinHashParams) -> None:
     """Band keys and signatures of new cluster roots (stories stored already)."""
+    sigs = np.stack([it.signature for it in roots]).astype("<u4")  # type: ignore[misc]
+    ids = np.asarray([it.story_id for it in roots], dtype=np.int64)
     # One binary COPY built by numpy: the batch's ~84,000 band rows with no Python loop.
     await copy_int8_pairs(
         session,
         "story_bands (band_hash, story_id)",
-        np.asarray([k for _, row_keys in roots for k in row_keys], dtype=np.int64),
-        np.repeat(np.asarray([it.story_id for it, _ in roots], dtype=np.int64), params.bands),
+        band_keys_batch(sigs, params.bands, params.rows).ravel(),
+        np.repeat(ids, params.bands),
     )
+    # The signatures as one bytea, cut on the server: no per-row adaptation in Python.
+    await register_int8_array(session)
     await session.execute(
         text(
             """
             INSERT INTO story_signatures (story_id, minhash)
-            SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:sigs AS bytea[]))
+            SELECT u.id, substring(CAST(:sigs AS bytea) FROM CAST((u.n - 1) * :width + 1 AS int)
+                                   FOR CAST(:width AS int))
+            FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS u(id, n)
             ON CONFLICT (story_id) DO UPDATE SET minhash = EXCLUDED.minhash
             """
         ),
-        {
-            "ids": [it.story_id for it, _ in roots],
-            "sigs": [signature_to_bytes(it.signature) for it, _ in roots],  # type: ignore[arg-type]
-        },
+        {"ids": Int8Array(ids), "sigs": sigs.tobytes(), "width": sigs.shape[1] * 4},
     )
 
 

@@ -113,6 +113,12 @@ async def record_stories(*, session: AsyncSession, nearest: Mapping[int, float |
     return len(rows)
 
 
+async def record_sketch(*, session: AsyncSession, scope: uuid.UUID, sketch: Sketch) -> None:
+    """Add the sketch of a batch of stories of one scope (made by the caller, e.g. an import
+    while it reads) to that scope's and the overall sums. Caller holds the index lock."""
+    await _add_sketches(session, {scope: sketch, ALL_STORIES: Sketch().add(sketch)})
+
+
 async def _add_sketches(session: AsyncSession, batch: dict[uuid.UUID, Sketch]) -> None:
     scopes = sorted(batch)
     stored = await session.execute(

@@ -10,7 +10,6 @@ text every dedup hash sees.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.dataset.minhash import normalize_text
+from service.dataset.minhash import fmix64, normalized_words
 
 # 2**14 registers: about 0.8% standard error on distinct counts, 16 KiB per sketch and n.
 HLL_P = 14
@@ -56,14 +55,6 @@ class StoryFacts:
     nn_jaccard: float | None = None  # None: no near-duplicate check (empty text)
 
 
-def _fmix64(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> _U64(33))
-    h = h * _U64(0xFF51AFD7ED558CCD)
-    h = h ^ (h >> _U64(33))
-    h = h * _U64(0xC4CEB9FE1A85EC53)
-    return h ^ (h >> _U64(33))
-
-
 def _ids(words: list[str]) -> np.ndarray:
     cache = _word_ids
     ids = list(map(cache.get, words))
@@ -71,10 +62,13 @@ def _ids(words: list[str]) -> np.ndarray:
         for i, wid in enumerate(ids):
             if wid is None:
                 word = words[i]
-                digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-                ids[i] = wid = int.from_bytes(digest, "little")
-                if len(cache) < 1_000_000:
-                    cache[word] = wid
+                wid = cache.get(word)  # met earlier in this batch
+                if wid is None:
+                    digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+                    wid = int.from_bytes(digest, "little")
+                    if len(cache) < 1_000_000:
+                        cache[word] = wid
+                ids[i] = wid
     return np.array(ids, dtype=_U64)
 
 
@@ -90,12 +84,12 @@ def ngram_hashes(ids: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:
     acc = np.zeros(len(pos), dtype=_U64)
     for j in range(n):
         acc += ids[pos + j] * _MULTIPLIERS[j]
-    return _fmix64(acc + _U64(n))
+    return fmix64(acc + _U64(n))
 
 
 def text_ngram_hashes(texts: Sequence[str], n: int) -> np.ndarray:
     """ngram_hashes of raw texts (normalised and split first)."""
-    split = [normalize_text(t).split() for t in texts]
+    split = [normalized_words(t) for t in texts]
     lengths = np.array([len(w) for w in split], dtype=np.int64)
     return ngram_hashes(_ids([w for words in split for w in words]), lengths, n)
 
@@ -123,9 +117,16 @@ def hll_count(registers: np.ndarray) -> float:
     return float(HyperLogLogPlusPlus(p=HLL_P, reg=registers.astype(np.int8)).count())
 
 
-def _bucket(value: float, edges: Sequence[float]) -> int:
-    """Index of the bucket [edges[i], edges[i+1]) holding value; the last bucket is open."""
-    return max(bisect.bisect_right(edges, value) - 1, 0)
+def _count_buckets(hist: list[int], values: Iterable[float | None], edges: Sequence[float]) -> None:
+    """Count each value (None: left out) in its bucket [edges[i], edges[i+1]) of `hist`; the
+    last bucket is open, values below the first edge count in the first."""
+    present = np.array([v for v in values if v is not None], dtype=np.float64)
+    if present.size == 0:
+        return
+    bounds = np.asarray(edges, dtype=np.float64)
+    index = np.maximum(np.searchsorted(bounds, present, side="right") - 1, 0)
+    for i, n in enumerate(np.bincount(index, minlength=len(edges)).tolist()):
+        hist[i] += n
 
 
 @dataclass
@@ -144,33 +145,41 @@ class Sketch:
     features: Counter[str] = field(default_factory=Counter)
     terms: Counter[tuple[str, str]] = field(default_factory=Counter)
 
-    def add_stories(self, stories: Iterable[StoryFacts]) -> Sketch:
-        """Count a batch of stories in; returns self."""
-        split: list[list[str]] = []
-        for story in stories:
-            words = normalize_text(story.text).split()
-            split.append(words)
-            self.stories += 1
-            self.words += len(words)
-            self.length_hist[_bucket(len(words), LENGTH_EDGES)] += 1
-            if story.oov_share is not None:
-                self.vocab_hist[_bucket(story.oov_share, OOV_EDGES)] += 1
-            if story.nn_jaccard is not None:
-                self.nn_hist[_bucket(story.nn_jaccard, NN_EDGES)] += 1
+    def add_stories(
+        self, stories: Iterable[StoryFacts], words: Sequence[list[str]] | None = None
+    ) -> Sketch:
+        """Count a batch of stories in; returns self. `words`: each story's
+        ``normalized_words`` (a caller that has them saves the normalisation)."""
+        stories = list(stories)
+        split = [normalized_words(s.text) for s in stories] if words is None else list(words)
+        if len(split) != len(stories):
+            raise ValueError(f"{len(split)} word lists for {len(stories)} stories")
+        lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+        self.stories += len(stories)
+        self.words += int(lengths.sum())
+        _count_buckets(self.length_hist, lengths, LENGTH_EDGES)
+        _count_buckets(self.vocab_hist, [s.oov_share for s in stories], OOV_EDGES)
+        self.add_nearest(s.nn_jaccard for s in stories)
+        features, terms = self.features, self.terms
+        for story, story_words in zip(stories, split, strict=True):
             names = sorted({str(f) for f in story.features})
-            self.features.update(names or [""])
+            features.update(names or [""])
             recipe = (story.verb, story.noun, story.adjective)
             for kind, word in zip(RECIPE_KINDS, recipe, strict=True):
                 if word:
-                    self.terms[kind, word.lower()] += 1
-            if len(words) >= OPENING_WORDS:
-                self.terms["opening", " ".join(words[:OPENING_WORDS])] += 1
-        lengths = np.array([len(words) for words in split], dtype=np.int64)
-        ids = _ids([w for words in split for w in words])
+                    terms[kind, word.lower()] += 1
+            if len(story_words) >= OPENING_WORDS:
+                terms["opening", " ".join(story_words[:OPENING_WORDS])] += 1
+        ids = _ids([w for story_words in split for w in story_words])
         for i, n in enumerate(NGRAM_ORDERS):
             hashes = ngram_hashes(ids, lengths, n)
             self.ngrams[i] += int(hashes.size)
             np.maximum(self.hll[i], hll_registers(hashes), out=self.hll[i])
+        return self
+
+    def add_nearest(self, nearest: Iterable[float | None]) -> Sketch:
+        """Count stories' nearest-neighbour Jaccard in (None: not compared); returns self."""
+        _count_buckets(self.nn_hist, nearest, NN_EDGES)
         return self
 
     def add(self, other: Sketch) -> Sketch:

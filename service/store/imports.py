@@ -69,7 +69,7 @@ async def insert_stories(
     if ids is None:
         ids = await allocate_story_ids(session=session, n=len(stories))
     json_at = [i + 1 for i, c in enumerate(cols) if c in _JSON_COLUMNS]
-    raw = await _raw(session)
+    raw = await driver_connection(session)
     async with (
         raw.cursor() as cur,
         cur.copy(f"COPY stories (id, {', '.join(cols)}) FROM STDIN") as copy,
@@ -175,14 +175,15 @@ def _int8_array_dumper() -> type:
     return Int8ArrayDumper
 
 
-async def _raw(session: AsyncSession) -> Any:
+async def driver_connection(session: AsyncSession) -> Any:
+    """The psycopg connection under this session, in its transaction (COPY, binary results)."""
     conn = await session.connection()
     return (await conn.get_raw_connection()).driver_connection
 
 
 async def register_int8_array(session: AsyncSession) -> None:
     """Let this session's connection send :class:`Int8Array` parameters."""
-    raw = await _raw(session)
+    raw = await driver_connection(session)
     if not getattr(raw, "_int8_array_ready", False):
         raw.adapters.register_dumper(Int8Array, _int8_array_dumper())
         raw._int8_array_ready = True
@@ -193,6 +194,6 @@ async def copy_int8_pairs(session: AsyncSession, target: str, a: np.ndarray, b: 
     rows = np.empty(len(a), dtype=_INT8_PAIR)
     rows["n"], rows["l1"], rows["l2"] = 2, 8, 8
     rows["a"], rows["b"] = a, b
-    raw = await _raw(session)
+    raw = await driver_connection(session)
     async with raw.cursor() as cur, cur.copy(f"COPY {target} FROM STDIN (FORMAT BINARY)") as copy:
         await copy.write(_COPY_HEADER + rows.tobytes() + _COPY_TRAILER)

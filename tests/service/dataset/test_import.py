@@ -135,3 +135,59 @@ def test_cli_import_and_dedup(database_url: str, tmp_path: Path, monkeypatch) ->
     assert r.exit_code == 0, r.output
     assert "checked=3 " in r.output and "exact_duplicates=1" in r.output, r.output
     assert "near_duplicates=1" in r.output
+
+
+async def _dedup_state(sessionmaker) -> tuple[list, dict]:
+    from service.store.diversity import read_sketch
+    from service.store.models_diversity import ALL_STORIES, NO_JOB
+
+    async with sessionmaker() as session:
+        stories = (
+            await session.execute(
+                text(
+                    "SELECT id, dedup_status, dedup_cluster_id, nn_jaccard FROM stories ORDER BY id"
+                )
+            )
+        ).all()
+        terms = (
+            await session.execute(
+                text("SELECT scope, kind, term, count FROM diversity_terms ORDER BY 1, 2, 3")
+            )
+        ).all()
+        sums = {}
+        for scope in (NO_JOB, ALL_STORIES):
+            sketch = await read_sketch(session=session, scope=scope)
+            assert sketch is not None
+            sums[scope] = (
+                sketch.stories, sketch.words, sketch.ngrams, sketch.hll.tobytes(),
+                sketch.length_hist, sketch.vocab_hist, sketch.nn_hist, dict(sketch.features),
+            )  # fmt: skip
+    return [tuple(r) for r in stories], {"sums": sums, "terms": [tuple(t) for t in terms]}
+
+
+async def test_import_verdicts_and_diversity_equal_a_dedup_rebuild(sessionmaker, tmp_path) -> None:
+    """The import checks and sketches stories as it reads them; `tinystories dedup --rebuild`
+    checks the stored stories again and sketches them from the table: same verdicts, same
+    nearest-neighbour Jaccard on every row, same diversity sums."""
+    from service.dataset.dedup import run_dedup_pass
+
+    src = (DATA / "TinyStories-train-sample1200.txt").read_text(encoding="utf-8")
+    stories = [s.strip() for s in src.split("<|endoftext|>") if len(s.split()) > 60][:300]
+    near = [" ".join(s.split()[:-4]) for s in stories[::10]]  # last words dropped
+    exact = [s.upper() for s in stories[5::30]]
+    mixed = stories[:150] + near + exact + stories[150:]  # copies before and after originals
+    path = tmp_path / "mixed.txt"
+    path.write_text("\n<|endoftext|>\n".join(mixed), encoding="utf-8")
+    summary = await import_file(sessionmaker, path, batch_size=64)
+    assert summary.inserted == len(mixed)
+    imported_rows, imported_sums = await _dedup_state(sessionmaker)
+    statuses = [r[1] for r in imported_rows]
+    assert statuses.count("exact_duplicate") == len(exact)
+    assert statuses.count("near_duplicate") >= len(near) * 0.8
+    assert all(r[3] is not None for r in imported_rows)  # every row has its nearest Jaccard
+    assert {r[3] for r in imported_rows if r[1] == "exact_duplicate"} == {1.0}
+
+    await run_dedup_pass(sessionmaker, rebuild=True, batch_size=100)
+    rebuilt_rows, rebuilt_sums = await _dedup_state(sessionmaker)
+    assert imported_rows == rebuilt_rows
+    assert imported_sums == rebuilt_sums

@@ -157,3 +157,26 @@ def test_params_validation():
     with pytest.raises(ValueError):
         MinHashParams(threshold=0)
     assert MinHashParams().to_dict()["bands"] * MinHashParams().to_dict()["rows"] <= 128
+
+
+def test_ascii_fast_path_normalises_as_the_general_rule() -> None:
+    """ASCII text takes a one-pass path; it must give what NFKC + the regexes give."""
+    import re
+    import unicodedata
+
+    from service.dataset.minhash import normalized_words
+
+    def general(text: str) -> str:
+        text = re.sub(r"['’‘`´]", "", unicodedata.normalize("NFKC", text).lower())
+        return " ".join(re.sub(r"[^\w\s]+|_+", " ", text).split())
+
+    rng = random.Random(3)
+    alphabet = [chr(c) for c in range(128)] + list("aaaaeeee  ''__--")
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(40))) for _ in range(5000)]
+    texts += ["Tom's dog_run: DON`T\x1fstop!", "x\x00y", "", " \t\n"]
+    for t in texts:
+        assert t.isascii()
+        assert normalize_text(t) == general(t), repr(t)
+        assert normalized_words(t) == general(t).split()
+    for t in ["Ｆｕｌｌ　wídth ‘Quote’ café_x ´a", "İstanbul ﬁsh"]:  # the general path
+        assert normalize_text(t) == general(t)
