@@ -105,7 +105,12 @@ async def _budget_short(
     worker: Worker, task: ClaimedTask, ctx: TaskContext, usd: Decimal
 ) -> tuple[str, int | None]:
     """The job's budget cannot pay this call's worst case: ask for fewer tokens, wait for
-    in-flight reservations, or (nothing in flight, not even a short story affordable) stop."""
+    in-flight reservations, or (nothing in flight, not even a short story affordable) stop.
+
+    From here on this worker prepays nothing for the job: tasks prepaid together and each
+    waiting for the others' reservations to go would give each other back forever.
+    """
+    worker.tight_jobs.add(task.job_id)
     room = await worker.db(
         "budget_room", lambda s: store.budget.budget_room(session=s, job_id=task.job_id)
     )

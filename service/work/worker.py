@@ -107,6 +107,8 @@ class Worker:
         self.slot_freed = asyncio.Event()
         # Jobs this worker leaves alone until a loop time: their budget waits on calls in flight.
         self.budget_waits: dict[uuid.UUID, float] = {}
+        # Jobs near the end of their budget: their tasks reserve per call, not at claim time.
+        self.tight_jobs: set[uuid.UUID] = set()
         self.finisher = Finisher(
             db=self.db,
             worker_id=self.worker_id,
@@ -280,6 +282,8 @@ class Worker:
         """
         amounts = []
         for task in tasks:
+            if task.job_id in self.tight_jobs:
+                continue
             try:
                 _, usd, factor = self.processor.plan(task)
             except Exception:  # e.g. an unpriced model: the engine reports it on the request
