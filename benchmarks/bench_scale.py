@@ -17,9 +17,10 @@ insert + exact and near-duplicate check in Postgres, one transaction per batch),
 - import_ratio_full_vs_empty: the import rate of the last 100,000 stories (a store already
   holding N - 100,000) over the rate of the first 100,000 (an empty store): the band-index
   lookups the service's indexer also makes are the part that grows with the store.
-- service_ratio_full_vs_empty: printed as nan: the service's own end-to-end rate (API, workers,
-  simulator) on a store preloaded with 1,000,000 stories is not measured here (see
-  docs/scale.md); bench_service.py measures it on an empty store.
+- service_ratio_full_vs_empty: the service's own end-to-end rate (API, workers started after
+  the submit, a fast simulator, dedup on arrival) on the store the import filled over the same
+  job on an empty store of the same server, alternately (benchmarks/service_ratio.py; nan with
+  --no-service).
 
 A fair baseline in the same run: the same stories through datasketch (MinHash.bulk +
 in-memory MinHashLSH) and a plain COPY of the rows into the stories table, no index kept.
@@ -219,6 +220,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     ap.add_argument("--no-baseline", action="store_true", help="skip the datasketch baseline")
+    ap.add_argument("--no-service", action="store_true", help="skip the service full/empty run")
     ap.add_argument(
         "--pg-options", default="", help='more server options, e.g. "-c shared_buffers=1GB"'
     )
@@ -257,6 +259,13 @@ def main() -> None:
         exp = run_child("export", url, str(root / "export"))
         pg3 = server_cpu(info.pid)
         base = None if args.no_baseline else run_child("baseline", *files)
+        service = {"ratio": float("nan")}
+        if not args.no_service:
+            from service_ratio import service_ratio
+
+            ensure_database(info.url(driver="postgresql"), "empty")
+            upgrade(info.url("empty"))
+            service = service_ratio(url, info.url("empty"), root, 3_000 if args.quick else 10_000)
     finally:
         server.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
@@ -294,6 +303,11 @@ def main() -> None:
             f"ours (Postgres, stored, exact + near) / baseline = {import_per_s / base_per_s:.2f}"
         )
     peak = max(imp["peak_rss_mb"], exp["peak_rss_mb"])
+    if "full_per_s" in service:
+        print(
+            f"service end to end: {service['full_per_s']:.1f} stories/s with {stored} stored, "
+            f"{service['empty_per_s']:.1f}/s on an empty store"
+        )
     print(
         f"import_ratio_full_vs_empty={ratio:.2f} (last shard, {stored - last['stories']} stored "
         "before it, over the first, on an empty store)"
@@ -301,7 +315,7 @@ def main() -> None:
     print(
         f"scale: stories={stored} import_per_s={import_per_s:.0f} export_per_s={export_per_s:.0f} "
         f"peak_rss_mb={peak:.0f} db_bytes_per_story={per_story:.0f} "
-        "service_ratio_full_vs_empty=nan"
+        f"service_ratio_full_vs_empty={service['ratio']:.2f}"
     )
 
 
