@@ -92,6 +92,25 @@ def shingles(text: str, n: int = SHINGLE_WORDS) -> list[str]:
     return [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
+def cached_word_ids(
+    words: list[str], cache: dict[str, int], *, limit: int, mark: int = 0
+) -> list[int]:
+    """64-bit blake2b id of each word (OR `mark`), remembered in `cache` up to `limit` words."""
+    ids = list(map(cache.get, words))
+    if None in ids:
+        for i, wid in enumerate(ids):
+            if wid is None:
+                word = words[i]
+                wid = cache.get(word)  # met earlier in this batch
+                if wid is None:
+                    digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
+                    wid = int.from_bytes(digest, "little") | mark
+                    if len(cache) < limit:
+                        cache[word] = wid
+                ids[i] = wid
+    return ids
+
+
 def fmix64(h: np.ndarray) -> np.ndarray:
     """MurmurHash3's 64-bit finaliser, elementwise (also the diversity sketch's hash)."""
     h = h ^ (h >> _U64(33))
@@ -157,20 +176,8 @@ class MinHasher:
         self._word_cache: dict[str, int] = {_PAD: 0}
 
     def _word_ids(self, words: list[str]) -> list[int]:
-        cache = self._word_cache
-        ids = list(map(cache.get, words))
-        if None in ids:
-            for i, wid in enumerate(ids):
-                if wid is None:
-                    word = words[i]
-                    wid = cache.get(word)  # met earlier in this batch
-                    if wid is None:
-                        digest = hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest()
-                        wid = int.from_bytes(digest, "little") | 1  # never 0: 0 pads short texts
-                        if len(cache) < 2_000_000:
-                            cache[word] = wid
-                    ids[i] = wid
-        return ids
+        # Odd ids: never 0, which pads short texts.
+        return cached_word_ids(words, self._word_cache, limit=2_000_000, mark=1)
 
     def shingle_hashes(self, text: str) -> np.ndarray:
         """32-bit hash of each word 5-gram (the values a datasketch MinHash would be fed)."""

@@ -8,8 +8,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-# The same states as store.batches.batch_summary (a done batch with an error failed).
-_COUNTS = (
+# Batches by state (a done batch with an error failed), their cost and online cost, over the
+# provider_batches rows aliased `b`.
+COUNTS = (
     "count(b.id), "
     "count(b.id) FILTER (WHERE b.state IN ('building', 'uploaded')), "
     "count(b.id) FILTER (WHERE b.state = 'submitted'), "
@@ -21,7 +22,8 @@ _COUNTS = (
 _KEYS = ("batches", "preparing", "in_progress", "completed", "failed")
 
 
-def _figures(row: Any) -> dict[str, Any]:
+def figures(row: Any) -> dict[str, Any]:
+    """A COUNTS row as the API and the dashboard show it."""
     *counts, cost, online, resubmitted = row
     return {
         **{k: int(v) for k, v in zip(_KEYS, counts, strict=True)},
@@ -36,7 +38,7 @@ async def batch_jobs(*, session: AsyncSession, limit: int = 50) -> dict[str, Any
     """The newest batch-mode jobs with their batches, and totals over every batch job."""
     rows = await session.execute(
         text(
-            f"SELECT j.id, j.name, j.status, {_COUNTS} "
+            f"SELECT j.id, j.name, j.status, {COUNTS} "
             "FROM (SELECT id, name, status, created_at FROM jobs WHERE mode = 'batch' "
             "      ORDER BY created_at DESC, id LIMIT :limit) j "
             "LEFT JOIN provider_batches b ON b.job_id = j.id "
@@ -45,15 +47,15 @@ async def batch_jobs(*, session: AsyncSession, limit: int = 50) -> dict[str, Any
         {"limit": limit},
     )
     jobs = [
-        {"id": str(job_id), "name": name, "status": status, **_figures(rest)}
+        {"id": str(job_id), "name": name, "status": status, **figures(rest)}
         for job_id, name, status, *rest in rows
     ]
     total = (
         await session.execute(
             text(
-                f"SELECT count(DISTINCT j.id), {_COUNTS} FROM jobs j "
+                f"SELECT count(DISTINCT j.id), {COUNTS} FROM jobs j "
                 "LEFT JOIN provider_batches b ON b.job_id = j.id WHERE j.mode = 'batch'"
             )
         )
     ).one()
-    return {"jobs": jobs, "totals": {"jobs": int(total[0]), **_figures(total[1:])}}
+    return {"jobs": jobs, "totals": {"jobs": int(total[0]), **figures(total[1:])}}

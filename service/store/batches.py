@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.store.batch_report import COUNTS, figures
 from service.store.models_batch import ProviderBatch
 from service.store.queue import ClaimedTask
 
@@ -93,34 +94,14 @@ async def open_batches(*, session: AsyncSession, job_id: uuid.UUID) -> int:
 
 
 async def batch_summary(*, session: AsyncSession, job_id: uuid.UUID) -> dict[str, Any]:
-    """A job's batches for the API and the dashboard: counts by state and the money saved."""
+    """A job's batches for the API: counts by state and the money saved."""
     row = (
         await session.execute(
-            text(
-                "SELECT count(*), "
-                "count(*) FILTER (WHERE state IN ('building', 'uploaded')), "
-                "count(*) FILTER (WHERE state = 'submitted'), "
-                "count(*) FILTER (WHERE state = 'done' AND last_error IS NULL), "
-                "count(*) FILTER (WHERE state = 'done' AND last_error IS NOT NULL), "
-                "COALESCE(sum(cost_usd), 0), COALESCE(sum(online_cost_usd), 0), "
-                "COALESCE(sum(resubmitted), 0) "
-                "FROM provider_batches WHERE job_id = :job_id"
-            ),
+            text(f"SELECT {COUNTS} FROM provider_batches b WHERE b.job_id = :job_id"),
             {"job_id": job_id},
         )
     ).one()
-    total, preparing, in_progress, completed, failed, cost, online, resubmitted = row
-    return {
-        "batches": int(total),
-        "preparing": int(preparing),
-        "in_progress": int(in_progress),
-        "completed": int(completed),
-        "failed": int(failed),
-        "cost_usd": float(cost),
-        "online_cost_usd": float(online),
-        "saved_usd": float(Decimal(online) - Decimal(cost)),
-        "resubmitted_tasks": int(resubmitted),
-    }
+    return figures(row)
 
 
 async def batch_totals(*, session: AsyncSession) -> dict[str, float]:

@@ -10,14 +10,13 @@ text every dedup hash sees.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.dataset.minhash import fmix64, normalized_words
+from service.dataset.minhash import cached_word_ids, fmix64, normalized_words
 
 # 2**14 registers: about 0.8% standard error on distinct counts, 16 KiB per sketch and n.
 HLL_P = 14
@@ -56,20 +55,7 @@ class StoryFacts:
 
 
 def _ids(words: list[str]) -> np.ndarray:
-    cache = _word_ids
-    ids = list(map(cache.get, words))
-    if None in ids:
-        for i, wid in enumerate(ids):
-            if wid is None:
-                word = words[i]
-                wid = cache.get(word)  # met earlier in this batch
-                if wid is None:
-                    digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
-                    wid = int.from_bytes(digest, "little")
-                    if len(cache) < 1_000_000:
-                        cache[word] = wid
-                ids[i] = wid
-    return np.array(ids, dtype=_U64)
+    return np.array(cached_word_ids(words, _word_ids, limit=1_000_000), dtype=_U64)
 
 
 def ngram_hashes(ids: np.ndarray, lengths: np.ndarray, n: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -47,7 +48,7 @@ class BatchRunner:
         *,
         sessionmaker: async_sessionmaker[AsyncSession],
         processor: Any,
-        client: Any,
+        make_client: Callable[[], Any],
         batch_size: int = 5_000,
         poll_s: float = 30.0,
         max_attempts: int = 5,
@@ -56,9 +57,10 @@ class BatchRunner:
     ) -> None:
         self.sessionmaker = sessionmaker
         self.processor = processor
-        # The Batch API client, or a function that makes it (the SDK is imported only when a
-        # batch job exists).
-        self._client = client
+        # The Batch API client is made on first use: the SDK is imported only when a batch
+        # job exists.
+        self._make_client = make_client
+        self._client: Any = None
         self.batch_size = batch_size
         self.poll_s = poll_s
         self.max_attempts = max_attempts
@@ -68,8 +70,8 @@ class BatchRunner:
 
     @property
     def client(self) -> Any:
-        if callable(self._client) and not hasattr(self._client, "upload"):
-            self._client = self._client()
+        if self._client is None:
+            self._client = self._make_client()
         return self._client
 
     async def step(self) -> int:

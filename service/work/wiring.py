@@ -53,7 +53,7 @@ def batch_loop_for(
     runner = BatchRunner(
         sessionmaker=sessionmaker,
         processor=processor,
-        client=client,
+        make_client=client,
         batch_size=settings.batch_size,
         poll_s=settings.batch_poll_seconds,
         max_attempts=settings.max_attempts,

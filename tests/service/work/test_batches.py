@@ -135,7 +135,7 @@ async def test_a_restarted_runner_resumes_and_never_creates_a_batch_twice(
             return BatchRunner(
                 sessionmaker=sessionmaker,
                 processor=StoryProcessor(engines),
-                client=client,
+                make_client=lambda: client,
                 batch_size=6,
                 poll_s=0.1,
             )
