@@ -127,7 +127,7 @@ class StoryEngine:
                 prompt=prompt,
                 text=None,
                 model=model,
-                provider=self.client.provider,
+                provider=exc.provider or self.client.provider,
                 prompt_tokens=sum(r.prompt_tokens for r in records),
                 completion_tokens=sum(r.completion_tokens for r in records),
                 cost_usd=sum(r.cost_usd for r in records),
@@ -281,7 +281,7 @@ class StoryEngine:
             record = RequestRecord(
                 kind=kind,
                 model=model,
-                provider=self.client.provider,
+                provider=exc.provider or self.client.provider,
                 outcome="error",
                 error_class=exc.error_class,
                 status=exc.status,

@@ -91,6 +91,8 @@ class ProviderError(Exception):
         # Sent, and perhaps done (and billed) by the provider though its answer never arrived:
         # a timeout, a connection closed mid-answer. Charged at its worst case.
         self.maybe_billed = maybe_billed
+        # Who failed, when the client routes among several (a pool member's name); else None.
+        self.provider: str | None = None
         super().__init__(f"{error_class} (status {status}): {self.message}")
 
 

@@ -309,6 +309,7 @@ class ProviderPool:
                 **extra,
             )
         except ProviderError as exc:
+            exc.provider = member.name
             member.record(exc)
             if exc.error_class in OPENS_AT_ONCE and self._any_available():
                 # This member's key is refused; for the pool the request may still succeed.

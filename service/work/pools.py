@@ -14,40 +14,17 @@ heartbeat stores what it learned (`snapshot`) for the API to merge.
 
 from __future__ import annotations
 
-import contextvars
 import time
 from collections import deque
 from typing import Any
 
 from generator.client import ChatResult
 from generator.errors import ProviderError
-from generator.pool import PoolMember, ProviderPool, ProviderPools
+from generator.pool import ProviderPools
 from generator.ratelimit import ModelLimits, Permit
 
-# The member that took the current asyncio task's latest call: the engine reads `provider`
-# right after a call fails, so each request row can name the member that failed.
-_member: contextvars.ContextVar[str | None] = contextvars.ContextVar("pool_member", default=None)
 RATE_WINDOW_S = 60.0  # requests/tokens per minute are measured over about this long
 POOL_PROVIDER = "pool"  # the provider of a pooled call no member could take
-
-
-class _NamedPool(ProviderPool):
-    """A pool that notes, for the calling task, which member it chose."""
-
-    def choose(self) -> PoolMember:
-        member = super().choose()
-        _member.set(member.name)
-        return member
-
-
-def named_pools(pools: ProviderPools) -> ProviderPools:
-    """The same pools (configuration, policy, random source), noting each chosen member."""
-    return ProviderPools(
-        [
-            _NamedPool(p.model, [m.config for m in p.members], policy=p.policy, rng=p.rng)
-            for p in pools.pools.values()
-        ]
-    )
 
 
 def bucket_key(model: str, member: str) -> str:
@@ -112,8 +89,9 @@ class PoolRouter:
 
     @property
     def provider(self) -> str:
-        """Who took the current task's latest call: a member's name for a pooled model."""
-        return _member.get() or getattr(self.fallback, "provider", "unknown")
+        """The single provider's name; a pooled call names its member on its result or error
+        (`ProviderError.provider`), or POOL_PROVIDER when no member could take it."""
+        return getattr(self.fallback, "provider", "unknown")
 
     def serves(self, model: str) -> bool:
         """Whether `model` goes through a pool."""
@@ -122,14 +100,13 @@ class PoolRouter:
     async def chat(self, *, model: str, messages: list[dict], **kwargs: Any) -> ChatResult:
         """One attempt: through the model's pool, or the single provider."""
         if not self.serves(model):
-            _member.set(None)
             result: ChatResult = await self.fallback.chat(model=model, messages=messages, **kwargs)
             return result
-        _member.set(POOL_PROVIDER)  # until the pool chooses a member
         try:
             result = await self.pools.chat(model=model, messages=messages, **kwargs)
         except ProviderError as exc:
-            self._count(model, _member.get(), exc.prompt_tokens + exc.completion_tokens)
+            exc.provider = exc.provider or POOL_PROVIDER
+            self._count(model, exc.provider, exc.prompt_tokens + exc.completion_tokens)
             raise
         self._count(model, result.provider, result.prompt_tokens + result.completion_tokens)
         return result

@@ -93,12 +93,12 @@ def build_client(provider: Provider, settings: Settings) -> Any:
             logger.warning("provider pools ignored: TINYSTORIES_SIMULATOR_ONLY is set")
         return client
     from generator.pool_config import load_pools
-    from service.work.pools import PoolRouter, named_pools
+    from service.work.pools import PoolRouter
 
     pools = load_pools(settings.providers)  # checked when the settings were read
     if pools is None:
         return client
-    router = PoolRouter(named_pools(pools), client)
+    router = PoolRouter(pools, client)
     for pool in router.pools.snapshot():
         logger.info(
             "provider pool model=%s members=%s",

@@ -246,13 +246,13 @@ async def test_a_member_limit_holds_across_processes(sessionmaker, simulator) ->
     then 10 a second), where two in-process limiters would let each run at 600 rpm."""
     from generator.pool_config import pools_from_dict
     from generator.ratelimit import ModelLimits
-    from service.work.pools import named_pools, share_member_limits
+    from service.work.pools import share_member_limits
     from service.work.shared_limits import PostgresRateLimiter
 
     config = {"pools": {MODEL: {"members": [{"name": "m", "base_url": simulator, "rpm": 600}]}}}
     processes = []
     for _ in range(2):
-        pools = named_pools(pools_from_dict(config, env={}))
+        pools = pools_from_dict(config, env={})
         limiter = PostgresRateLimiter(sessionmaker, {})
         assert share_member_limits(pools, limiter) == {f"{MODEL}@m": ModelLimits(rpm=600)}
         await limiter.setup()
