@@ -14,8 +14,9 @@
 # figures and metrics.csv) to $OUT when set.
 # Without CUDA only the CPU part runs (that is how it is checked off the GPU host).
 # `bash benchmarks/gpu_check.sh smoke`: versions and 12 compiled 33M steps only (~1-2 min); it
-# also fills the compile cache the full check then reuses. `... mfu`: 33M at batch 64 and 128,
-# 8M at 128, compiled (~2 min).
+# also fills the compile cache the full check then reuses. `... mfu`: the flash sliding window
+# checked against the band mask; compiled 33M runs at batch 128 and 256 with the flash and the
+# FlexAttention local layers, at 64 (with a CUDA-kernel profile); 8M at 128 (~4 min).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-$(mktemp -d /tmp/gpu_check.XXXX)}"
@@ -78,7 +79,7 @@ export.mkdir()
 cache = work / "cache"
 
 
-def run(name: str, **kw) -> dict:
+def run(name: str, on_step=None, **kw) -> dict:
     """One training run; its summary (from training.json) is printed and kept."""
     out = work / name
     base = dict(
@@ -89,7 +90,7 @@ def run(name: str, **kw) -> dict:
     base.update(kw)
     t = time.perf_counter()
     try:
-        res = train(TrainConfig(**base))
+        res = train(TrainConfig(**base), on_step=on_step)
     except Exception as exc:  # one failed configuration must not cost the others' figures
         say(f"{name}: FAILED {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
         results["runs"][name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
@@ -135,10 +136,45 @@ if mode == "smoke":
     say("smoke done")
     save_results()
     sys.exit(0)
-if mode == "mfu":  # batch size against MFU, compiled, at the paper context
-    for preset, batch in (("33M", 64), ("33M", 128), ("8M", 128)):
-        run(f"{preset}-b{batch}", preset=preset, batch_size=batch, max_steps=40, compile=True,
-            device="cuda" if cuda else "cpu")
+if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, paper context
+    dev = torch.device("cuda" if cuda else "cpu")
+    if cuda:
+        from trainer.attention import flash_matches_band_mask, flash_window_supported
+
+        if flash_window_supported(dev):
+            diffs = {w: flash_matches_band_mask(dev, w, 48) for w in (4, 256)}
+            results["flash_vs_band_mask"] = diffs
+            say(f"flash sliding window vs SDPA band mask (relative, window: diff): {diffs}")
+        else:
+            say(f"flash sliding window: not in torch {torch.__version__}")
+    profile = {}
+
+    def profiled(info) -> None:  # CUDA kernels of steps 21-25 of the 33M batch-64 run
+        if info.step == 20:
+            kind = "CUDA" if cuda else "CPU"
+            profile["p"] = torch.profiler.profile(
+                activities=[getattr(torch.profiler.ProfilerActivity, kind)]
+            )
+            profile["p"].__enter__()
+        elif info.step == 25 and "p" in profile:
+            if cuda:
+                torch.cuda.synchronize()
+            profile["p"].__exit__(None, None, None)
+            table = profile.pop("p").key_averages().table(
+                sort_by="self_device_time_total", row_limit=18, max_name_column_width=70
+            )
+            results["profile_33M_b64"] = table
+            print(table, flush=True)
+
+    runs = (("33M", 128, "auto"), ("33M", 128, "flex"), ("33M", 64, "auto"), ("33M", 256, "auto"),
+            ("33M", 256, "flex"), ("8M", 128, "auto"))
+    if not cuda:  # the same code path, sized for a CPU
+        runs = (("tiny", 8, "sdpa"),)
+    for i, (preset, batch, local) in enumerate(runs):
+        hook = {"on_step": profiled} if i == 2 or not cuda else {}
+        size = {"max_steps": 40} if cuda else {"vocab_size": 2048, "seq_len": 256, "max_steps": 26}
+        run(f"{preset}-b{batch}-{local}", preset=preset, batch_size=batch, compile=True,
+            local_attention=local, device=dev.type, **hook, **size)
     save_results()
     sys.exit(0)
 

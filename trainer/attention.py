@@ -2,19 +2,22 @@
 
 Global layers go through `scaled_dot_product_attention(is_causal=True)`: flash kernels on GPU.
 SDPA has no window argument, so an explicit band mask would push local layers onto the slower
-masked kernels; with `flex`, local layers run FlexAttention with a sliding-window block mask,
-a fused kernel that also skips the blocks wholly outside the window (needs torch.compile to be
-fast, so `auto` picks it only for compiled CUDA runs).
+masked kernels. On CUDA two fused kernels take the window instead:
+- `flash`: torch's flash-attention varlen kernel with a sliding window (torch >= 2.11, bf16 or
+  fp16): any head size that is a multiple of 8 (33M's 48 unpadded), fast compiled or not;
+- `flex`: FlexAttention with a sliding-window block mask, which skips the blocks wholly outside
+  the window but pads head sizes to a power of two and is slow uncompiled.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-Backend = Literal["sdpa", "flex"]
+Backend = Literal["sdpa", "flex", "flash"]
 
 
 def band_mask(seq: int, window: int, device: torch.device) -> torch.Tensor:
@@ -53,6 +56,63 @@ def causal_attention(
         mask = band_mask(seq, window, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0)
     return _flex(q, k, v, block_mask)
+
+
+def flash_window_supported(device: torch.device) -> bool:
+    """Whether torch's flash varlen kernel takes a sliding window here (CUDA, torch >= 2.11)."""
+    if device.type != "cuda":
+        return False
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return False
+    return "window_size" in inspect.signature(varlen_attn).parameters
+
+
+def flash_local_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, window: int
+) -> torch.Tensor:
+    """GPT-Neo's local attention on (batch, seq, heads, dim) bf16/fp16 tensors, same layout out.
+
+    Every window of the batch is one sequence of the varlen kernel; flash's left window counts
+    the keys before the query, GPT-Neo's window includes the query itself (hence window - 1).
+    """
+    from torch.nn.attention.varlen import varlen_attn
+
+    batch, seq, heads, dim = q.shape
+    cu = torch.arange(0, (batch + 1) * seq, seq, dtype=torch.int32, device=q.device)
+    packed = [t.reshape(batch * seq, heads, dim) for t in (q, k, v)]
+    out = varlen_attn(*packed, cu, cu, seq, seq, scale=1.0, window_size=(window - 1, 0))
+    return out.view(batch, seq, heads, dim)
+
+
+def flash_matches_band_mask(device: torch.device, window: int, dim: int) -> float:
+    """Largest relative difference of flash_local_attention's output and input gradients from
+    SDPA with the band mask (fp32, same bf16 inputs): the window semantics checked on the card.
+    """
+    gen = torch.Generator(device=device).manual_seed(0)
+    seq = 2 * window + 8
+    shape = (2, seq, 4, dim)
+    q, k, v = (
+        (torch.randn(shape, generator=gen, device=device) / dim**0.25).to(torch.bfloat16)
+        for _ in range(3)
+    )
+    grad = torch.randn(shape, generator=gen, device=device)
+    results = []
+    for flash in (True, False):
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        if flash:
+            out = flash_local_attention(*leaves, window=window).float()
+        else:
+            qf, kf, vf = (t.float().transpose(1, 2) for t in leaves)
+            mask = band_mask(seq, window, device)
+            out = F.scaled_dot_product_attention(qf, kf, vf, attn_mask=mask, scale=1.0)
+            out = out.transpose(1, 2)
+        out.backward(grad)
+        results.append([out.detach(), *(t.grad.float() for t in leaves)])
+    return max(
+        float((a - b).norm() / b.norm().clamp_min(1e-12)) for a, b in zip(*results, strict=True)
+    )
 
 
 def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: Any) -> torch.Tensor:

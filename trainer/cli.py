@@ -63,7 +63,7 @@ def train_command(
     ] = None,
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast on GPU.")] = True,
     local_attention: Annotated[
-        str, typer.Option(help="GPT-Neo local layers: auto, flex (CUDA) or sdpa.")
+        str, typer.Option(help="GPT-Neo local layers: auto, flash or flex (CUDA), or sdpa.")
     ] = "auto",
     final_eval_tokens: Annotated[
         int | None,
@@ -95,8 +95,8 @@ def train_command(
 
     if format not in ("plain", "instruct"):
         raise _fail(f"--format must be plain or instruct, not {format!r}")
-    if local_attention not in ("auto", "flex", "sdpa"):
-        raise _fail(f"--local-attention must be auto, flex or sdpa, not {local_attention!r}")
+    if local_attention not in ("auto", "flash", "flex", "sdpa"):
+        raise _fail(f"--local-attention must be auto, flash, flex or sdpa, not {local_attention!r}")
     if schedule not in ("cosine", "constant"):
         raise _fail(f"--schedule must be cosine or constant, not {schedule!r}")
     try:

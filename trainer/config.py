@@ -63,9 +63,11 @@ class TrainConfig:
     # earn back the compile time. A failed compile falls back to eager with one warning line.
     compile: bool | None = None
     fast_attention: bool = True  # SDPA training forward for GPT-Neo (transformers only has eager)
-    # GPT-Neo local layers: flex = FlexAttention sliding window (fused, skips masked blocks);
-    # sdpa = SDPA with a band mask; auto = flex when compiling on CUDA (eager flex is slow).
-    local_attention: Literal["auto", "flex", "sdpa"] = "auto"
+    # GPT-Neo local layers: flash = flash-attention's sliding window (CUDA, bf16, torch >= 2.11);
+    # flex = FlexAttention sliding window (fused, skips masked blocks, slow uncompiled);
+    # sdpa = SDPA with a band mask; auto = flash where it runs and matches the band mask on the
+    # card, else flex when compiling on CUDA, else sdpa.
+    local_attention: Literal["auto", "flash", "flex", "sdpa"] = "auto"
     prefetch: int = 4  # batches made ahead on a thread (CUDA only; 0 = in the loop)
     threads: int | None = None  # CPU intra-op threads; None leaves torch's default
 

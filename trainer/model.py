@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from trainer.attention import causal_attention, sliding_block_mask
+from trainer.attention import (
+    Backend,
+    causal_attention,
+    flash_local_attention,
+    flash_matches_band_mask,
+    flash_window_supported,
+    sliding_block_mask,
+)
+from trainer.config import OptionError, TrainerError
 from trainer.device import resolve_device
 from trainer.presets import Preset, build_config
 from trainer.xent import IGNORE, linear_cross_entropy
+
+log = logging.getLogger(__name__)
+# Flash (bf16 in and out) against the fp32 band-mask reference on the same bf16 inputs: ~1e-2
+# from rounding; an off-by-one window with 4-token windows is ~0.3.
+FLASH_TOLERANCE = 0.05
 
 __all__ = ["IGNORE", "LossModel", "build_model", "flops_per_token", "resolve_device"]
 
@@ -42,6 +58,7 @@ class LossModel(nn.Module):
         super().__init__()
         self.model = model
         self.fast = fast_attention and model.config.model_type == "gpt_neo"
+        self.local: Backend = "sdpa"  # kernel of the local (sliding-window) layers
         self.block_mask = None
         self.flex_seq = 0
 
@@ -49,16 +66,64 @@ class LossModel(nn.Module):
         """Run local layers of `seq`-token windows through FlexAttention (compiled CUDA runs)."""
         if self.fast and seq > self.model.config.window_size:
             self.block_mask = sliding_block_mask(seq, self.model.config.window_size, device)
-            self.flex_seq = seq
+            self.flex_seq, self.local = seq, "flex"
+
+    def use_flash(self) -> None:
+        """Run local layers through the flash varlen kernel's sliding window (bf16/fp16 CUDA)."""
+        if self.fast:
+            self.no_flex()
+            self.local = "flash"
+
+    def pick_local(
+        self, kind: str, *, seq: int, device: torch.device, compiled: bool, bf16: bool
+    ) -> str:
+        """Choose the local layers' kernel (`auto`, `flash`, `flex` or `sdpa`); returns it.
+
+        `auto` on CUDA: flash (bf16 runs) when torch has the windowed varlen kernel and it
+        matches the band mask on this card (checked here, off-by-one included, with a 4-token
+        window too), else FlexAttention when compiling, else SDPA with the band mask.
+        """
+        cuda = device.type == "cuda"
+        if kind in ("flash", "flex") and not cuda:
+            raise TrainerError(f"local_attention {kind} trains on CUDA only")
+        if kind == "flash" and not bf16:
+            raise OptionError("local_attention flash needs bf16 (the kernel has no fp32 path)")
+        if not self.fast or kind == "sdpa" or not cuda:
+            return self.attention_backend
+        window, cfg = self.model.config.window_size, self.model.config
+        if kind == "flash" or (kind == "auto" and bf16):
+            if flash_window_supported(device):
+                dim = cfg.hidden_size // cfg.num_heads
+                diff = max(flash_matches_band_mask(device, w, dim) for w in (4, window))
+                if diff <= FLASH_TOLERANCE:
+                    self.use_flash()
+                    return self.attention_backend
+                reason = f"differs from the band mask on this card (relative {diff:.3f})"
+            else:
+                reason = f"needs torch >= 2.11 (this is {torch.__version__})"
+            if kind == "flash":
+                raise TrainerError(f"local_attention flash {reason}")
+            log.warning("flash sliding-window attention %s; using another kernel", reason)
+        if kind == "flex" or compiled:
+            self.use_flex(seq, device)
+        return self.attention_backend
 
     def no_flex(self) -> None:
-        self.block_mask, self.flex_seq = None, 0
+        self.block_mask, self.flex_seq, self.local = None, 0, "sdpa"
+
+    @property
+    def local_state(self) -> tuple[Any, ...]:
+        return self.local, self.block_mask, self.flex_seq
+
+    @local_state.setter
+    def local_state(self, state: tuple[Any, ...]) -> None:
+        self.local, self.block_mask, self.flex_seq = state
 
     @property
     def attention_backend(self) -> str:
         if not self.fast:
             return "transformers"
-        return "sdpa+flex" if self.block_mask is not None else "sdpa"
+        return f"sdpa+{self.local}" if self.local != "sdpa" else "sdpa"
 
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.fast:
@@ -86,13 +151,17 @@ class LossModel(nn.Module):
             a = block.ln_1(h)
             heads, dim = attn.num_heads, attn.head_dim
             q, k, v = (
-                p(a).view(batch, seq, heads, dim).transpose(1, 2)
-                for p in (attn.q_proj, attn.k_proj, attn.v_proj)
+                p(a).view(batch, seq, heads, dim) for p in (attn.q_proj, attn.k_proj, attn.v_proj)
             )
-            # GPT-Neo does not scale scores by 1/sqrt(d): causal_attention keeps scale 1.
+            # GPT-Neo does not scale scores by 1/sqrt(d): every kernel here keeps scale 1.
             local = window if attn.attention_type == "local" else None
-            o = causal_attention(q, k, v, window=local, block_mask=flex)
-            h = h + attn.out_proj(o.transpose(1, 2).reshape(batch, seq, heads * dim))
+            if local and seq > local and self.local == "flash" and q.dtype != torch.float32:
+                o = flash_local_attention(q, k, v, window=local)  # (batch, seq, heads, dim)
+            else:
+                o = causal_attention(
+                    *(x.transpose(1, 2) for x in (q, k, v)), window=local, block_mask=flex
+                ).transpose(1, 2)
+            h = h + attn.out_proj(o.reshape(batch, seq, heads * dim))
             h = h + block.mlp(block.ln_2(h))
         return t.ln_f(h)
 

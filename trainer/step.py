@@ -48,6 +48,11 @@ class Stepper:
     ) -> None:
         self.lm, self.train_lm, self.device, self.world = lm, train_lm, device, world
         self.grad_accum, self.bf16, self.zero_grad = grad_accum, bf16, zero_grad
+        if compile:
+            # Dynamo caches graphs per code object, not per model: every earlier run in this
+            # process (a sweep, gpu_check) holds entries of LossModel.forward, and past 8 of them
+            # it silently runs eager. This run's model needs none of them.
+            torch._dynamo.reset()
         self.forward: Callable = torch.compile(train_lm) if compile else train_lm
         self.eval_forward: Callable = lm
         if compile:
@@ -109,7 +114,7 @@ class Stepper:
 
     def _fall_back(self) -> None:
         self.forward, self.eval_forward = self.train_lm, self.lm
-        if self.device.type == "cuda":
+        if self.lm.local == "flex":  # eager FlexAttention is slow; eager flash is not
             self.lm.no_flex()
 
     def _micro_steps(self, windows: list[torch.Tensor], forward: Callable) -> None:
@@ -138,10 +143,10 @@ class Stepper:
         self.zero_grad()
         self.loss_sum.zero_()
         self.micro_count -= len(windows)
-        flex = self.lm.block_mask, self.lm.flex_seq
-        self.lm.no_flex()  # eager FlexAttention is a slow reference; SDPA is the tested one
+        local = self.lm.local_state
+        self.lm.no_flex()  # the reference is SDPA with the band mask, the tested eager path
         self._micro_steps(windows, self.train_lm)
-        self.lm.block_mask, self.lm.flex_seq = flex
+        self.lm.local_state = local
         diff = sum(
             float(((p.grad.float() - g) ** 2).sum())
             for p, g in zip(params, compiled_grads, strict=True)

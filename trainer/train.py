@@ -78,10 +78,8 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(cfg.device, local_rank)
-    if cfg.local_attention == "flex" and device.type != "cuda":
-        raise TrainerError(
-            "local_attention flex trains on CUDA only (CPU FlexAttention has no backward)"
-        )
+    if cfg.local_attention in ("flex", "flash") and device.type != "cuda":
+        raise TrainerError(f"local_attention {cfg.local_attention} trains on CUDA only")
     is_main = rank == 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -109,10 +107,9 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     model.to(device)
     lm = LossModel(model, fast_attention=cfg.fast_attention)
     use_compile = cfg.compile if cfg.compile is not None else device.type == "cuda"
-    if cfg.local_attention == "flex" or (
-        cfg.local_attention == "auto" and use_compile and device.type == "cuda"
-    ):
-        lm.use_flex(cfg.seq_len, device)
+    lm.pick_local(
+        cfg.local_attention, seq=cfg.seq_len, device=device, compiled=use_compile, bf16=cfg.bf16
+    )
     optimizer = make_optimizer(lm, cfg)
     horizon = max_steps  # a time limit moves it to the number of steps that fit
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, horizon))

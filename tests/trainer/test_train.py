@@ -130,6 +130,10 @@ def test_bad_inputs(export_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
         train(tiny_config(export_dir, cache_dir, tmp_path / "b", preset="nope"))
     with pytest.raises(TrainerError, match="not an export directory"):
         train(tiny_config(tmp_path, cache_dir, tmp_path / "c"))
+    for kernel in ("flash", "flex"):  # fused sliding-window kernels: CUDA only, said up front
+        with pytest.raises(TrainerError, match=f"local_attention {kernel} trains on CUDA only"):
+            train(tiny_config(export_dir, cache_dir, tmp_path / "d", local_attention=kernel))
+    assert not (tmp_path / "d").exists()
 
 
 def test_schedule_warms_up_then_decays() -> None:
