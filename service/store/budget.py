@@ -33,45 +33,45 @@ async def ensure_buckets(
 
 @dataclass(frozen=True)
 class Grant:
-    """Capacity taken from a shared bucket; `wait_s` says how long until more is there."""
+    """Capacity taken from a shared bucket, usable after `wait_s`; none while the model is
+    blocked (then `wait_s` is how long it stays blocked)."""
 
     requests: int
     tokens: float
     wait_s: float
 
 
-# Refill, cap at `burst_s` seconds of capacity, and take what is asked for (or nothing), all in
-# one row-locked statement, so concurrent processes never double-spend the bucket.
+# Refill, cap at `burst_s` seconds of capacity, and take a lease, all in one row-locked
+# statement, so concurrent processes never double-spend the bucket. The lease is taken even when
+# the bucket holds less (it goes negative) and is used only once refill has paid for it: every
+# poll yields capacity, processes queue in poll order instead of polling an empty bucket at the
+# same moments, and sends still never outrun burst plus refill.
 _TAKE = text(
     """
     WITH cur AS (
         SELECT model, rpm, tpm, blocked_until,
-            GREATEST(1.0, rpm * :burst_s / 60.0) AS r_cap,
+            CASE WHEN rpm IS NULL THEN :want_r
+                 ELSE LEAST(:want_r, floor(GREATEST(1.0, rpm * :burst_s / 60.0))) END AS take_r,
             LEAST(GREATEST(1.0, rpm * :burst_s / 60.0), req_avail + rpm / 60.0
                   * EXTRACT(EPOCH FROM clock_timestamp() - updated_at)) AS r,
             LEAST(COALESCE(tpm, 0) * :burst_s / 60.0, tok_avail + COALESCE(tpm, 0) / 60.0
                   * EXTRACT(EPOCH FROM clock_timestamp() - updated_at)) AS t
         FROM rate_buckets WHERE model = :model FOR UPDATE
     ), g AS (
-        SELECT model, rpm, tpm, r, t,
+        SELECT model, rpm, tpm, r, t, take_r,
             CASE WHEN (blocked_until IS NULL OR blocked_until <= clock_timestamp())
-                      AND (rpm IS NULL OR r >= LEAST(:want_r, floor(r_cap)))
-                      AND (tpm IS NULL OR t >= :min_tokens)
+                      AND (rpm IS NULL OR rpm > 0) AND (tpm IS NULL OR tpm > 0)
                  THEN 1 ELSE 0 END AS ok,
             GREATEST(EXTRACT(EPOCH FROM blocked_until - clock_timestamp()), 0) AS blocked_s
         FROM cur
     )
     UPDATE rate_buckets b SET
-        req_avail = CASE WHEN g.rpm IS NULL THEN 0
-                         ELSE g.r - g.ok * LEAST(:want_r, floor(g.r)) END,
-        tok_avail = CASE WHEN g.tpm IS NULL THEN 0
-                         ELSE g.t - g.ok * LEAST(:want_t, g.t) END,
+        req_avail = CASE WHEN g.rpm IS NULL THEN 0 ELSE g.r - g.ok * g.take_r END,
+        tok_avail = CASE WHEN g.tpm IS NULL THEN 0 ELSE g.t - g.ok * :want_t END,
         updated_at = clock_timestamp()
     FROM g WHERE b.model = g.model
-    RETURNING g.ok,
-        CASE WHEN g.rpm IS NULL THEN :want_r ELSE LEAST(:want_r, floor(g.r)) END,
-        CASE WHEN g.tpm IS NULL THEN :want_t ELSE LEAST(:want_t, g.t) END,
-        g.rpm, g.tpm, g.r, g.t, g.blocked_s
+    RETURNING g.ok, g.take_r, g.rpm, g.tpm,
+        g.r - g.ok * g.take_r, g.t - g.ok * :want_t, g.blocked_s
     """
 )
 
@@ -82,9 +82,9 @@ async def take_rate_capacity(
     model: str,
     want_requests: int,
     want_tokens: float,
-    min_tokens: float,
 ) -> Grant | None:
-    """Take up to `want_*` from the model's bucket; None when the model has no bucket."""
+    """Take a lease of `want_*` (requests capped at one burst) from the model's bucket; None
+    when the model has no bucket."""
     row = (
         await session.execute(
             _TAKE,
@@ -92,24 +92,22 @@ async def take_rate_capacity(
                 "model": model,
                 "want_r": want_requests,
                 "want_t": float(want_tokens),
-                "min_tokens": float(min_tokens),
                 "burst_s": _BURST_S,
             },
         )
     ).first()
     if row is None:
         return None
-    ok, got_r, got_t, rpm, tpm, avail_r, avail_t, blocked_s = row
-    if ok:
-        return Grant(requests=int(got_r), tokens=float(got_t), wait_s=0.0)
-    waits = [float(blocked_s or 0.0)]
+    ok, got_r, rpm, tpm, left_r, left_t, blocked_s = row
+    if not ok:  # blocked after a 429, or a zero limit that never refills: poll slowly
+        never = rpm == 0 or tpm == 0
+        return Grant(requests=0, tokens=0.0, wait_s=max(float(blocked_s or 0.0), float(never)))
+    waits = [0.0]
     if rpm:
-        # Wait for a whole lease, not one request: fewer polls while the bucket is saturated.
-        need_r = min(float(want_requests), max(1.0, rpm * _BURST_S / 60.0))
-        waits.append(max(0.0, (need_r - float(avail_r)) * 60.0 / rpm))
+        waits.append(-float(left_r) * 60.0 / rpm)
     if tpm:
-        waits.append(max(0.0, (float(min_tokens) - float(avail_t)) * 60.0 / tpm))
-    return Grant(requests=0, tokens=0.0, wait_s=max(waits))
+        waits.append(-float(left_t) * 60.0 / tpm)
+    return Grant(requests=int(got_r), tokens=float(want_tokens), wait_s=max(waits))
 
 
 # Seconds of capacity a bucket can hold: small, so a burst never exceeds a sliding-minute limit

@@ -31,6 +31,7 @@ class _Lease:
     requests: int = 0
     tokens: float = 0.0
     has_bucket: bool | None = None
+    ready_at: float = 0.0  # monotonic time from which the leased capacity may be used
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -42,6 +43,10 @@ class PostgresRateLimiter:
     statement per 20 requests, while the capacity a dying process can strand stays below a
     quarter of a second's worth. The bucket itself holds at most one second of refill, so the
     sum over all processes never exceeds the limit over any minute by more than that.
+
+    A round trip always takes a lease, even from a bucket that holds less: the bucket goes
+    negative and the process waits until refill has paid for it. A saturated bucket thus costs
+    one statement per lease, and processes are served in the order they asked.
     """
 
     def __init__(
@@ -66,10 +71,10 @@ class PostgresRateLimiter:
                 burst_s=1.0,
             )
 
-    def _want(self, model: str, est_tokens: int) -> tuple[int, float]:
+    def _want(self, model: str, need_tokens: float) -> tuple[int, float]:
         lim = self.limits.get(model, ModelLimits())
         want_r = max(1, math.ceil((lim.rpm or 60) / 60.0 * self.lease_s))
-        want_t = max(float(est_tokens), (lim.tpm or 0) / 60.0 * self.lease_s)
+        want_t = max(need_tokens, (lim.tpm or 0) / 60.0 * self.lease_s, 0.0)
         return want_r, want_t
 
     async def acquire(self, *, model: str, est_tokens: int) -> Permit:
@@ -78,13 +83,13 @@ class PostgresRateLimiter:
         if model not in self.limits:
             return Permit(model=model, est_tokens=est_tokens, acquired_at=time.monotonic())
         lim = self.limits[model]
+        # One waiter per model polls at a time (the lock); the others use what it took.
         async with lease.lock:
             while not (lease.requests >= 1 and (lim.tpm is None or lease.tokens >= est_tokens)):
-                want_r, want_t = self._want(model, est_tokens)
-                need_t = max(0.0, est_tokens - lease.tokens)
+                want_r, want_t = self._want(model, est_tokens - lease.tokens)
 
                 async def take(
-                    want_r: int = want_r, want_t: float = want_t, need_t: float = need_t
+                    want_r: int = want_r, want_t: float = want_t
                 ) -> store.budget.Grant | None:
                     async with self.sessionmaker() as session:
                         await autocommit(session)
@@ -93,7 +98,6 @@ class PostgresRateLimiter:
                             model=model,
                             want_requests=want_r,
                             want_tokens=want_t,
-                            min_tokens=min(need_t, (lim.tpm or 0) / 60.0),
                         )
 
                 grant = await with_reconnect(take, what="rate_take")
@@ -103,8 +107,13 @@ class PostgresRateLimiter:
                 if grant.requests or grant.tokens:
                     lease.requests += grant.requests
                     lease.tokens += grant.tokens
+                    lease.ready_at = max(lease.ready_at, time.monotonic() + grant.wait_s)
                 else:
                     await asyncio.sleep(min(max(grant.wait_s, 0.005), 1.0))
+            # A lease taken ahead of refill is usable once refill has paid for it; the time is
+            # kept on the lease so a waiter cancelled here does not let the next one in early.
+            if (delay := lease.ready_at - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
             lease.requests -= 1
             lease.tokens -= est_tokens
         self.stats["acquired"] += 1
