@@ -264,9 +264,7 @@ def test_observability_files_match_the_metrics(compose: dict[str, Any]) -> None:
 
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     (job,) = scrape["scrape_configs"]
-    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == [
-        "api:8000"
-    ]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["api:8000"]
     assert job["authorization"]["credentials_file"] in " ".join(
         compose["services"]["prometheus"]["command"]
     )

@@ -61,8 +61,8 @@ def run_pipeline(
     except SettingsInvalid as exc:
         typer.echo(f"error: setting {exc}", err=True)
         raise typer.Exit(1) from None
-    settings = configured if real_provider else configured.model_copy(
-        update={"simulator_only": True}
+    settings = (
+        configured if real_provider else configured.model_copy(update={"simulator_only": True})
     )
     if not real_provider and not configured.uses_simulator:
         typer.secho(

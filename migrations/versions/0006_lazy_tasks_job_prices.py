@@ -20,14 +20,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.alter_column("tasks", "recipe", nullable=True)
     op.alter_column("tasks", "model", nullable=True)
-    op.add_column(
-        "jobs", sa.Column("tasks_made", sa.Integer(), nullable=False, server_default="0")
-    )
+    op.add_column("jobs", sa.Column("tasks_made", sa.Integer(), nullable=False, server_default="0"))
     op.execute("UPDATE jobs SET tasks_made = n_stories")
     op.add_column("jobs", sa.Column("prices", postgresql.JSONB(), nullable=True))
-    op.add_column(
-        "jobs", sa.Column("mode", sa.String(16), nullable=False, server_default="online")
-    )
+    op.add_column("jobs", sa.Column("mode", sa.String(16), nullable=False, server_default="online"))
     op.add_column("jobs", sa.Column("mode_reason", sa.Text(), nullable=True))
 
 

@@ -89,9 +89,7 @@ async def test_lone_surrogates_are_a_422_naming_the_field(api: httpx.AsyncClient
     assert (await api.get("/v1/jobs")).json()["items"] == []
 
 
-async def test_database_outage_is_503_with_retry_after_and_few_log_lines(
-    settings, caplog
-) -> None:
+async def test_database_outage_is_503_with_retry_after_and_few_log_lines(settings, caplog) -> None:
     caplog.set_level(logging.INFO)
     app = create_app(settings, database_url="postgresql+psycopg://nobody@127.0.0.1:9/none")
     async with app.router.lifespan_context(app):
