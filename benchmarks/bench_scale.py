@@ -87,8 +87,9 @@ def write_corpus(directory: Path, n: int, seed: int = 0) -> list[Path]:
     return files
 
 
-def child_import(url: str, files: list[str]) -> None:
-    """Import the shards in this process; per shard seconds and the peak RSS as JSON."""
+def child_import(url: str, server_pid: int, files: list[str]) -> None:
+    """Import the shards in this process; per shard seconds and CPU seconds (this process and
+    the Postgres server apart), and the peak RSS, as JSON."""
     import asyncio
 
     from service.dataset.importer import import_file
@@ -100,9 +101,16 @@ def child_import(url: str, files: list[str]) -> None:
         out = []
         try:
             for f in files:
-                t0 = time.perf_counter()
+                t0, cpu0, pg0 = time.perf_counter(), _cpu(_usage()), server_cpu(server_pid)
                 s = await import_file(sm, f)
-                out.append({"stories": s.inserted, "seconds": time.perf_counter() - t0})
+                out.append(
+                    {
+                        "stories": s.inserted,
+                        "seconds": time.perf_counter() - t0,
+                        "cpu_s": _cpu(_usage()) - cpu0,
+                        "pg_cpu_s": server_cpu(server_pid) - pg0,
+                    }
+                )
         finally:
             await engine.dispose()
         return out
@@ -110,6 +118,10 @@ def child_import(url: str, files: list[str]) -> None:
     shards = asyncio.run(run())
     use = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"shards": shards, "peak_rss_mb": use.ru_maxrss / 1024, "cpu_s": _cpu(use)}))
+
+
+def _usage() -> resource.struct_rusage:
+    return resource.getrusage(resource.RUSAGE_SELF)
 
 
 def _cpu(use: resource.struct_rusage) -> float:
@@ -228,7 +240,7 @@ def main() -> None:
     if args.child:
         kind, *rest = args.child
         if kind == "import":
-            child_import(rest[0], rest[1:])
+            child_import(rest[0], int(rest[1]), rest[2:])
         elif kind == "export":
             child_export(rest[0], rest[1])
         else:
@@ -252,7 +264,7 @@ def main() -> None:
         upgrade(url)
         empty = db_sizes(url)
         pg0 = server_cpu(info.pid)
-        imp = run_child("import", url, *files)
+        imp = run_child("import", url, str(info.pid), *files)
         pg1 = server_cpu(info.pid)
         sizes = db_sizes(url)
         pg2 = server_cpu(info.pid)
@@ -286,6 +298,13 @@ def main() -> None:
     print(
         f"import: {stored} stories in {import_s:.1f}s ({import_per_s:.0f}/s), per shard/s: "
         + ", ".join(f"{s['stories'] / s['seconds']:.0f}" for s in shards)
+    )
+    print(
+        "import cpu ms per story by shard (python/postgres): "
+        + ", ".join(
+            f"{1000 * s['cpu_s'] / s['stories']:.3f}/{1000 * s['pg_cpu_s'] / s['stories']:.3f}"
+            for s in shards
+        )
     )
     print(f"export: {exp['rows']} stories in {exp['seconds']:.1f}s ({export_per_s:.0f}/s)")
     print(

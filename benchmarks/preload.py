@@ -4,8 +4,8 @@ Each story joins four parts of four different real TinyStories (the 1,200-story 
 tests/service/data, each split at sentence ends into quarters of about equal length), so
 1,200^4 combinations are available and every story reads like a real one (~900 characters).
 The rows the service's dedup reads are written for every story, as for an imported corpus of
-unique stories: `story_hashes` (sha256 of the normalised text), `story_bands` (42 LSH band keys
-per story) and `story_signatures` (128 x 32-bit MinHash).
+unique stories: `story_hashes` (sha256 of the normalised text, 32 raw bytes), `story_bands` (42
+LSH band keys per story) and `story_signatures` (128 x 32-bit MinHash).
 
 Fast and exact: a MinHash signature of a union of shingle sets is the element-wise minimum of
 their signatures, and a story's word 5-grams are those of its four parts plus the four that
@@ -13,7 +13,7 @@ cross each join (the 5-grams of the join's 8 words: last 4 + first 4). So signat
 computed once per part plus once per join (8 words), never over whole stories; the first
 stories are checked against service.dataset's own signature and hash of the full text. Rows go
 in with INSERT ... SELECT (stories, hashes) and binary COPY built by numpy (bands, signatures);
-the band table's hash index is rebuilt after its rows are in, as one would for a bulk load.
+the band table's index is rebuilt after its rows are in, as one would for a bulk load.
 
     python benchmarks/preload.py --url postgresql+psycopg://... --n 1000000
 """
@@ -175,7 +175,10 @@ def _insert_stories(conn, raw: list[list[str]], norm: list[list[str]], n: int) -
         """.replace("%(p)s", str(pool)),
         {"n": n},
     )
-    conn.execute("INSERT INTO story_hashes (text_hash, story_id) SELECT text_hash, id FROM stories")
+    conn.execute(
+        "INSERT INTO story_hashes (text_hash, story_id) "
+        "SELECT decode(text_hash, 'hex'), id FROM stories"
+    )
     conn.execute("SELECT setval(pg_get_serial_sequence('stories', 'id'), %s)", (n,))
 
 

@@ -37,6 +37,7 @@ from service.dataset.minhash import MinHashParams, normalized_hash, normalized_w
 from service.store import dedup as dedup_store
 from service.store import imports as imports_store
 from service.store.diversity_sketch import Sketch, StoryFacts
+from service.store.signature_cache import SignatureCache
 
 logger = logging.getLogger(__name__)
 HEAD_BYTES = 1 << 20
@@ -146,6 +147,7 @@ async def import_file(
     )
     position = (state["next_record"], state["next_offset"])
     unknown = UnknownFields()
+    cache = SignatureCache(params.num_perm)  # root signatures met, kept across the batches
 
     def batches() -> Iterator[_Prepared]:
         batch: list[ImportedStory] = []
@@ -166,7 +168,7 @@ async def import_file(
 
     try:
         async for prepared in _ahead(batches()):
-            await _store_batch(sessionmaker, state["id"], prepared, params, out)
+            await _store_batch(sessionmaker, state["id"], prepared, params, out, cache)
             position = prepared.position
             if on_progress:
                 on_progress(position[1], size)
@@ -284,6 +286,7 @@ async def _store_batch(
     prepared: _Prepared,
     params: MinHashParams,
     summary: ImportSummary,
+    cache: SignatureCache,
 ) -> None:
     """One transaction: the batch's stories, with their dedup status, and the file position."""
     rows, sigs, position = prepared.rows, prepared.sigs, prepared.position
@@ -302,7 +305,12 @@ async def _store_batch(
             await imports_store.insert_stories(session=session, stories=rows, ids=ids)
 
         outcomes = await dedup_store.index_stories(
-            session=session, items=items, params=params, store_new=store, sketch=prepared.sketch
+            session=session,
+            items=items,
+            params=params,
+            store_new=store,
+            sketch=prepared.sketch,
+            cache=cache,
         )
         dups = sum(o.status != "unique" for o in outcomes.values())
         await imports_store.advance_import(

@@ -10,7 +10,6 @@ the workers store are picked up in id order by one worker at a time acting as th
 
 from __future__ import annotations
 
-import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,17 +19,12 @@ import numpy as np
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.dataset.minhash import MinHashParams, band_keys_batch, is_empty_signature
-from service.store.dedup_batch import resolve_batch
+from service.dataset.minhash import MinHashParams
+from service.store.dedup_near import add_roots, is_empty_signature_batch, near_verdicts
 from service.store.diversity import record_sketch, record_stories, reset_diversity
 from service.store.diversity_sketch import Sketch
-from service.store.imports import (
-    Int8Array,
-    copy_int8_pairs,
-    driver_connection,
-    register_int8_array,
-)
 from service.store.models_diversity import NO_JOB
+from service.store.signature_cache import SignatureCache
 
 # Advisory locks (namespace, key): key -1 is the whole index, INDEXER_KEY the workers' indexer.
 LOCK_NAMESPACE = 0x74534444  # "tSDD"
@@ -46,7 +40,7 @@ class DedupItem:
     """A stored story to index; `signature` None skips the near-duplicate check."""
 
     story_id: int
-    text_hash: str
+    text_hash: str  # hex, as stories.text_hash
     signature: np.ndarray | None
 
 
@@ -55,6 +49,16 @@ class DedupOutcome:
     status: str  # unique | near_duplicate | exact_duplicate
     cluster_id: int | None
     nn_jaccard: float | None = None  # estimated Jaccard to the nearest root sharing a band
+
+
+def hash_bytes(text_hash: str) -> bytes:
+    """A story's text hash as `story_hashes` keeps it: the sha256 hex the service writes as its
+    32 bytes; any other string (a row written by other means) as its UTF-8 bytes, so it still
+    matches itself and never stops the indexer (migration 0010 converts by the same rule)."""
+    try:
+        return bytes.fromhex(text_hash)
+    except ValueError:
+        return text_hash.encode()
 
 
 _ENSURE_PARAMS = text(
@@ -128,19 +132,6 @@ async def try_lead_indexer(session: AsyncSession) -> bool:
     )
 
 
-# One row per candidate root (its signature sent once, however many bands it shares).
-_BAND_MATCHES = """
-    WITH g AS (
-        SELECT b.story_id, array_agg(b.band_hash) AS band_hashes
-        FROM unnest(%s::bigint[]) AS q(band_hash)
-        JOIN story_bands b ON b.band_hash = q.band_hash
-        GROUP BY b.story_id
-    )
-    SELECT g.story_id, g.band_hashes, s.minhash
-    FROM g JOIN story_signatures s ON s.story_id = g.story_id
-"""
-
-
 async def index_stories(
     *,
     session: AsyncSession,
@@ -149,6 +140,7 @@ async def index_stories(
     locked: bool = False,
     store_new: Callable[[dict[int, DedupOutcome]], Awaitable[None]] | None = None,
     sketch: Sketch | None = None,
+    cache: SignatureCache | None = None,
 ) -> dict[int, DedupOutcome]:
     """Set dedup_status / dedup_cluster_id of stored stories and add them to the index.
 
@@ -158,7 +150,9 @@ async def index_stories(
     reference them, so no row is written twice (an import's path).
     `sketch`: the diversity sketch of these stories, all without a job (an import's), made by
     the caller without nearest neighbours; their Jaccards are added to it here. None: the
-    stories are read back and sketched here."""
+    stories are read back and sketched here.
+    `cache`: root signatures this process keeps across its batches (an import's), so the band
+    lookup fetches only those of roots it has not met; verdicts are the same without it."""
     if not items:
         return {}
     if not locked:
@@ -169,13 +163,16 @@ async def index_stories(
         text(
             """
             INSERT INTO story_hashes (text_hash, story_id)
-            SELECT h, i FROM unnest(CAST(:hashes AS text[]), CAST(:ids AS bigint[])) AS u(h, i)
+            SELECT h, i FROM unnest(CAST(:hashes AS bytea[]), CAST(:ids AS bigint[])) AS u(h, i)
             ORDER BY i
             ON CONFLICT (text_hash) DO NOTHING
             RETURNING story_id
             """
         ),
-        {"hashes": [it.text_hash for it in items], "ids": [it.story_id for it in items]},
+        {
+            "hashes": [hash_bytes(it.text_hash) for it in items],
+            "ids": [it.story_id for it in items],
+        },
     )
     new_firsts = {row[0] for row in first_rows}
     firsts = set(new_firsts)
@@ -193,24 +190,23 @@ async def index_stories(
     outcomes: dict[int, DedupOutcome] = {
         it.story_id: DedupOutcome("unique", None) for it in items if it.story_id in firsts
     }
-    near = [
-        it
-        for it in items
-        if it.story_id in new_firsts
-        and it.signature is not None
-        and not is_empty_signature(it.signature)
-    ]
-    roots: list[DedupItem] = []
+    near = [it for it in items if it.story_id in new_firsts and it.signature is not None]
+    root_rows = np.empty(0, dtype=np.int64)
     if near:
-        roots = await _near_duplicates(session, near, params, outcomes)
+        sigs = np.stack([it.signature for it in near])  # type: ignore[misc]
+        signed = ~is_empty_signature_batch(sigs)  # a text too short for one shingle: no check
+        near, sigs = [it for it, ok in zip(near, signed.tolist(), strict=True) if ok], sigs[signed]
+    if near:
+        root_rows = await _near_duplicates(session, near, sigs, params, outcomes, cache)
 
     if exact:
         rows = await session.execute(
             text(
                 "SELECT h.text_hash, h.story_id, s.dedup_cluster_id FROM story_hashes h "
-                "LEFT JOIN stories s ON s.id = h.story_id WHERE h.text_hash = ANY(:hashes)"
+                "LEFT JOIN stories s ON s.id = h.story_id "
+                "WHERE h.text_hash = ANY(CAST(:hashes AS bytea[]))"
             ),
-            {"hashes": sorted({it.text_hash for it in exact})},
+            {"hashes": sorted({hash_bytes(it.text_hash) for it in exact})},
         )
         first_of = {}
         for h, first_id, cluster in rows:
@@ -219,7 +215,8 @@ async def index_stories(
                 cluster = known.cluster_id
             first_of[h] = cluster if cluster is not None else first_id
         for it in exact:
-            outcomes[it.story_id] = DedupOutcome("exact_duplicate", first_of[it.text_hash], 1.0)
+            first = first_of[hash_bytes(it.text_hash)]
+            outcomes[it.story_id] = DedupOutcome("exact_duplicate", first, 1.0)
     if store_new is not None:
         await store_new(outcomes)
     else:
@@ -242,8 +239,9 @@ async def index_stories(
                 "nn": [outcomes[i].nn_jaccard for i in ids],
             },
         )
-    if roots:
-        await _add_roots(session, roots, params)
+    if len(root_rows):
+        ids = np.asarray([near[i].story_id for i in root_rows.tolist()], dtype=np.int64)
+        await add_roots(session, ids, sigs[root_rows], params, cache)
     if sketch is None:
         nearest = {i: o.nn_jaccard for i, o in outcomes.items()}
         await record_stories(session=session, nearest=nearest)
@@ -256,80 +254,23 @@ async def index_stories(
 async def _near_duplicates(
     session: AsyncSession,
     items: list[DedupItem],
+    sigs: np.ndarray,
     params: MinHashParams,
     outcomes: dict[int, DedupOutcome],
-) -> list[DedupItem]:
-    """The new roots among `items` (their outcomes set).
+    cache: SignatureCache | None,
+) -> np.ndarray:
+    """Indexes of the new roots among `items` (their outcomes set; `sigs` their signatures).
 
     Only cluster roots are indexed: a new story is compared with the earliest story of each
     cluster, so a cluster of any size costs one candidate, and chains cannot drift away from it.
     """
-    sigs = np.stack([it.signature for it in items])  # type: ignore[misc]
-    # Each key encodes its band (band_keys), so one key matches one band of one story.
-    keys = band_keys_batch(sigs, params.bands, params.rows)
-    # Probe the band index key by key: for a batch's thousands of keys the planner prefers
-    # hashing the whole story_bands table, whose cost grows with every story ever stored
-    # (187 ms vs 45 ms for 500 stories against 20,000).
-    await session.execute(
-        text(
-            "SELECT set_config('enable_hashjoin', 'off', true), "
-            "set_config('enable_mergejoin', 'off', true)"
-        )
-    )
-    await register_int8_array(session)
-    raw = await driver_connection(session)
-    # Binary results: signatures as raw bytes (text would send them hex-encoded, twice the size).
-    async with raw.cursor(binary=True) as cur:
-        await cur.execute(_BAND_MATCHES, (Int8Array(keys.ravel()),))
-        rows = await cur.fetchall()
-    root_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    per_root = np.fromiter((len(r[1]) for r in rows), dtype=np.int64, count=len(rows))
-    match_keys = np.fromiter(
-        itertools.chain.from_iterable(r[1] for r in rows), dtype=np.int64, count=int(per_root.sum())
-    )
-    root_sigs = np.frombuffer(b"".join(r[2] for r in rows), dtype="<u4").astype(np.uint32)
-    verdicts = resolve_batch(
-        np.asarray([it.story_id for it in items], dtype=np.int64),
-        sigs,
-        keys,
-        match_keys,
-        np.repeat(np.arange(len(rows), dtype=np.int64), per_root),
-        root_ids,
-        root_sigs.reshape(len(rows), params.num_perm),
-        params.threshold,
-    )
+    ids = np.asarray([it.story_id for it in items], dtype=np.int64)
+    verdicts = await near_verdicts(session, ids, sigs, params, cache)
     for it, cluster, nearest in zip(items, verdicts.clusters, verdicts.nearest, strict=True):
         outcomes[it.story_id] = DedupOutcome(
             "unique" if cluster is None else "near_duplicate", cluster, nearest
         )
-    return [items[i] for i in verdicts.roots.tolist()]
-
-
-async def _add_roots(session: AsyncSession, roots: list[DedupItem], params: MinHashParams) -> None:
-    """Band keys and signatures of new cluster roots (stories stored already)."""
-    sigs = np.stack([it.signature for it in roots]).astype("<u4")  # type: ignore[misc]
-    ids = np.asarray([it.story_id for it in roots], dtype=np.int64)
-    # One binary COPY built by numpy: the batch's ~84,000 band rows with no Python loop.
-    await copy_int8_pairs(
-        session,
-        "story_bands (band_hash, story_id)",
-        band_keys_batch(sigs, params.bands, params.rows).ravel(),
-        np.repeat(ids, params.bands),
-    )
-    # The signatures as one bytea, cut on the server: no per-row adaptation in Python.
-    await register_int8_array(session)
-    await session.execute(
-        text(
-            """
-            INSERT INTO story_signatures (story_id, minhash)
-            SELECT u.id, substring(CAST(:sigs AS bytea) FROM CAST((u.n - 1) * :width + 1 AS int)
-                                   FOR CAST(:width AS int))
-            FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS u(id, n)
-            ON CONFLICT (story_id) DO UPDATE SET minhash = EXCLUDED.minhash
-            """
-        ),
-        {"ids": Int8Array(ids), "sigs": sigs.tobytes(), "width": sigs.shape[1] * 4},
-    )
+    return verdicts.roots
 
 
 async def pending_stories(

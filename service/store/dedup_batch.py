@@ -43,6 +43,13 @@ def _estimates(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) -> 
     return out
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique of int64 values by a plain sort: np.unique hashes them first, ~20x slower on a
+    batch's 84,000 band keys."""
+    out = np.sort(values, axis=None)
+    return out[np.r_[True, out[1:] != out[:-1]]] if len(out) else out
+
+
 def _expand(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Concatenated ranges starts[k] .. starts[k] + counts[k] - 1."""
     total = int(counts.sum())
@@ -76,7 +83,7 @@ def resolve_batch(
         counts = np.searchsorted(sorted_keys, match_keys, side="right") - lo
         story = sorted_owner[_expand(lo, counts)]
         root = np.repeat(np.asarray(match_roots, dtype=np.int64), counts)
-        pair = np.unique(story * len(root_ids) + root)  # once per (story, root)
+        pair = sorted_unique(story * len(root_ids) + root)  # once per (story, root)
         story, root = pair // len(root_ids), pair % len(root_ids)
         estimate = _estimates(signatures, story, root_signatures, root)
         np.maximum.at(nearest, story, estimate)
@@ -95,7 +102,7 @@ def resolve_batch(
             later_list.append(members[b])
         earlier, later = np.concatenate(earlier_list), np.concatenate(later_list)
         keep = earlier < later
-        pair = np.unique(earlier[keep] * n + later[keep])
+        pair = sorted_unique(earlier[keep] * n + later[keep])
         earlier, later = pair // n, pair % n
         estimate = _estimates(signatures, earlier, signatures, later)
         by_later = np.argsort(later, kind="stable")

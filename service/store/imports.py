@@ -175,6 +175,33 @@ def _int8_array_dumper() -> type:
     return Int8ArrayDumper
 
 
+def _int8_array_numpy_loader() -> type:
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
+
+    class Int8ArrayNumpyLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> np.ndarray:
+            ndim, _, _ = struct.unpack_from(">3i", data)
+            if ndim == 0:
+                return np.empty(0, dtype=np.int64)
+            if ndim != 1:
+                raise ValueError(f"expected a one-dimensional bigint[], got {ndim} dimensions")
+            (n,) = struct.unpack_from(">i", data, 12)
+            items = np.frombuffer(data, dtype=_INT8_ITEM, count=n, offset=20)
+            if n and (items["len"] != 8).any():
+                raise ValueError("a bigint[] with NULL elements cannot load as int64")
+            return items["value"].astype(np.int64)
+
+    return Int8ArrayNumpyLoader
+
+
+def load_int8_arrays_as_numpy(cur: Any) -> None:
+    """Make this binary cursor return bigint[] values as int64 numpy arrays (no Python ints)."""
+    cur.adapters.register_loader(_INT8_ARRAY_OID, _int8_array_numpy_loader())
+
+
 async def driver_connection(session: AsyncSession) -> Any:
     """The psycopg connection under this session, in its transaction (COPY, binary results)."""
     conn = await session.connection()

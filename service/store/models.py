@@ -172,7 +172,7 @@ class Story(Base):
     rejection_reasons: Mapped[list[Any]] = mapped_column(JSONB, nullable=False, server_default="[]")
     summary: Mapped[str | None] = mapped_column(Text)
     instruction: Mapped[str | None] = mapped_column(Text)
-    text_hash: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    text_hash: Mapped[str] = mapped_column(String(64), nullable=False)  # looked up in story_hashes
     dedup_status: Mapped[str | None] = mapped_column(String(32))
     dedup_cluster_id: Mapped[int | None] = mapped_column(BigInteger)
     nn_jaccard: Mapped[float | None] = mapped_column(Float)  # to the nearest earlier cluster root

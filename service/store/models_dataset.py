@@ -37,20 +37,21 @@ class StoryHash(Base):
 
     __tablename__ = "story_hashes"
 
-    text_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text_hash: Mapped[bytes] = mapped_column(LargeBinary, primary_key=True)  # raw sha256
     story_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 class StoryBand(Base):
     """One LSH band key of one cluster root; every worker process shares this index.
 
-    band_keys() mixes the band number into each key, so the key alone says which band it is;
-    lookups are equality only, which a hash index serves better than a btree. No primary key:
-    each root's keys are inserted once, by the one indexing transaction that makes it a root.
+    band_keys() mixes the band number into each key, so the key alone says which band it is.
+    The btree holds both columns: a batch's lookup (its keys sorted, `= ANY`) is one index-only
+    scan that visits no heap page (store.dedup_near). No primary key: each root's keys are
+    inserted once, by the one indexing transaction that makes it a root.
     """
 
     __tablename__ = "story_bands"
-    __table_args__ = (Index("ix_story_bands_band_hash", "band_hash", postgresql_using="hash"),)
+    __table_args__ = (Index("ix_story_bands_band_hash_story_id", "band_hash", "story_id"),)
     # The ORM needs an identity; the table has no key constraint (see above).
     __mapper_args__: ClassVar[dict[str, Any]] = {"primary_key": ["band_hash", "story_id"]}
 
