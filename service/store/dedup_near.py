@@ -1,6 +1,7 @@
 """The near-duplicate lookup of a batch against the band index, and the writes of new roots.
 
-Its cost must not grow with the store: a batch's band keys (42 per story) are probed once each,
+Its fixed cost stays the same at any store size (the candidates it must verify do grow with the
+store, see docs/scale.md): a batch's band keys (42 per story) are probed once each,
 sorted and deduplicated, in one index-only scan of the (band_hash, story_id) btree that returns
 the matching pairs as two binary bigint[] (no heap visit for rows the visibility map covers, no
 Python object per row); the candidate roots' signatures come from the caller's
