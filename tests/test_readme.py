@@ -107,6 +107,15 @@ def test_the_readme_has_the_commands_this_test_knows() -> None:
     assert "tinystories jobs show ID" in commands and "tinystories jobs cancel ID" in commands
 
 
+def answers(url: str) -> bool:
+    """Whether a GET of `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -197,19 +206,9 @@ class Session:
 
     def ready(self, command: str) -> bool:
         if " serve" in command:
-            try:
-                url = f"http://127.0.0.1:{self.port}/healthz"
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
+            return answers(f"http://127.0.0.1:{self.port}/healthz")
         if command.startswith("tinystories simulator"):
-            try:
-                url = f"http://127.0.0.1:{self.simulator_port}/v1/simulator/stats"
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
+            return answers(f"http://127.0.0.1:{self.simulator_port}/v1/simulator/stats")
         return True  # a worker is ready once it runs; the jobs below show it working
 
     def stop_background(self) -> None:

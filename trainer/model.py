@@ -49,9 +49,10 @@ class LossModel(nn.Module):
     """`forward(inputs, targets) -> summed next-token NLL`; the parameters are the wrapped model's.
 
     transformers' GPT-Neo only has an eager attention (fp32 scores, a materialised mask and
-    softmax). For training we run the same weights through `trainer.attention` (flash kernels,
-    FlexAttention for local layers), and every model's output layer through the chunked
-    cross-entropy of `trainer.xent`; the saved model is the plain transformers one.
+    softmax). For training we run the same weights through `trainer.attention` (flash kernels;
+    a flash or FlexAttention sliding window for local layers), and every model's output layer
+    through the chunked cross-entropy of `trainer.xent`; the saved model is the plain
+    transformers one.
     """
 
     def __init__(self, model: PreTrainedModel, *, fast_attention: bool = True) -> None:
