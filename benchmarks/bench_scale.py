@@ -3,7 +3,8 @@
 Writes N real-like stories (the simulator's story grammar, which has real-like overlap, with
 recipe words, features and a model, plus 2% planted exact and near duplicates) as JSONL shards
 of 100,000 records, imports them with `tinystories import`'s code path (service.dataset.importer:
-insert + exact and near-duplicate check in Postgres, one transaction per batch), exports them with
+insert + exact and near-duplicate check in Postgres, one transaction per batch, all shards in one
+process as `tinystories import part*.jsonl` does), exports them with
 `tinystories export`'s (service.dataset.exporter.run_export), and measures:
 
 - import_per_s: stories imported per second, dedup included (the importer's own child process);
@@ -93,16 +94,19 @@ def child_import(url: str, server_pid: int, files: list[str]) -> None:
     import asyncio
 
     from service.dataset.importer import import_file
+    from service.dataset.minhash import MinHashParams
     from service.db import make_engine, make_sessionmaker
+    from service.store.signature_cache import SignatureCache
 
     async def run() -> list[dict]:
         engine = make_engine(url, pool_size=2)
         sm = make_sessionmaker(engine)
+        cache = SignatureCache(MinHashParams().num_perm)  # as `tinystories import` of many files
         out = []
         try:
             for f in files:
                 t0, cpu0, pg0 = time.perf_counter(), _cpu(_usage()), server_cpu(server_pid)
-                s = await import_file(sm, f)
+                s = await import_file(sm, f, cache=cache)
                 out.append(
                     {
                         "stories": s.inserted,

@@ -99,14 +99,32 @@ def _port_free(port: int) -> bool:
 
 
 def _shared_buffers_mb() -> int:
-    """An eighth of the machine's memory, 128 MB to 2 GB: the dedup band index outgrows
-    Postgres' 128 MB default at ~50,000 stories and imports then slow down twofold (2 GB held
-    it at 200,000 stories; docs/scale.md). TINYSTORIES_PG_EXTRA_OPTIONS can set more."""
+    """A quarter of the memory this process may use (the machine's, or its cgroup's limit in a
+    container), 128 MB to 8 GB: the dedup band index outgrows Postgres' 128 MB default at
+    ~50,000 stories and imports then slow down twofold; 2 GB held 1.2M stories' band index,
+    a 2M-story store needs ~4 GB (docs/scale.md). Memory is only taken as pages are used.
+    TINYSTORIES_PG_EXTRA_OPTIONS can set another size."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
         return 128
-    return int(max(128, min(2048, memory // (8 << 20))))
+    memory = min(memory, _cgroup_memory_limit() or memory)
+    return int(max(128, min(8192, memory // (4 << 20))))
+
+
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+
+
+def _cgroup_memory_limit(paths: tuple[str, ...] = _CGROUP_LIMITS) -> int | None:
+    """The memory limit of this process's cgroup (v2, then v1), None without one."""
+    for path in paths:
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit() and int(value) < 1 << 60:  # "max" or v1's huge "unlimited"
+            return int(value)
+    return None
 
 
 def _answers(port: int, timeout: float = 1.0) -> bool:

@@ -60,8 +60,10 @@ async def _with_sessions(url: str, fn: Any) -> Any:
 
 
 def import_(
-    path: Path = typer.Argument(
-        ..., help="A TinyStories release file (.txt, .json, .jsonl) or an export's .parquet."
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="TinyStories release files (.txt, .json, .jsonl) or an export's .parquet shards, "
+        "imported in the order given.",
     ),
     fmt: str | None = typer.Option(
         None, "--format", help="text | instruct | json | jsonl | parquet (detected when omitted)."
@@ -73,50 +75,61 @@ def import_(
         help="Skip (and count) stories longer than this many characters.",
     ),
 ) -> None:
-    """Load a TinyStories release file into the store (idempotent, resumable)."""
+    """Load TinyStories release files into the store (idempotent, resumable)."""
     from service.dataset.import_formats import (
         FORMATS,
         ImportFormatError,
         detect_format,
         refuse_unreadable,
     )
-    from service.dataset.importer import import_file
+    from service.dataset.importer import ImportSummary, import_file
+    from service.dataset.minhash import MinHashParams
+    from service.store.signature_cache import SignatureCache
 
     if fmt is not None and fmt not in FORMATS:
         usage_error(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not path.is_file():
-        usage_error(f"{path}: no such file")
-    try:  # before the database starts: a file that is not stories is refused at once
-        refuse_unreadable(path, fmt)
-        fmt = fmt or detect_format(path)
-    except ImportFormatError as exc:
-        fail(f"{exc}; nothing was stored")
-    url = _database_url()
-    error = None
-    with _progress("bytes") as bar:
-        task = bar.add_task(f"import {path.name}", total=path.stat().st_size)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        try:
-            summary = asyncio.run(
-                _with_sessions(
-                    url,
-                    lambda sm: import_file(
-                        sm,
-                        path,
-                        fmt=fmt,  # type: ignore[arg-type]
-                        batch_size=batch_size,
-                        max_chars=max_chars,
-                        on_progress=progress,
-                    ),
-                )
-            )
+    formats = []
+    for path in paths:  # every file is checked before the database starts
+        if not path.is_file():
+            usage_error(f"{path}: no such file")
+        try:  # a file that is not stories is refused at once
+            refuse_unreadable(path, fmt)
+            formats.append(fmt or detect_format(path))
         except ImportFormatError as exc:
-            error = str(exc)
-    if error:  # after the progress bar is gone: the error is the only line
-        fail(error)
+            fail(f"{exc}; nothing was stored")
+    url = _database_url()
+    # One cache for every file: the roots met in one shard are the candidates of the next.
+    cache = SignatureCache(MinHashParams().num_perm)
+    for path, file_fmt in zip(paths, formats, strict=True):
+        error = None
+        with _progress("bytes") as bar:
+            task = bar.add_task(f"import {path.name}", total=path.stat().st_size)
+
+            def progress(done: int, total: int, task: int = task, bar: _Bar = bar) -> None:
+                bar.update(task, completed=done, total=total)
+
+            def run(sm: Any, path: Path = path, file_fmt: str = file_fmt) -> Any:
+                return import_file(
+                    sm,
+                    path,
+                    fmt=file_fmt,  # type: ignore[arg-type]
+                    batch_size=batch_size,
+                    max_chars=max_chars,
+                    on_progress=progress,
+                    cache=cache,
+                )
+
+            try:
+                summary: ImportSummary = asyncio.run(_with_sessions(url, run))
+            except ImportFormatError as exc:
+                error = str(exc)
+        if error:  # after the progress bar is gone: the error is the only line
+            fail(error)
+        _report(path, summary)
+
+
+def _report(path: Path, summary: Any) -> None:
+    """The lines of one imported file: warnings on stderr, then what was imported."""
     if summary.already_done:
         typer.echo(f"{path}: already imported, nothing to do")
         return

@@ -15,6 +15,7 @@ from service.dataset.minhash import MinHasher, MinHashParams
 from service.db import execute_and_commit
 from service.store import dedup as dedup_store
 from service.store.rollups import RollupBatch, minute_of, rollup_statements
+from service.store.signature_cache import SignatureCache
 
 logger = logging.getLogger(__name__)
 
@@ -62,13 +63,15 @@ async def index_pending(
     *,
     limit: int = 500,
     lead: bool = False,
+    cache: SignatureCache | None = None,
 ) -> int | None:
     """Check the oldest `limit` stored stories that have no dedup status yet, in one transaction.
 
     Returns how many were checked; None when `lead` is set and another worker is the indexer.
-    Duplicates found among a job's stories are added to its rollups.
+    Duplicates found among a job's stories are added to its rollups. `cache`: root sketches
+    this process keeps across its batches (see store.signature_cache).
     """
-    outcomes = await _check_pending(sessionmaker, params, limit=limit, lead=lead)
+    outcomes = await _check_pending(sessionmaker, params, limit=limit, lead=lead, cache=cache)
     return None if outcomes is None else len(outcomes)
 
 
@@ -78,6 +81,7 @@ async def _check_pending(
     *,
     limit: int,
     lead: bool,
+    cache: SignatureCache | None = None,
 ) -> dict[int, dedup_store.DedupOutcome] | None:
     """index_pending's work; the outcomes by story id."""
     async with sessionmaker() as session, session.begin():
@@ -104,7 +108,7 @@ async def _check_pending(
             for (sid, _, h, _, _), sig in zip(batch, sigs, strict=True)
         ]
         outcomes = await dedup_store.index_stories(
-            session=session, items=items, params=params, locked=True
+            session=session, items=items, params=params, locked=True, cache=cache
         )
         rollups = RollupBatch()
         minute = minute_of(None)

@@ -132,8 +132,12 @@ async def import_file(
     max_chars: int = DEFAULT_MAX_CHARS,
     params: MinHashParams | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    cache: SignatureCache | None = None,
 ) -> ImportSummary:
-    """Import `path`; ImportFormatError on bad data, saying what of the file was kept."""
+    """Import `path`; ImportFormatError on bad data, saying what of the file was kept.
+
+    `cache`: root signatures kept across files (one import of many shards); a new one by
+    default, kept across this file's batches."""
     params = params or MinHashParams()
     p, fmt, size, head = _identify(path, fmt)
     source = f"import:{p.name}"[:64]
@@ -147,7 +151,8 @@ async def import_file(
     )
     position = (state["next_record"], state["next_offset"])
     unknown = UnknownFields()
-    cache = SignatureCache(params.num_perm)  # root signatures met, kept across the batches
+    if cache is None or cache.num_perm != params.num_perm:
+        cache = SignatureCache(params.num_perm)
 
     def batches() -> Iterator[_Prepared]:
         batch: list[ImportedStory] = []

@@ -4,8 +4,9 @@ Its fixed cost stays the same at any store size (the candidates it must verify d
 store, see docs/scale.md): a batch's band keys (42 per story) are probed once each,
 sorted and deduplicated, in one index-only scan of the (band_hash, story_id) btree that returns
 the matching pairs as two binary bigint[] (no heap visit for rows the visibility map covers, no
-Python object per row); the candidate roots' signatures come from the caller's
-:class:`SignatureCache` when it has them, from `story_signatures` otherwise.
+Python object per row); the candidates are screened on the roots' sketches, from the caller's
+:class:`SignatureCache` when it has them, from `story_signatures` otherwise, and only the few
+that pass the screen are compared on their full signatures (store.dedup_batch.Screen).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.dataset.minhash import MinHashParams, band_keys_batch
-from service.store.dedup_batch import BatchVerdicts, resolve_batch, sorted_unique
+from service.store.dedup_batch import BatchVerdicts, Screen, sketch, sorted_unique, within_batch
 from service.store.imports import (
     Int8Array,
     copy_int8_pairs,
@@ -81,30 +82,35 @@ async def near_verdicts(
     t1 = time.perf_counter()
     if match_keys is None:  # no row matched: array_agg of nothing is NULL
         match_keys = match_ids = np.empty(0, dtype=np.int64)
-    root_ids = sorted_unique(match_ids)
-    root_sigs, fetched = await _root_signatures(session, root_ids, params.num_perm, cache)
-    if fetched.missing is not None:  # roots without a signature are no candidates (as a JOIN)
-        keep = np.isin(match_ids, fetched.missing, invert=True)
+    roots = await _Roots.load(session, sorted_unique(match_ids), params.num_perm, cache)
+    if roots.missing is not None:  # roots without a signature are no candidates (as a JOIN)
+        keep = np.isin(match_ids, roots.missing, invert=True)
         match_keys, match_ids = match_keys[keep], match_ids[keep]
-        root_ids = np.setdiff1d(root_ids, fetched.missing, assume_unique=True)
     t2 = time.perf_counter()
-    verdicts = resolve_batch(
-        story_ids,
+    screen = Screen(
         sigs,
         keys,
         match_keys,
-        np.searchsorted(root_ids, match_ids),
-        root_ids,
-        root_sigs,
+        np.searchsorted(roots.ids, match_ids),
+        roots.ids,
+        roots.sketches,
         params.threshold,
     )
+    compared = 0
+    while len(wanted := screen.wanted()):
+        have, full = await roots.full(session, wanted)
+        screen.supply(have, full)
+        compared += len(wanted)
+    cluster, nearest = screen.result()
+    verdicts = within_batch(story_ids, sigs, keys, cluster, nearest, params.threshold)
     logger.debug(
-        "band lookup stories=%d pairs=%d roots=%d fetched=%d pairs_ms=%.1f sigs_ms=%.1f "
-        "resolve_ms=%.1f",
+        "band lookup stories=%d pairs=%d roots=%d fetched=%d compared=%d pairs_ms=%.1f "
+        "sigs_ms=%.1f resolve_ms=%.1f",
         len(story_ids),
         len(match_keys),
-        len(root_ids),
-        fetched.count,
+        len(roots.ids),
+        roots.fetched,
+        compared,
         1000 * (t1 - t0),
         1000 * (t2 - t1),
         1000 * (time.perf_counter() - t2),
@@ -112,44 +118,87 @@ async def near_verdicts(
     return verdicts
 
 
-class _Fetched:
-    __slots__ = ("count", "missing")
+class _Roots:
+    """A batch's candidate roots (ascending ids): every one's sketch, and where its full
+    signature is (the cache, this batch's fetch, or Postgres again)."""
 
-    def __init__(self, count: int, missing: np.ndarray | None) -> None:
-        self.count = count  # signatures read from Postgres
-        self.missing = missing  # root ids with no stored signature, None when there are none
+    def __init__(self, ids: np.ndarray, sketches: np.ndarray, cache: SignatureCache | None):
+        self.ids, self.sketches, self.cache = ids, sketches, cache
+        self.missing: np.ndarray | None = None  # ids with no stored signature
+        self.fetched = 0  # signatures read from Postgres
+        self._local_ids = np.empty(0, dtype=np.int64)  # fetched by this batch, ascending
+        self._local = np.empty((0, sketches.shape[1]), dtype=np.uint32)
+
+    @classmethod
+    async def load(
+        cls,
+        session: AsyncSession,
+        root_ids: np.ndarray,
+        num_perm: int,
+        cache: SignatureCache | None,
+    ) -> _Roots:
+        sketches = np.empty((len(root_ids), num_perm), dtype=np.uint8)
+        rows = cache.rows_of(root_ids) if cache is not None else np.full(len(root_ids), -1)
+        hit = rows >= 0
+        if hit.any():
+            sketches[hit] = cache.sketches(rows[hit])  # type: ignore[union-attr]
+        out = cls(root_ids, sketches, cache)
+        wanted = root_ids[~hit]
+        if not len(wanted):
+            return out
+        ids, got = await _fetch(session, wanted, num_perm)
+        out.fetched = len(ids)
+        out._local_ids, out._local = ids, got
+        sketches[np.flatnonzero(~hit)[np.isin(wanted, ids)]] = sketch(got)  # both ascending
+        if cache is not None:
+            cache.add(ids, got)
+        missing = np.setdiff1d(wanted, ids, assume_unique=True)
+        if len(missing):
+            kept = np.isin(root_ids, missing, invert=True)
+            out.ids, out.sketches, out.missing = root_ids[kept], sketches[kept], missing
+        return out
+
+    async def full(
+        self, session: AsyncSession, wanted: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The full signatures of roots `wanted` (sorted indexes into ids): (indexes that have
+        one, their signatures)."""
+        ids = self.ids[wanted]
+        out = np.empty((len(ids), self.sketches.shape[1]), dtype=np.uint32)
+        found = np.zeros(len(ids), dtype=bool)
+        if len(self._local_ids):
+            at = np.minimum(np.searchsorted(self._local_ids, ids), len(self._local_ids) - 1)
+            found = self._local_ids[at] == ids
+            out[found] = self._local[at[found]]
+        if self.cache is not None and self.cache.full and not found.all():
+            rows = self.cache.rows_of(ids)
+            cached = ~found & (rows >= 0)
+            out[cached] = self.cache.signatures(rows[cached])
+            found |= cached
+        if not found.all():  # a sketch-only cache: the few compared in full, from Postgres
+            more, got = await _fetch(session, ids[~found], self.sketches.shape[1])
+            self.fetched += len(more)
+            rest = np.flatnonzero(~found)
+            pos = rest[np.isin(ids[rest], more)]  # both ascending
+            out[pos] = got
+            found[pos] = True
+        return wanted[found], out[found]
 
 
-async def _root_signatures(
-    session: AsyncSession, root_ids: np.ndarray, num_perm: int, cache: SignatureCache | None
-) -> tuple[np.ndarray, _Fetched]:
-    """(len(root_ids), num_perm) signatures of the roots (ascending ids), cached ones first."""
-    out = np.empty((len(root_ids), num_perm), dtype=np.uint32)
-    rows = cache.rows_of(root_ids) if cache is not None else np.full(len(root_ids), -1)
-    hit = rows >= 0
-    if hit.any():
-        out[hit] = cache.signatures(rows[hit])  # type: ignore[union-attr]
-    wanted = root_ids[~hit]
-    if not len(wanted):
-        return out, _Fetched(0, None)
+async def _fetch(
+    session: AsyncSession, ids: np.ndarray, num_perm: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stored signatures of `ids`: (the ids that have one, ascending; their signatures)."""
     raw = await driver_connection(session)
     async with raw.cursor(binary=True) as cur:
         load_int8_arrays_as_numpy(cur)
-        await cur.execute(_SIGNATURES, (Int8Array(wanted),))
-        ids, blob = await cur.fetchone()
-    if ids is None:
-        ids, blob = np.empty(0, dtype=np.int64), b""
-    got = np.frombuffer(blob, dtype="<u4").reshape(len(ids), num_perm).astype(np.uint32)
-    order = np.argsort(ids)
-    ids, got = ids[order], got[order]
-    out[np.flatnonzero(~hit)[np.isin(wanted, ids)]] = got  # both ascending
-    if cache is not None:
-        cache.add(ids, got)
-    missing = np.setdiff1d(wanted, ids, assume_unique=True)
-    if len(missing):
-        out = out[np.isin(root_ids, missing, invert=True)]
-        return out, _Fetched(len(ids), missing)
-    return out, _Fetched(len(ids), None)
+        await cur.execute(_SIGNATURES, (Int8Array(ids),))
+        got_ids, blob = await cur.fetchone()
+    if got_ids is None:
+        return np.empty(0, dtype=np.int64), np.empty((0, num_perm), dtype=np.uint32)
+    got = np.frombuffer(blob, dtype="<u4").reshape(len(got_ids), num_perm).astype(np.uint32)
+    order = np.argsort(got_ids)
+    return got_ids[order], got[order]
 
 
 async def add_roots(

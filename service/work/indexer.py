@@ -12,6 +12,7 @@ from service.dataset.dedup import index_pending
 from service.dataset.minhash import MinHashParams
 from service.db import is_disconnect, with_reconnect
 from service.store import dedup as dedup_store
+from service.store.signature_cache import SKETCH_ONLY_MAX_BYTES, SignatureCache
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,14 @@ class DedupIndexer:
         self.backlog_cap = backlog_cap
         self.stopping = stopping
         self.backlog = 0  # stories waiting for their check, as last seen
+        # Sketches only (256 MB at most, 2M roots): the worker's memory is for generation.
+        self.cache = SignatureCache(params.num_perm, max_bytes=SKETCH_ONLY_MAX_BYTES, full=False)
 
     async def _index(self, *, lead: bool) -> int | None:
         return await with_reconnect(
-            lambda: index_pending(self.sessionmaker, self.params, limit=self.batch, lead=lead),
+            lambda: index_pending(
+                self.sessionmaker, self.params, limit=self.batch, lead=lead, cache=self.cache
+            ),
             what="dedup",
             stop=self.stopping,
         )

@@ -113,3 +113,32 @@ def test_api_errors_read_as_one_line_naming_the_field() -> None:
     assert error_text(httpx.Response(502, text="Bad gateway\nmore", request=request)) == (
         "Bad gateway"
     )
+
+
+def test_shared_buffers_follow_the_memory_the_server_may_use(monkeypatch, tmp_path) -> None:
+    """A quarter of the machine's memory, or of its container's limit, 128 MB to 8 GB."""
+    from service import pgserver
+
+    gib = 1 << 30
+
+    def machine(pages: int) -> None:
+        monkeypatch.setattr(
+            pgserver.os, "sysconf", lambda name: 4096 if name == "SC_PAGE_SIZE" else pages
+        )
+
+    machine(24 * gib // 4096)
+    for limit, want in ((None, 6 * 1024), (2 * gib, 512), (256 << 20, 128), (64 * gib, 6 * 1024)):
+        monkeypatch.setattr(pgserver, "_cgroup_memory_limit", lambda limit=limit: limit)
+        assert pgserver._shared_buffers_mb() == want
+    machine(1 << 30)  # 4 TiB
+    monkeypatch.setattr(pgserver, "_cgroup_memory_limit", lambda: None)
+    assert pgserver._shared_buffers_mb() == 8192
+    monkeypatch.undo()
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    v2.write_text("max\n")
+    v1.write_text("9223372036854771712\n")  # v1's "unlimited"
+    assert pgserver._cgroup_memory_limit((str(v2), str(v1))) is None
+    v1.write_text("2147483648\n")
+    assert pgserver._cgroup_memory_limit((str(v2), str(v1))) == 2 * gib
+    v2.write_text("1073741824\n")
+    assert pgserver._cgroup_memory_limit((str(v2), str(tmp_path / "absent"))) == gib

@@ -123,6 +123,21 @@ def test_cli_import_and_dedup(database_url: str, tmp_path: Path, monkeypatch) ->
     r = run("import", str(bad))  # a runtime failure: exit 1, one line saying what was kept
     assert r.exit_code == 1 and r.output.startswith("error: ") and r.output.count("\n") == 1
     assert "record 1" in r.output and "nothing of this file was stored" in r.output
+    # Several shards in one command (one signature cache across them): one line per file; a
+    # file that is not stories among them is refused before any of them is stored.
+    halves = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    more = [s.strip() for s in src.split("<|endoftext|>") if s.strip()][12:30]
+    halves[0].write_text("<|endoftext|>".join(more[:9]))
+    halves[1].write_text("<|endoftext|>".join([*more[9:], more[0]]))  # one exact copy
+    words = tmp_path / "words.csv"
+    words.write_text("word,count\nball,3\n")
+    r = run("import", str(halves[0]), str(words), str(halves[1]))
+    assert r.exit_code == 1 and str(words) in r.output and "nothing was stored" in r.output
+    r = run("import", str(halves[0]), str(halves[1]))
+    assert r.exit_code == 0, r.output
+    lines = r.output.strip().splitlines()
+    assert lines[0].startswith("imported 9 stories from ") and "a.txt" in lines[0]
+    assert lines[1].startswith("imported 10 stories from ") and "duplicates 1," in lines[1]
     # Stories stored without a dedup status: the pass finds the planted copy.
     copy = stories[4].replace(".", "!", 1)
     with psycopg.connect(database_url.replace("+psycopg", "")) as conn:

@@ -12,7 +12,7 @@ from service.dataset.minhash import (
     jaccard_estimate,
     resolve_cluster,
 )
-from service.store.dedup_batch import resolve_batch
+from service.store.dedup_batch import Screen, resolve_batch
 
 PARAMS = MinHashParams()
 
@@ -102,3 +102,40 @@ def test_no_matches_and_no_shared_keys() -> None:
         np.zeros((0, PARAMS.num_perm), dtype=np.uint32), PARAMS.threshold,
     )  # fmt: skip
     assert got.clusters == [None] * 4 and got.nearest == [0.0] * 4
+
+
+def test_screen_compares_in_full_until_no_bound_can_beat_the_best() -> None:
+    """Roots whose low bytes match far more slots than their values: the first round compares
+    the best bound (a decoy), a second round the others; a root whose full signature is gone
+    is no candidate. Exactly the nearest and cluster of comparing every pair in full."""
+    rng = np.random.default_rng(3)
+    n = PARAMS.num_perm
+    story = rng.integers(0, 2**32, size=(1, n), dtype=np.uint32)
+
+    def root(equal: int, low_byte_only: int) -> np.ndarray:
+        r = story[0] ^ np.uint32(1 << 20)  # every slot differs, low bytes equal
+        r[low_byte_only + equal :] ^= np.uint32(0xFF)  # ... in the first slots only
+        r[:equal] = story[0, :equal]
+        return r
+
+    # (equal slots, slots equal in the low byte only): bounds 60, 45, 44, 43, 20.
+    roots = np.stack([root(5, 55), root(41, 4), root(44, 0), root(43, 0), root(20, 0)])
+    root_ids = np.array([10, 20, 30, 40, 50], dtype=np.int64)
+    keys = band_keys_batch(story, PARAMS.bands, PARAMS.rows)
+    match_keys = np.full(5, keys[0, 0], dtype=np.int64)  # all five share the story's first key
+    screen = Screen(story, keys, match_keys, np.arange(5), root_ids, roots.astype(np.uint8), 0.3)
+    assert screen.bound.tolist() == [60, 45, 44, 43, 20]
+    assert screen.wanted().tolist() == [0, 1, 2, 3]  # bounds >= the 39 that pass
+    screen.supply(np.array([0, 1, 3]), roots[[0, 1, 3]])  # root 30's signature is gone
+    assert screen.wanted().tolist() == []  # no bound left above the best exact count (43)
+    cluster, nearest = screen.result()
+    assert cluster.tolist() == [20] and nearest.tolist() == [43 / n]
+
+    low = Screen(story, keys, match_keys, np.arange(5), root_ids, roots.astype(np.uint8), 0.5)
+    assert low.wanted().tolist() == [0]  # none can pass 0.5: only the best bound, first
+    low.supply(np.array([0]), roots[[0]])  # exact 5: every bound above 5 may be the nearest
+    assert low.wanted().tolist() == [1, 2, 3, 4]
+    low.supply(np.array([1, 2, 3, 4]), roots[[1, 2, 3, 4]])
+    assert low.wanted().tolist() == []
+    cluster, nearest = low.result()
+    assert cluster.tolist() == [np.iinfo(np.int64).max] and nearest.tolist() == [44 / n]

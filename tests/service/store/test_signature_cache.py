@@ -16,7 +16,8 @@ from service.store.signature_cache import SignatureCache
 
 
 def test_rows_signatures_and_cap() -> None:
-    cache = SignatureCache(4, max_bytes=5 * 16)  # room for five signatures of 4 x 32 bits
+    # Room for five signatures of 4 slots (4 bytes each, plus a 1-byte sketch per slot).
+    cache = SignatureCache(4, max_bytes=5 * 20)
     assert cache.capacity == 5 and len(cache) == 0
     assert cache.rows_of(np.array([3, 9])).tolist() == [-1, -1]
     sigs = np.arange(12, dtype=np.uint32).reshape(3, 4)
@@ -28,6 +29,13 @@ def test_rows_signatures_and_cap() -> None:
     got = cache.signatures(rows[:5])
     assert got.tolist() == [sigs[1].tolist(), sigs[2].tolist(), sigs[0].tolist(),
                             (sigs[1] + 100).tolist(), (sigs[0] + 100).tolist()]  # fmt: skip
+    assert (cache.sketches(rows[:5]) == got.astype(np.uint8)).all()
+    sketch_only = SignatureCache(4, max_bytes=5 * 4, full=False)  # 1 byte per slot: five
+    sketch_only.add(np.array([30, 10, 20, 50, 40, 60]), np.concatenate([sigs, sigs + 100]))
+    assert sketch_only.capacity == 5 and len(sketch_only) == 5
+    assert sketch_only.sketches(sketch_only.rows_of(np.array([10]))).tolist() == [[4, 5, 6, 7]]
+    with pytest.raises(ValueError, match="sketches only"):
+        sketch_only.signatures(np.array([0]))
     with pytest.raises(ValueError, match="max_bytes"):
         SignatureCache(4, max_bytes=-1)
 
@@ -97,12 +105,16 @@ async def test_verdicts_with_a_tiny_cache_equal_verdicts_without(sessionmaker) -
         ids = await insert_stories(session=session, stories=rows)
 
     without = await _index_all(sessionmaker, ids, stories, sigs, None, batch=50)
-    tiny = SignatureCache(128, max_bytes=7 * 512)
+    tiny = SignatureCache(128, max_bytes=7 * 640)
     with_tiny = await _index_all(sessionmaker, ids, stories, sigs, tiny, batch=50)
     large = SignatureCache(128)
     with_large = await _index_all(sessionmaker, ids, stories, sigs, large, batch=50)
     # Indexed again, the large cache holds every root already.
     again = await _index_all(sessionmaker, ids, stories, sigs, large, batch=120)
+    # Sketches only (a worker's indexer): the pairs compared in full are fetched by id.
+    sketch_only = SignatureCache(128, full=False)
+    with_sketches = await _index_all(sessionmaker, ids, stories, sigs, sketch_only, batch=50)
+    again_sketches = await _index_all(sessionmaker, ids, stories, sigs, sketch_only, batch=50)
 
     statuses = [v[0] for v in without.values()]
     assert statuses.count("near_duplicate") >= 100
@@ -112,6 +124,8 @@ async def test_verdicts_with_a_tiny_cache_equal_verdicts_without(sessionmaker) -
     assert len(large) == statuses.count("unique")
     assert with_tiny == without
     assert with_large == without
+    assert with_sketches == without and again_sketches == without
+    assert len(sketch_only) == statuses.count("unique")
     assert again == await _index_all(sessionmaker, ids, stories, sigs, None, batch=120)
     async with sessionmaker() as session:
         indexed = await session.execute(text("SELECT count(*) FROM story_signatures"))
@@ -151,7 +165,7 @@ async def test_a_cached_signature_is_used_without_fetching(sessionmaker) -> None
     assert (out.status, out.cluster_id, out.nn_jaccard) == ("unique", None, 0.0)
 
 
-@pytest.mark.parametrize("cache_bytes", [None, 0])
+@pytest.mark.parametrize("cache_bytes", [None, 0, "sketches"])
 async def test_band_rows_of_a_deleted_root_are_no_candidate(sessionmaker, cache_bytes) -> None:
     """Deleting a story drops its signature (foreign key) but not its band rows: a root whose
     signature is fetched and missing is ignored, as a join of the two tables did."""
@@ -163,7 +177,10 @@ async def test_band_rows_of_a_deleted_root_are_no_candidate(sessionmaker, cache_
             for s in (story, near)]  # fmt: skip
     async with sessionmaker() as session, session.begin():
         root, copy = await insert_stories(session=session, stories=rows)
-    cache = None if cache_bytes is None else SignatureCache(128, max_bytes=cache_bytes)
+    if cache_bytes == "sketches":  # holds the root's sketch; its full signature is gone
+        cache = SignatureCache(128, full=False)
+    else:
+        cache = None if cache_bytes is None else SignatureCache(128, max_bytes=cache_bytes)
     await _index_all(sessionmaker, [root], [story], sigs[:1], cache, 1)
     async with sessionmaker() as session, session.begin():
         await session.execute(text("DELETE FROM stories WHERE id = :i"), {"i": root})
