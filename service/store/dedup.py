@@ -151,8 +151,9 @@ async def index_stories(
     `sketch`: the diversity sketch of these stories, all without a job (an import's), made by
     the caller without nearest neighbours; their Jaccards are added to it here. None: the
     stories are read back and sketched here.
-    `cache`: root signatures this process keeps across its batches (an import's), so the band
-    lookup fetches only those of roots it has not met; verdicts are the same without it."""
+    `cache`: root signatures (or sketches) this process keeps across its batches (an import's,
+    a worker indexer's), so the band lookup fetches only those of roots it has not met; verdicts
+    are the same without it."""
     if not items:
         return {}
     if not locked:
