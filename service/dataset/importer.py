@@ -151,8 +151,10 @@ async def import_file(
     )
     position = (state["next_record"], state["next_offset"])
     unknown = UnknownFields()
-    if cache is None or cache.num_perm != params.num_perm:
+    if cache is None:
         cache = SignatureCache(params.num_perm)
+    elif cache.num_perm != params.num_perm:
+        raise ValueError(f"cache holds {cache.num_perm} slots, params {params.num_perm}")
 
     def batches() -> Iterator[_Prepared]:
         batch: list[ImportedStory] = []

@@ -12,7 +12,7 @@ Stored candidates are screened on one byte per slot (:func:`sketch`) before thei
 signatures are compared: equal slots stay equal in the low byte, so a pair's count of equal
 bytes bounds its count of equal slots from above. Only pairs whose bound reaches the threshold,
 or could beat the story's best exact estimate so far, are compared in full (:class:`Screen`).
-On formulaic text a story meets ~100 stored roots per million stored, nearly all far below
+On formulaic text a story meets ~50 stored roots per million stored, nearly all far below
 the threshold: the screen reads a quarter of the bytes, and the verdicts and nearest Jaccards
 are exactly those of comparing every pair in full.
 """
@@ -88,7 +88,8 @@ class Screen:
 
     `wanted()` names the roots whose full signatures the next round needs; `supply()` gives
     them (a root left out is no candidate: its signature is gone); when `wanted()` is empty,
-    `result()` holds every story's cluster among the stored roots and its nearest estimate."""
+    `result()` holds every story's cluster among the stored roots and its nearest estimate, and
+    `verdicts()` the batch's verdicts."""
 
     def __init__(
         self,
@@ -105,7 +106,7 @@ class Screen:
         self.signatures, self.threshold = signatures, threshold
         # The fewest equal slots that pass, by the same float comparison as the full rule.
         self.passing = next(e for e in range(self.num_perm + 2) if e / self.num_perm >= threshold)
-        sorted_keys, sorted_owner = _sorted_keys(keys)
+        self._sorted = sorted_keys, sorted_owner = _sorted_keys(keys)
         if len(match_keys):
             lo = np.searchsorted(sorted_keys, match_keys, side="left")
             counts = np.searchsorted(sorted_keys, match_keys, side="right") - lo
@@ -148,6 +149,14 @@ class Screen:
         np.minimum.at(cluster, self.story[passing], self.root_ids[self.root[passing]])
         return cluster, nearest
 
+    def verdicts(self, story_ids: np.ndarray) -> BatchVerdicts:
+        """The batch's verdicts (`story_ids` ascending, in the signatures' order), once
+        `wanted()` is empty: the stored roots' result, then the batch's own roots."""
+        cluster, nearest = self.result()
+        return _within_batch(
+            story_ids, self.signatures, *self._sorted, cluster, nearest, self.threshold
+        )
+
 
 def resolve_batch(
     story_ids: np.ndarray,
@@ -167,22 +176,22 @@ def resolve_batch(
     )
     while len(roots := screen.wanted()):
         screen.supply(roots, root_signatures[roots])
-    cluster, nearest = screen.result()
-    return within_batch(story_ids, signatures, keys, cluster, nearest, threshold)
+    return screen.verdicts(story_ids)
 
 
-def within_batch(
+def _within_batch(
     story_ids: np.ndarray,
     signatures: np.ndarray,
-    keys: np.ndarray,
+    sorted_keys: np.ndarray,
+    sorted_owner: np.ndarray,
     cluster: np.ndarray,
     nearest: np.ndarray,
     threshold: float,
 ) -> BatchVerdicts:
-    """The verdicts, given each story's verdict against the stored roots (Screen.result()):
-    stories sharing a key with an earlier story of the batch are resolved in id order."""
+    """The verdicts, given each story's verdict against the stored roots (Screen.result()) and
+    the batch's sorted keys: stories sharing a key with an earlier story of the batch are
+    resolved in id order."""
     n = len(story_ids)
-    sorted_keys, sorted_owner = _sorted_keys(keys)
     bounds = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1], True])
     shared = np.flatnonzero(np.diff(bounds) > 1)
     if len(shared):

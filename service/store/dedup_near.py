@@ -19,7 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.dataset.minhash import MinHashParams, band_keys_batch
-from service.store.dedup_batch import BatchVerdicts, Screen, sketch, sorted_unique, within_batch
+from service.store.dedup_batch import BatchVerdicts, Screen, sketch, sorted_unique
 from service.store.imports import (
     Int8Array,
     copy_int8_pairs,
@@ -101,8 +101,7 @@ async def near_verdicts(
         have, full = await roots.full(session, wanted)
         screen.supply(have, full)
         compared += len(wanted)
-    cluster, nearest = screen.result()
-    verdicts = within_batch(story_ids, sigs, keys, cluster, nearest, params.threshold)
+    verdicts = screen.verdicts(story_ids)
     logger.debug(
         "band lookup stories=%d pairs=%d roots=%d fetched=%d compared=%d pairs_ms=%.1f "
         "sigs_ms=%.1f resolve_ms=%.1f",
