@@ -275,13 +275,25 @@ def main() -> None:
         exp = run_child("export", url, str(root / "export"))
         pg3 = server_cpu(info.pid)
         base = None if args.no_baseline else run_child("baseline", *files)
-        service = {"ratio": float("nan")}
+        service = durable = {"ratio": float("nan")}
         if not args.no_service:
             from service_ratio import service_ratio
 
             ensure_database(info.url(driver="postgresql"), "empty")
             upgrade(info.url("empty"))
             service = service_ratio(url, info.url("empty"), root, 3_000 if args.quick else 10_000)
+            # Again on the server as users run it: durable commits and full-page writes.
+            server.stop(mode="fast")
+            server = EmbeddedPostgres(root / "pg", extra_options=args.pg_options)
+            info = server.ensure_running()
+            ensure_database(info.url(driver="postgresql"), "empty_durable")
+            upgrade(info.url("empty_durable"))
+            durable = service_ratio(
+                info.url("bench"),
+                info.url("empty_durable"),
+                root / "durable",
+                3_000 if args.quick else 10_000,
+            )
     finally:
         server.stop(mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
@@ -329,7 +341,12 @@ def main() -> None:
     if "full_per_s" in service:
         print(
             f"service end to end: {service['full_per_s']:.1f} stories/s with {stored} stored, "
-            f"{service['empty_per_s']:.1f}/s on an empty store"
+            f"{service['empty_per_s']:.1f}/s on an empty store (fsync off, as the import)"
+        )
+        print(
+            f"service end to end, durable (the embedded server's own settings): "
+            f"{durable['full_per_s']:.1f} stories/s full, {durable['empty_per_s']:.1f}/s empty, "
+            f"service_ratio_durable={durable['ratio']:.2f}"
         )
     print(
         f"import_ratio_full_vs_empty={ratio:.2f} (last shard, {stored - last['stories']} stored "

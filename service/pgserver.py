@@ -112,6 +112,13 @@ def _shared_buffers_mb() -> int:
     return int(max(128, min(8192, memory // (4 << 20))))
 
 
+# Checkpoints further apart: the dedup band index takes each new root's keys at random leaves,
+# and the first change to a page after a checkpoint writes the whole page to the WAL. With the
+# defaults (1 GB, 5 min) a 10,000-story job on a 1M-story store wrote 2.4 GB of WAL and
+# checkpointed mid-job; with these it wrote 0.4-0.5 GB (docs/scale.md). Crash recovery replays
+# at most this much WAL.
+WAL_OPTIONS = "-c max_wal_size=4GB -c checkpoint_timeout=15min"
+
 _CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
@@ -211,7 +218,7 @@ class EmbeddedPostgres:
             port = _free_port()
         options = (
             f"-h 127.0.0.1 -p {port} -k '' -c max_connections=300 "
-            f"-c shared_buffers={_shared_buffers_mb()}MB {self.extra_options}"
+            f"-c shared_buffers={_shared_buffers_mb()}MB {WAL_OPTIONS} {self.extra_options}"
         )
         try:
             commands.pg_ctl(

@@ -312,3 +312,11 @@ def test_dockerfile_targets() -> None:
     assert argv[0] == "tinystories"
     path, options = resolve_command(argv[1:])
     assert path == ["serve"] and {"--host", "--port"} <= options
+
+
+def test_composes_postgres_checkpoints_as_the_embedded_server(compose: dict[str, Any]) -> None:
+    from service.pgserver import WAL_OPTIONS
+
+    command = compose["services"]["postgres"]["command"]
+    assert command[0] == "postgres"  # the image's entrypoint runs its init, then this
+    assert " ".join(command[1:]) == WAL_OPTIONS

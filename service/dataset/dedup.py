@@ -62,17 +62,15 @@ async def index_pending(
     params: MinHashParams,
     *,
     limit: int = 500,
-    lead: bool = False,
     cache: SignatureCache | None = None,
-) -> int | None:
+) -> int:
     """Check the oldest `limit` stored stories that have no dedup status yet, in one transaction.
 
-    Returns how many were checked; None when `lead` is set and another worker is the indexer.
-    Duplicates found among a job's stories are added to its rollups. `cache`: root sketches
-    this process keeps across its batches (see store.signature_cache).
+    Returns how many were checked. Duplicates found among a job's stories are added to its
+    rollups. `cache`: root sketches this process keeps across its batches (see
+    store.signature_cache).
     """
-    outcomes = await _check_pending(sessionmaker, params, limit=limit, lead=lead, cache=cache)
-    return None if outcomes is None else len(outcomes)
+    return len(await _check_pending(sessionmaker, params, limit=limit, cache=cache))
 
 
 async def _check_pending(
@@ -80,9 +78,8 @@ async def _check_pending(
     params: MinHashParams,
     *,
     limit: int,
-    lead: bool,
     cache: SignatureCache | None = None,
-) -> dict[int, dedup_store.DedupOutcome] | None:
+) -> dict[int, dedup_store.DedupOutcome]:
     """index_pending's work; the outcomes by story id."""
     async with sessionmaker() as session, session.begin():
         # A stalled indexer (paused process, lost host) must not hold the index for long:
@@ -94,8 +91,6 @@ async def _check_pending(
                 "set_config('work_mem', '64MB', true)"
             )
         )
-        if lead and not await dedup_store.try_lead_indexer(session):
-            return None
         # Lock first, then choose: a story is never indexed twice by concurrent writers.
         await dedup_store.lock_index(session)
         batch = await dedup_store.pending_stories(session=session, limit=limit)
@@ -139,7 +134,7 @@ async def run_dedup_pass(
     async with sessionmaker() as session:
         total = await dedup_store.count_undeduped(session=session)
     summary = DedupSummary()
-    while outcomes := await _check_pending(sessionmaker, params, limit=batch_size, lead=False):
+    while outcomes := await _check_pending(sessionmaker, params, limit=batch_size):
         summary.add(outcomes)
         if on_progress:
             on_progress(summary.checked, total)

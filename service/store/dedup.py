@@ -4,8 +4,8 @@ Every worker process, the importer and `tinystories dedup` share one index: `sto
 (unique normalised-text hash), `story_bands` (band_hash, story_id) and
 `story_signatures`; bands and signatures are kept for cluster roots only. One writer at a time
 (:func:`lock_index`): the importer indexes each batch in the transaction that inserts it; stories
-the workers store are picked up in id order by one worker at a time acting as the indexer
-(:func:`try_lead_indexer`, :func:`pending_stories`) and by `tinystories dedup`.
+the workers store are picked up in id order (:func:`pending_stories`) by the worker that
+holds the indexer's lead (INDEXER_KEY) and by `tinystories dedup`.
 """
 
 from __future__ import annotations
@@ -118,18 +118,6 @@ async def lock_index(session: AsyncSession) -> None:
     """Take the index for this transaction: its writers (the workers' indexer, imports, the
     dedup pass) run one at a time, so a story always sees every story indexed before it."""
     await session.execute(text("SELECT pg_advisory_xact_lock(:ns, -1)"), {"ns": LOCK_NAMESPACE})
-
-
-async def try_lead_indexer(session: AsyncSession) -> bool:
-    """Become the workers' indexer for this transaction, unless another process is."""
-    return bool(
-        (
-            await session.execute(
-                text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
-                {"ns": LOCK_NAMESPACE, "key": INDEXER_KEY},
-            )
-        ).scalar_one()
-    )
 
 
 async def index_stories(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from service.dataset.dedup import index_pending
 from service.dataset.minhash import MinHashParams
@@ -17,9 +19,20 @@ from service.store.signature_cache import SKETCH_ONLY_MAX_BYTES, SignatureCache
 logger = logging.getLogger(__name__)
 
 
+# A lead whose connection has been idle this long (its process paused) loses the lead to
+# another worker: Postgres ends the session, and the session's lock goes with it.
+LEAD_IDLE_TIMEOUT = "15s"
+
+
 class DedupIndexer:
     """Checks stored stories in big batches (see `index_pending`) and tracks the backlog the
-    claim loop waits on: one writer, and no dedup lock in the transactions that store stories."""
+    claim loop waits on: one writer, and no dedup lock in the transactions that store stories.
+
+    One worker leads for as long as it lives: it holds a session-level advisory lock on a
+    connection of its own and runs its batches there, so its cache of root sketches keeps
+    serving it. Taking turns batch by batch (a transaction-level lock) had every worker warm
+    a cache of its own: 40% more signatures read from Postgres in a 10,000-story job at 1M.
+    The lock goes when the lead exits, loses its connection, or stalls (LEAD_IDLE_TIMEOUT)."""
 
     def __init__(
         self,
@@ -42,15 +55,71 @@ class DedupIndexer:
         self.backlog = 0  # stories waiting for their check, as last seen
         # Sketches only (256 MB at most, 2M roots): the worker's memory is for generation.
         self.cache = SignatureCache(params.num_perm, max_bytes=SKETCH_ONLY_MAX_BYTES, full=False)
+        self._lead: tuple[AsyncConnection, async_sessionmaker[AsyncSession]] | None = None
+
+    @property
+    def leading(self) -> bool:
+        """Whether this worker holds the indexer's lead now."""
+        return self._lead is not None
+
+    async def _take_lead(self) -> async_sessionmaker[AsyncSession] | None:
+        """Sessions on this worker's lead connection, or None while another worker leads."""
+        if self._lead is not None:
+            return self._lead[1]
+        engine = self.sessionmaker.kw["bind"]
+        conn = await engine.connect()
+        try:
+            got = (
+                await conn.execute(
+                    text("SELECT pg_try_advisory_lock(:ns, :key)"),
+                    {"ns": dedup_store.LOCK_NAMESPACE, "key": dedup_store.INDEXER_KEY},
+                )
+            ).scalar_one()
+            if got:
+                await conn.execute(text(f"SET idle_session_timeout = '{LEAD_IDLE_TIMEOUT}'"))
+            await conn.commit()
+        except BaseException:
+            await self._discard(conn)
+            raise
+        if not got:
+            await conn.close()  # back to the pool as it came: no lock, no setting
+            return None
+        self._lead = conn, async_sessionmaker(bind=conn, expire_on_commit=False)
+        logger.info("dedup indexer lead taken worker_id=%s", self.worker_id)
+        return self._lead[1]
+
+    @staticmethod
+    async def _discard(conn: AsyncConnection) -> None:
+        # Never back to the pool: the next user would inherit the lock and the timeout.
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        with contextlib.suppress(Exception):
+            await conn.close()
+
+    async def release_lead(self) -> None:
+        """Give the lead up (on the way out, or after an error on its connection)."""
+        if self._lead is not None:
+            conn, self._lead = self._lead[0], None
+            await self._discard(conn)
+
+    async def _lead_batch(self) -> int | None:
+        sessions = await self._take_lead()
+        if sessions is None:
+            return None
+        try:
+            return await index_pending(sessions, self.params, limit=self.batch, cache=self.cache)
+        except BaseException:
+            await self.release_lead()  # the connection's state is unknown: take it again
+            raise
+
+    async def _any_batch(self) -> int:
+        return await index_pending(
+            self.sessionmaker, self.params, limit=self.batch, cache=self.cache
+        )
 
     async def _index(self, *, lead: bool) -> int | None:
-        return await with_reconnect(
-            lambda: index_pending(
-                self.sessionmaker, self.params, limit=self.batch, lead=lead, cache=self.cache
-            ),
-            what="dedup",
-            stop=self.stopping,
-        )
+        op = self._lead_batch if lead else self._any_batch
+        return await with_reconnect(op, what="dedup", stop=self.stopping)
 
     async def probe_backlog(self) -> None:
         """Count the stories waiting for their check (capped: only "over the limit" matters)."""
@@ -63,6 +132,12 @@ class DedupIndexer:
 
     async def loop(self) -> None:
         """Check batches while there is work, poll every `interval_s` otherwise."""
+        try:
+            await self._loop()
+        finally:
+            await self.release_lead()
+
+    async def _loop(self) -> None:
         while True:
             try:
                 n = await self._index(lead=True)

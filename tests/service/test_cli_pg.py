@@ -142,3 +142,22 @@ def test_shared_buffers_follow_the_memory_the_server_may_use(monkeypatch, tmp_pa
     assert pgserver._cgroup_memory_limit((str(v2), str(v1))) == 2 * gib
     v2.write_text("1073741824\n")
     assert pgserver._cgroup_memory_limit((str(v2), str(tmp_path / "absent"))) == gib
+
+
+def test_the_embedded_server_checkpoints_less_often_than_postgres_default(
+    database_url: str,
+) -> None:
+    """The band index's random inserts write a full page image per page and checkpoint: the
+    server started for tests (as for users) spaces checkpoints by 4 GB of WAL or 15 minutes."""
+    import psycopg
+
+    from service.store.exports import libpq_url
+
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        got = dict(
+            conn.execute(
+                "SELECT name, setting || coalesce(unit, '') FROM pg_settings "
+                "WHERE name IN ('max_wal_size', 'checkpoint_timeout')"
+            ).fetchall()
+        )
+    assert got == {"max_wal_size": "4096MB", "checkpoint_timeout": "900s"}

@@ -163,9 +163,6 @@ async def test_one_indexer_at_a_time_checks_job_stories_and_counts_them(sessionm
         await insert_stories(session=session, stories=[dict(row(base[3]), accepted=False)])
 
     params = MinHashParams()
-    async with sessionmaker() as session, session.begin():
-        assert await dedup_store.try_lead_indexer(session)  # another worker is the indexer
-        assert await index_pending(sessionmaker, params, lead=True) is None
     first, second = await asyncio.gather(
         index_pending(sessionmaker, params, limit=5), index_pending(sessionmaker, params, limit=5)
     )

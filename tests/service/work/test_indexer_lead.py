@@ -1,0 +1,123 @@
+"""The workers' dedup indexer: one worker leads for as long as it lives, and loses the lead
+when its connection goes or stalls, so another takes over."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+
+from service.dataset.minhash import MinHashParams
+from service.store.imports import insert_stories
+from service.work import indexer as indexer_mod
+from service.work.indexer import DedupIndexer
+from tests.service.store.test_dedup_store import real_stories, row
+from tests.service.work.test_spend import wait_until
+
+
+def make_indexer(sessionmaker, name: str) -> DedupIndexer:
+    return DedupIndexer(
+        sessionmaker=sessionmaker,
+        params=MinHashParams(),
+        worker_id=name,
+        batch=3,
+        interval_s=0.05,
+        backlog_cap=100,
+        stopping=lambda: False,
+    )
+
+
+async def add_stories(sessionmaker, stories: list[str]) -> None:
+    async with sessionmaker() as session, session.begin():
+        await insert_stories(session=session, stories=[row(s) for s in stories])
+
+
+async def unchecked(sessionmaker) -> int:
+    async with sessionmaker() as session:
+        got = await session.execute(
+            text("SELECT count(*) FROM stories WHERE dedup_status IS NULL AND accepted")
+        )
+        return int(got.scalar_one())
+
+
+async def lead_pid(indexer: DedupIndexer) -> int:
+    assert indexer._lead is not None
+    got = await indexer._lead[0].execute(text("SELECT pg_backend_pid()"))
+    pid = int(got.scalar_one())
+    await indexer._lead[0].commit()
+    return pid
+
+
+async def test_the_lead_stays_with_one_worker_until_its_connection_goes(sessionmaker) -> None:
+    stories = real_stories(12)
+    await add_stories(sessionmaker, stories[:6])
+    a, b = make_indexer(sessionmaker, "a"), make_indexer(sessionmaker, "b")
+    try:
+        assert await a._index(lead=True) == 3 and a.leading
+        assert await b._index(lead=True) is None and not b.leading  # a leads
+        assert await a._index(lead=True) == 3  # and keeps leading between its batches
+        assert await b._index(lead=True) is None
+        assert await unchecked(sessionmaker) == 0
+        assert len(a.cache) == 6 and len(b.cache) == 0  # one cache serves every batch
+
+        # The lead's process dies (its connection goes): the next worker takes over.
+        await add_stories(sessionmaker, stories[6:9])
+        pid = await lead_pid(a)
+        async with sessionmaker() as session, session.begin():
+            await session.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        assert await b._index(lead=True) == 3 and b.leading
+        # The old lead notices on its next round: it gives up and does not index twice.
+        assert await a._index(lead=True) is None and not a.leading
+        # A worker that stops (or whose loop ends) hands the lead on.
+        await b.release_lead()
+        await add_stories(sessionmaker, stories[9:])
+        assert await a._index(lead=True) == 3 and a.leading
+        assert await unchecked(sessionmaker) == 0
+        # Catch-up on the way out does not need the lead: it waits for the index lock.
+        await add_stories(sessionmaker, [stories[0] + " The end."])
+        await b.catch_up()
+        assert await unchecked(sessionmaker) == 0
+    finally:
+        await a.release_lead()
+        await b.release_lead()
+
+
+async def test_a_stalled_lead_loses_the_lead(sessionmaker, monkeypatch) -> None:
+    monkeypatch.setattr(indexer_mod, "LEAD_IDLE_TIMEOUT", "300ms")
+    await add_stories(sessionmaker, real_stories(4))
+    a, b = make_indexer(sessionmaker, "a"), make_indexer(sessionmaker, "b")
+    try:
+        assert await a._index(lead=True) == 3
+        # `a` goes quiet (a paused process): Postgres ends its session, the lock goes with it.
+        got: list[int | None] = []
+
+        async def b_leads() -> bool:
+            got.append(await b._index(lead=True))
+            return got[-1] is not None
+
+        await wait_until(b_leads, what="b to take the lead")
+        assert got[-1] == 1 and b.leading
+    finally:
+        await a.release_lead()
+        await b.release_lead()
+
+
+@pytest.mark.parametrize("stop_after", [1, 3])
+async def test_the_loop_gives_the_lead_back_when_it_ends(sessionmaker, stop_after) -> None:
+    await add_stories(sessionmaker, real_stories(5))
+    a, b = make_indexer(sessionmaker, "a"), make_indexer(sessionmaker, "b")
+    task = asyncio.create_task(a.loop())
+
+    async def all_checked() -> bool:
+        return not await unchecked(sessionmaker)
+
+    await wait_until(all_checked, what="a's loop to check every story")
+    for _ in range(stop_after):
+        assert await b._index(lead=True) is None  # a leads while its loop runs
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not a.leading
+    assert await b._index(lead=True) == 0 and b.leading
+    await b.release_lead()
