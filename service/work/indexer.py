@@ -108,8 +108,12 @@ class DedupIndexer:
             return None
         try:
             return await index_pending(sessions, self.params, limit=self.batch, cache=self.cache)
+        except Exception as exc:
+            if is_disconnect(exc):  # the lock went with the connection: take it again
+                await self.release_lead()
+            raise  # else the transaction rolled back and the connection is as it was
         except BaseException:
-            await self.release_lead()  # the connection's state is unknown: take it again
+            await self.release_lead()  # cancelled mid-statement: the connection's state is unknown
             raise
 
     async def _any_batch(self) -> int:
