@@ -61,6 +61,12 @@ def train_command(
         bool | None,
         typer.Option("--compile/--no-compile", help="torch.compile [default: on for CUDA]."),
     ] = None,
+    compile_mode: Annotated[
+        str,
+        typer.Option(
+            help="default, or max-autotune (GEMM and kernel tuning: minutes more compile)."
+        ),
+    ] = "default",
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast on GPU.")] = True,
     local_attention: Annotated[
         str, typer.Option(help="GPT-Neo local layers: auto, flash or flex (CUDA), or sdpa.")
@@ -97,6 +103,8 @@ def train_command(
         raise _fail(f"--format must be plain or instruct, not {format!r}")
     if local_attention not in ("auto", "flash", "flex", "sdpa"):
         raise _fail(f"--local-attention must be auto, flash, flex or sdpa, not {local_attention!r}")
+    if compile_mode not in ("default", "max-autotune"):
+        raise _fail(f"--compile-mode must be default or max-autotune, not {compile_mode!r}")
     if schedule not in ("cosine", "constant"):
         raise _fail(f"--schedule must be cosine or constant, not {schedule!r}")
     try:
@@ -128,6 +136,7 @@ def train_command(
         log_every=log_every,
         seed=seed,
         compile=compile,
+        compile_mode=compile_mode,  # type: ignore[arg-type]
         bf16=bf16,
         local_attention=local_attention,  # type: ignore[arg-type]
         final_eval_tokens=final_eval_tokens,

@@ -62,6 +62,10 @@ class TrainConfig:
     # None: on for CUDA (kernel fusion, FlexAttention), off on CPU, where a short run does not
     # earn back the compile time. A failed compile falls back to eager with one warning line.
     compile: bool | None = None
+    # max-autotune: inductor benchmarks GEMM kernels (Triton templates, which can take the bias
+    # and gelu into their epilogue, against cuBLAS) and tunes its fused kernels: minutes more
+    # compile (`gpu_check.sh mfu` measures what it gives). No CUDA graphs either way.
+    compile_mode: Literal["default", "max-autotune"] = "default"
     fast_attention: bool = True  # SDPA training forward for GPT-Neo (transformers only has eager)
     # GPT-Neo local layers: flash = flash-attention's sliding window (CUDA, bf16, torch >= 2.11);
     # flex = FlexAttention sliding window (fused, skips masked blocks, slow uncompiled);

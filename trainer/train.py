@@ -160,6 +160,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         grad_accum=cfg.grad_accum,
         compile=use_compile,
         bf16=use_bf16,
+        compile_mode=cfg.compile_mode,
         zero_grad=lambda: optimizer.zero_grad(set_to_none=True),
     )
 

@@ -251,3 +251,25 @@ def test_compiled_step_checked_against_eager(export_dir, cache_dir, tmp_path, mo
     assert info["compile"] is False
     reference = train(replace(cfg, out=str(tmp_path / "e"), compile=False))
     assert result.val_loss == pytest.approx(reference.val_loss, abs=1e-5)  # same training
+
+
+def test_max_autotune_compile_trains_what_eager_trains(export_dir, cache_dir, tmp_path) -> None:
+    # A real compile (no stand-in), in the tuned mode: it must pass the first step's check
+    # against eager, stay compiled, say its mode, and train what the eager run trains.
+    cfg = tiny_config(
+        export_dir,
+        cache_dir,
+        tmp_path / "m",
+        compile=True,
+        compile_mode="max-autotune",
+        max_steps=6,
+        eval_every=100,
+        checkpoint_every=100,
+        log_every=2,
+    )
+    result = train(cfg)
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["compile"] is True and info["config"]["compile_mode"] == "max-autotune"
+    reference = train(replace(cfg, out=str(tmp_path / "e"), compile=False))
+    assert result.val_loss == pytest.approx(reference.val_loss, abs=1e-3)
+    assert result.val_loss < 6.2  # it trained: log(512) = 6.24 at the start
