@@ -155,7 +155,8 @@ class JobOut(BaseModel):
     mode_reason: str | None = Field(default=None, description="why auto mode chose `mode`")
     batches: dict[str, Any] | None = Field(
         default=None,
-        description="batch jobs: batches by state, their cost and the money saved vs online",
+        description="batch jobs: batches by state, their cost, the money saved vs online, "
+        "and `members`: batches per pool member for a pooled model",
     )
     instruct: bool
     summary_model: str | None

@@ -94,14 +94,22 @@ async def open_batches(*, session: AsyncSession, job_id: uuid.UUID) -> int:
 
 
 async def batch_summary(*, session: AsyncSession, job_id: uuid.UUID) -> dict[str, Any]:
-    """A job's batches for the API: counts by state and the money saved."""
+    """A job's batches for the API: counts by state, the money saved, and for a pooled model
+    how many batches each member holds."""
     row = (
         await session.execute(
             text(f"SELECT {COUNTS} FROM provider_batches b WHERE b.job_id = :job_id"),
             {"job_id": job_id},
         )
     ).one()
-    return figures(row)
+    members = await session.execute(
+        text(
+            "SELECT member, count(*) FROM provider_batches "
+            "WHERE job_id = :job_id AND member IS NOT NULL GROUP BY member ORDER BY member"
+        ),
+        {"job_id": job_id},
+    )
+    return {**figures(row), "members": {name: int(n) for name, n in members.all()}}
 
 
 async def batch_totals(*, session: AsyncSession) -> dict[str, float]:

@@ -47,6 +47,9 @@ class ProviderBatch(Base):
     reserved_usd: Mapped[Decimal] = mapped_column(Money, nullable=False, server_default="0")
     input_file_id: Mapped[str | None] = mapped_column(String(200))
     create_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The pool member that holds the batch (a batch lives where it was created); NULL: the
+    # single provider.
+    member: Mapped[str | None] = mapped_column(String(200))
     provider_batch_id: Mapped[str | None] = mapped_column(String(200))
     provider_status: Mapped[str | None] = mapped_column(String(32))
     completed: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

@@ -12,10 +12,11 @@ from service.store.batches import BATCH_OWNER
 
 
 async def task_results(
-    processor: Any, tasks: list[Any], results: Any, status: Any
+    processor: Any, tasks: list[Any], results: Any, status: Any, *, provider: str
 ) -> tuple[list[tuple[Any, Any]], float]:
     """(task, TaskResult) for every task of a finished batch, and what the same answers
-    would have cost online (the money the batch saved)."""
+    would have cost online (the money the batch saved). `provider` (the endpoint that ran the
+    batch: a pool member's name) is what request rows and stories name."""
     from generator.batch_files import BatchSuccess
 
     elapsed = max(0.0, datetime.now(UTC).timestamp() - float(status.created_at or 0))
@@ -30,10 +31,10 @@ async def task_results(
             online += engine.pricing.cost(
                 task.model, result.prompt_tokens, result.completion_tokens
             )
-            return task, await _story(processor, task, engine, result, elapsed, started)
+            return task, await _story(processor, task, engine, result, elapsed, started, provider)
         if result is None:  # no line for it in either file: send again (attempts bound it)
             return task, store.TaskResult(outcome="retry", error="missing from the batch output")
-        record = _record(task, result, elapsed, started, engine, ok=False)
+        record = _record(task, result, elapsed, started, engine, provider, ok=False)
         online += engine.pricing.cost(task.model, result.prompt_tokens, result.completion_tokens)
         outcome = (
             "release"
@@ -54,7 +55,13 @@ async def task_results(
 
 
 async def _story(
-    processor: Any, task: Any, engine: Any, result: Any, elapsed: float, started: datetime
+    processor: Any,
+    task: Any,
+    engine: Any,
+    result: Any,
+    elapsed: float,
+    started: datetime,
+    provider: str,
 ) -> Any:
     from generator.prompts import render_story_prompt
     from generator.records import StoryOutcome
@@ -62,7 +69,7 @@ async def _story(
     from vocab import Recipe
 
     recipe = Recipe.from_dict(task.recipe)
-    record = _record(task, result, elapsed, started, engine, ok=True)
+    record = _record(task, result, elapsed, started, engine, provider, ok=True)
     outcome = StoryOutcome(
         recipe=recipe,
         prompt=render_story_prompt(recipe, task.template_version),
@@ -95,14 +102,20 @@ async def _story(
 
 
 def _record(
-    task: Any, result: Any, elapsed: float, started: datetime, engine: Any, ok: bool
+    task: Any,
+    result: Any,
+    elapsed: float,
+    started: datetime,
+    engine: Any,
+    provider: str,
+    ok: bool,
 ) -> Any:
     from generator.records import RequestRecord
 
     return RequestRecord(
         kind="story",
         model=task.model,
-        provider=getattr(engine.client, "provider", "batch"),
+        provider=provider,
         outcome="ok" if ok else "error",
         error_class=None if ok else result.reason,
         status=200 if ok else result.status,

@@ -6,7 +6,8 @@ the provider returned before the next call, so any process resumes any batch:
 
   build   lease up to `batch_size` pending tasks of a batch job, reserve their worst case at
           the batch price (tasks the budget cannot pay for go back), one row per batch
-  upload  the JSONL request file -> its file id
+  upload  the JSONL request file -> its file id, on the endpoint that will hold the batch
+          (a pooled model's member, chosen then and stored: service.work.batch_clients)
   create  `create_sent_at` first, then the batch -> its id; a process that finds
           `create_sent_at` set but no id looks the batch up by its key instead of creating
           a second one
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,10 +28,12 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from generator.errors import ProviderError
 from service import store
 from service.store import batches as batch_store
 from service.store.batches import BATCH_OWNER
 from service.store.models_batch import ProviderBatch
+from service.work.batch_clients import BatchClients
 from service.work.batch_results import task_results
 
 logger = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ class BatchRunner:
         *,
         sessionmaker: async_sessionmaker[AsyncSession],
         processor: Any,
-        make_client: Callable[[], Any],
+        clients: BatchClients,
         batch_size: int = 5_000,
         poll_s: float = 30.0,
         max_attempts: int = 5,
@@ -57,22 +59,14 @@ class BatchRunner:
     ) -> None:
         self.sessionmaker = sessionmaker
         self.processor = processor
-        # The Batch API client is made on first use: the SDK is imported only when a batch
-        # job exists.
-        self._make_client = make_client
-        self._client: Any = None
+        # Clients are made on first use: the SDK is imported only when a batch job exists.
+        self.clients = clients
         self.batch_size = batch_size
         self.poll_s = poll_s
         self.max_attempts = max_attempts
         self.limits = {
             k: v for k, v in (("max_requests", max_requests), ("max_bytes", max_bytes)) if v
         }
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._make_client()
-        return self._client
 
     async def step(self) -> int:
         """One pass: build new batches, then move each due batch one step. Returns how many
@@ -152,7 +146,7 @@ class BatchRunner:
             else:
                 await self._poll(snapshot)
         except Exception as exc:
-            from generator.errors import ProviderError, redact
+            from generator.errors import redact
 
             if not isinstance(exc, ProviderError | TimeoutError | OSError):
                 raise
@@ -173,18 +167,39 @@ class BatchRunner:
             return await batch_store.batch_tasks(session=session, task_ids=task_ids)
 
     async def _upload(self, batch: dict[str, Any]) -> None:
-        from generator.batch_files import BatchRequest, build_batch_files
-        from generator.prompts import render_story_prompt
-        from vocab import Recipe
-
         tasks = await self._tasks(batch["task_ids"])
         if not tasks:  # every task was taken back (lease expired): nothing to send
             await self._set(batch["id"], state="done", finished_at=datetime.now(UTC))
             return
+        member = self.clients.choose(batch["model"])
+        try:
+            file_id = await self._upload_file(batch, tasks, member)
+        except BaseException as exc:
+            if member is not None:  # the member's breaker learns from it, as from a chat call
+                if isinstance(exc, ProviderError):
+                    member.record(exc)
+                else:
+                    member.breaker.release()
+            raise
+        if member is not None:
+            member.record(None)
+        await self._set(
+            batch["id"],
+            state="uploaded",
+            input_file_id=file_id,
+            member=member.name if member is not None else None,
+            last_error=None,
+        )
+
+    async def _upload_file(self, batch: dict[str, Any], tasks: list[Any], member: Any) -> str:
+        from generator.batch_files import BatchRequest, build_batch_files
+        from generator.prompts import render_story_prompt
+        from vocab import Recipe
+
         requests = [
             BatchRequest(
                 custom_id=str(t.id),
-                model=t.model,
+                model=self.clients.request_model(t.model, member),
                 messages=[
                     {
                         "role": "user",
@@ -208,17 +223,24 @@ class BatchRunner:
                     batch_id=batch["id"],
                     task_ids=[int(i) for i in files[0].custom_ids],
                 )
-        file_id = await self.client.upload(files[0], filename=f"{batch['key']}.jsonl")
-        await self._set(batch["id"], state="uploaded", input_file_id=file_id, last_error=None)
+        file_id: str = await self.clients.client(member).upload(
+            files[0], filename=f"{batch['key']}.jsonl"
+        )
+        return file_id
+
+    def _client(self, batch: dict[str, Any]) -> Any:
+        """The client of the endpoint that holds `batch`."""
+        return self.clients.client(self.clients.member(batch["model"], batch["member"]))
 
     async def _create(self, batch: dict[str, Any]) -> None:
         key = str(batch["key"])
+        client = self._client(batch)
         found = None
         if batch["create_sent_at"] is not None:  # a create may have reached the provider
-            found = await self.client.find(METADATA_KEY, key)
+            found = await client.find(METADATA_KEY, key)
         if found is None:
             await self._set(batch["id"], create_sent_at=datetime.now(UTC))
-            found = await self.client.create(
+            found = await client.create(
                 batch["input_file_id"], metadata={METADATA_KEY: key, "job": str(batch["job_id"])}
             )
         await self._set(
@@ -232,7 +254,8 @@ class BatchRunner:
         logger.info("batch submitted batch=%s provider_batch_id=%s", batch["id"], found.id)
 
     async def _poll(self, batch: dict[str, Any]) -> None:
-        status = await self.client.retrieve(batch["provider_batch_id"])
+        client = self._client(batch)
+        status = await client.retrieve(batch["provider_batch_id"])
         if not status.terminal:
             await self._set(
                 batch["id"],
@@ -244,8 +267,10 @@ class BatchRunner:
             )
             return
         tasks = await self._tasks(batch["task_ids"])
-        results = await self.client.results(status, [str(t.id) for t in tasks])
-        items, online = await task_results(self.processor, tasks, results, status)
+        results = await client.results(status, [str(t.id) for t in tasks])
+        items, online = await task_results(
+            self.processor, tasks, results, status, provider=client.provider
+        )
         # The batch's own lines (Instruct summaries are online calls, counted on the job).
         cost = sum((r.cost_usd for _, res in items for r in res.requests[:1]), 0.0)
         error = None

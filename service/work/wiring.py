@@ -38,22 +38,31 @@ class EngineCache:
 
 
 def batch_loop_for(
-    settings: Settings, provider: Any, processor: Any, sessionmaker: Any, engine: Any
+    settings: Settings,
+    provider: Any,
+    processor: Any,
+    sessionmaker: Any,
+    engine: Any,
+    client: Any = None,
 ) -> Any:
-    """The Batch API loop of a worker process (see service.work.batches)."""
+    """The Batch API loop of a worker process (see service.work.batches); `client` is the
+    engines' client: a PoolRouter's pools hold their models' batches too."""
+    from service.work.batch_clients import BatchClients
     from service.work.batches import BatchRunner, batch_loop
+    from service.work.pools import PoolRouter
 
-    def client() -> Any:
+    def single() -> Any:
         from generator.batch import BatchClient
 
         return BatchClient(
             base_url=provider.base_url, api_key=provider.api_key, provider=provider.name
         )
 
+    pools = client.pools if isinstance(client, PoolRouter) else None
     runner = BatchRunner(
         sessionmaker=sessionmaker,
         processor=processor,
-        make_client=client,
+        clients=BatchClients(single, pools),
         batch_size=settings.batch_size,
         poll_s=settings.batch_poll_seconds,
         max_attempts=settings.max_attempts,
@@ -62,7 +71,10 @@ def batch_loop_for(
     async def run(stopping: asyncio.Event) -> None:
         from service.db import make_sessionmaker
 
-        await batch_loop(runner, make_sessionmaker(engine), stopping)
+        try:
+            await batch_loop(runner, make_sessionmaker(engine), stopping)
+        finally:
+            await runner.clients.aclose()
 
     return run
 
@@ -146,7 +158,9 @@ async def run_worker(
                 config=config,
                 bookkeeping=fast_sessionmaker,
                 provider_name=provider.name,
-                batch_loop=batch_loop_for(settings, provider, processor, sessionmaker, engine),
+                batch_loop=batch_loop_for(
+                    settings, provider, processor, sessionmaker, engine, client
+                ),
             )
             worker.provider_snapshot = pool_snapshot
             if install_signals:

@@ -110,6 +110,7 @@ async def test_a_restarted_runner_resumes_and_never_creates_a_batch_twice(
     api, settings, sessionmaker, batch_simulator
 ) -> None:
     from generator.batch import BatchClient
+    from service.work.batch_clients import BatchClients
     from service.work.batches import METADATA_KEY, BatchRunner
     from service.work.task import StoryProcessor
     from service.work.wiring import EngineCache
@@ -135,7 +136,7 @@ async def test_a_restarted_runner_resumes_and_never_creates_a_batch_twice(
             return BatchRunner(
                 sessionmaker=sessionmaker,
                 processor=StoryProcessor(engines),
-                make_client=lambda: client,
+                clients=BatchClients(lambda: client),
                 batch_size=6,
                 poll_s=0.1,
             )
