@@ -94,7 +94,10 @@ def jobs_submit(
         None, "--price-output", min=0, help="USD per 1M completion tokens (0: local)."
     ),
     mode: str = typer.Option(
-        "online", help="online, batch (the provider's Batch API: half price, within 24 h) or auto."
+        "online",
+        help="online, batch (the provider's Batch API: half price, within 24 h) or auto "
+        "(batch when the deadline allows and it saves at least "
+        "TINYSTORIES_AUTO_BATCH_MIN_SAVING_USD, $1 by default).",
     ),
     deadline_hours: float | None = typer.Option(
         None, "--deadline-hours", min=0.01, help="When the stories are needed (auto mode)."

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # how often an open batch is polled.
     batch_size: int = Field(default=5_000, ge=1, le=50_000)
     batch_poll_seconds: float = Field(default=30.0, gt=0)
+    # `mode: auto` sends a job online when the Batch API would save less than this (USD, at
+    # its worst-case token counts): a few cents are not worth waiting up to 24 h.
+    auto_batch_min_saving_usd: float = Field(default=1.0, ge=0)
     max_attempts: int = Field(default=5, ge=1)
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # Largest job one request may submit (its tasks are written in the request).

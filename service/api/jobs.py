@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,8 +33,11 @@ def _unprocessable(field: str, message: str) -> HTTPException:
 BATCH_WINDOW_HOURS = 24.0
 
 
-def choose_mode(body: JobCreate) -> tuple[str, str | None]:
-    """online or batch, and why when `auto` chose it."""
+def choose_mode(
+    body: JobCreate, *, saving_usd: float, min_saving_usd: float
+) -> tuple[str, str | None]:
+    """online or batch, and why when `auto` chose it. `saving_usd`: what the Batch API would
+    save on the job's stories at their worst-case token counts."""
     if body.mode != "auto":
         return body.mode, None
     if body.deadline_hours is not None and body.deadline_hours < BATCH_WINDOW_HOURS:
@@ -42,8 +45,41 @@ def choose_mode(body: JobCreate) -> tuple[str, str | None]:
             f"auto: the deadline ({body.deadline_hours:g} h) is shorter than the batch "
             f"window ({BATCH_WINDOW_HOURS:g} h)"
         )
+    if saving_usd < min_saving_usd:
+        return "online", (
+            f"auto: the Batch API would save at most ${saving_usd:.2f} on this job, under "
+            f"${min_saving_usd:g} (TINYSTORIES_AUTO_BATCH_MIN_SAVING_USD): not worth waiting "
+            f"up to {BATCH_WINDOW_HOURS:g} h"
+        )
     why = "no deadline" if body.deadline_hours is None else f"deadline {body.deadline_hours:g} h"
-    return "batch", f"auto: {why}, so the Batch API at half the online price"
+    return "batch", (
+        f"auto: {why}, so the Batch API at its discount: saves up to ${saving_usd:,.2f}"
+    )
+
+
+def batch_saving(
+    pricing: Any, models: list[dict[str, Any]], n: int, *, max_tokens: int, template: str
+) -> float:
+    """What the Batch API saves on `n` stories at their worst case (the prompt's estimate plus
+    `max_tokens` out), the models drawn by weight."""
+    from generator.prompts import render_story_prompt
+    from generator.ratelimit import estimate_prompt_tokens
+    from vocab import Recipe
+
+    recipe = Recipe(verb="jump", noun="ball", adjective="happy", features=("Dialogue",))
+    prompt = render_story_prompt(recipe, template)
+    tokens = estimate_prompt_tokens([{"role": "user", "content": prompt}])
+    total = sum(m["weight"] for m in models)
+    per_story = sum(
+        m["weight"]
+        / total
+        * (
+            pricing.cost(m["model"], tokens, max_tokens)
+            - pricing.cost(m["model"], tokens, max_tokens, batch=True)
+        )
+        for m in models
+    )
+    return n * per_story
 
 
 def job_prices(body: JobCreate, used: list[str]) -> dict[str, dict[str, float]]:
@@ -169,7 +205,14 @@ async def submit_job(
     template_version = body.template_version or DEFAULT_TEMPLATE_VERSION
     if template_version not in available_versions("story"):
         raise _unprocessable("template_version", f"unknown template version {template_version!r}")
-    mode, mode_reason = choose_mode(body)
+    max_tokens = body.max_tokens or settings.story_max_tokens
+    mode, mode_reason = choose_mode(
+        body,
+        saving_usd=batch_saving(
+            pricing, models, body.n_stories, max_tokens=max_tokens, template=template_version
+        ),
+        min_saving_usd=settings.auto_batch_min_saving_usd,
+    )
     try:
         sampler_for(body.feature_probs)
     except ValueError as exc:
@@ -188,7 +231,7 @@ async def submit_job(
             "mode_reason": mode_reason,
             "instruct": body.instruct,
             "summary_model": summary_model,
-            "max_tokens": body.max_tokens or settings.story_max_tokens,
+            "max_tokens": max_tokens,
             "seed": body.seed,
             "budget_usd": money(body.budget_usd),
             "priority": body.priority,

@@ -78,7 +78,8 @@ class JobCreate(BaseModel):
         default="online",
         description="online: calls as the workers go; batch: the provider's Batch API (half "
         "the price, results within its 24 h window); auto: batch unless the deadline is "
-        "shorter than the batch window",
+        "shorter than the batch window or the batch would save less than "
+        "TINYSTORIES_AUTO_BATCH_MIN_SAVING_USD",
     )
     deadline_hours: float | None = Field(
         default=None, gt=0, le=24 * 365, description="when the stories are needed (auto mode)"

@@ -36,13 +36,20 @@ def _provider_batches(url: str) -> list[dict]:
     return resp.json()["data"]
 
 
-async def test_auto_mode_follows_the_deadline(api) -> None:
-    body = {"n_stories": 3, "budget_usd": 1.0, "mode": "auto"}
-    soon = (await api.post("/v1/jobs", json={**body, "deadline_hours": 2})).json()
-    later = (await api.post("/v1/jobs", json=body)).json()
-    assert (soon["mode"], later["mode"]) == ("online", "batch")
+async def test_auto_mode_weighs_the_deadline_and_the_saving(api) -> None:
+    # 50 stories at $100/$400 per 1M tokens: up to 600 tokens out each, so the Batch API's
+    # half price saves up to 50 x (0.24 + prompt) / 2 = $6.0-6.5.
+    body = {"n_stories": 50, "budget_usd": 20.0, "mode": "auto"}
+    dear = {**body, "price": {"input": 100.0, "output": 400.0}, "max_tokens": 600}
+    soon = (await api.post("/v1/jobs", json={**dear, "deadline_hours": 2})).json()
+    later = (await api.post("/v1/jobs", json=dear)).json()
+    cheap = (await api.post("/v1/jobs", json={**body, "n_stories": 3})).json()
+    assert (soon["mode"], later["mode"], cheap["mode"]) == ("online", "batch", "online")
     assert "shorter than the batch window" in soon["mode_reason"]
-    assert "half the online price" in later["mode_reason"]
+    saved = float(later["mode_reason"].rsplit("$", 1)[1])
+    assert "no deadline" in later["mode_reason"] and 6.0 <= saved <= 6.5
+    # The simulator's nominal price: 3 stories would save under a cent.
+    assert "would save at most $0.00 on this job, under $1" in cheap["mode_reason"]
     bad = await api.post("/v1/jobs", json={**body, "mode": "offline"})
     assert bad.status_code == 422 and "mode" in bad.text
 
