@@ -15,9 +15,10 @@
 # Without CUDA only the CPU part runs (that is how it is checked off the GPU host).
 # `bash benchmarks/gpu_check.sh smoke`: versions and 12 compiled 33M steps only (~1-2 min); it
 # also fills the compile cache the full check then reuses. `... mfu`: the flash sliding window
-# checked against the band mask; compiled 33M at batch 128 with the default compile, then with
-# `compile_mode=max-autotune` at 128, 256 and 64 (the last with a CUDA-kernel profile). Each
-# run prints as it ends; none starts after GPU_CHECK_MFU_BUDGET_S (420) seconds.
+# checked against the band mask; compiled 33M at batch 128: default compile and
+# `compile_mode=max-autotune`, each with the fp32 and the bf16 residual stream; then tuned with
+# the bf16 stream at 256 and 64 (the last with a CUDA-kernel profile). Each run prints as it
+# ends; none starts after GPU_CHECK_MFU_BUDGET_S (420) seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-$(mktemp -d /tmp/gpu_check.XXXX)}"
@@ -103,6 +104,7 @@ def run(name: str, on_step=None, **kw) -> dict:
     row = {
         "preset": info["preset"], "device": info["device_name"], "compile": info["compile"],
         "compile_mode": info["config"]["compile_mode"],
+        "residual": info["config"]["residual_dtype"],
         "attention": info["attention"], "bf16": info["bf16"], "steps": info["steps"],
         "batch": f"{base['batch_size']}x{base['seq_len']}", "params": info["params"],
         "vocab": info["tokenizer_vocab_size"], "tokens_per_s": tps, "mfu": info["mfu_steady"],
@@ -118,6 +120,7 @@ def run(name: str, on_step=None, **kw) -> dict:
     say(
         f"{name}: {row['preset']} {row['params'] / 1e6:.1f}M params vocab {row['vocab']} "
         f"batch {row['batch']} compile={row['compile']} ({row['compile_mode']}) "
+        f"residual={row['residual']} "
         f"attention={row['attention']} "
         f"bf16={row['bf16']} | tokens/s {tps:,.0f} | MFU {mfu} | step {row['step_ms']:.1f} ms | "
         f"peak mem {row['peak_memory_gib']:.2f} GiB | val loss {row['val_loss']:.4f} after "
@@ -171,26 +174,31 @@ if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, p
 
     # The default compile's best (36.6%, earlier rounds) is the baseline, in the same run.
     tuned = "max-autotune"
-    runs = (("33M", 128, "default"), ("33M", 128, tuned), ("33M", 256, tuned),
-            ("33M", 64, tuned))
-    if not cuda:  # the same code path, sized for a CPU
-        runs = (("tiny", 8, "default"), ("tiny", 8, tuned))
+    # (preset, batch, compile mode, residual stream dtype)
+    runs = (("33M", 128, "default", "fp32"), ("33M", 128, tuned, "fp32"),
+            ("33M", 128, "default", "bf16"), ("33M", 128, tuned, "bf16"),
+            ("33M", 256, tuned, "bf16"), ("33M", 64, tuned, "bf16"))
+    if not cuda:  # the same code path, sized for a CPU (no autocast there: fp32 stream)
+        runs = (("tiny", 8, "default", "fp32"), ("tiny", 8, tuned, "fp32"))
     # Autotuning takes minutes per new shape: no run starts after this many seconds, so the
     # script ends (and saves) inside a device call's limit.
     budget_s = float(os.environ.get("GPU_CHECK_MFU_BUDGET_S", "420"))
-    for i, (preset, batch, compile_mode) in enumerate(runs):
+    for i, (preset, batch, compile_mode, residual) in enumerate(runs):
+        name = f"{preset}-b{batch}-{compile_mode}-residual-{residual}"
         if time.perf_counter() - T0 > budget_s:
-            say(f"time budget {budget_s:.0f}s spent: {preset}-b{batch}-{compile_mode} not run")
+            say(f"time budget {budget_s:.0f}s spent: {name} not run")
             continue
         hook = {"on_step": profiled} if i == len(runs) - 1 else {}
         size = {"max_steps": 40} if cuda else {"vocab_size": 2048, "seq_len": 256, "max_steps": 26}
-        run(f"{preset}-b{batch}-{compile_mode}", preset=preset, batch_size=batch, compile=True,
-            compile_mode=compile_mode, device=dev.type, **hook, **size)
+        run(name, preset=preset, batch_size=batch, compile=True, compile_mode=compile_mode,
+            residual_dtype=residual, device=dev.type, **hook, **size)
     rows = results["runs"]
-    base, best = rows.get("33M-b128-default", {}), rows.get(f"33M-b128-{tuned}", {})
-    if base.get("tokens_per_s") and best.get("tokens_per_s"):
-        say(f"33M batch 128: {tuned} {best['tokens_per_s'] / base['tokens_per_s']:.3f}x the "
-            f"default compile (MFU {best['mfu']:.1%} vs {base['mfu']:.1%})")
+    base = rows.get("33M-b128-default-residual-fp32", {})
+    for name, row in rows.items():
+        if name.startswith("33M-b128-") and base.get("tokens_per_s") and row.get("tokens_per_s"):
+            say(f"{name}: {row['tokens_per_s'] / base['tokens_per_s']:.3f}x the default "
+                f"(MFU {row['mfu']:.1%} vs {base['mfu']:.1%}; val loss {row['val_loss']:.4f} "
+                f"vs {base['val_loss']:.4f})")
     save_results()
     sys.exit(0)
 

@@ -68,6 +68,10 @@ def train_command(
         ),
     ] = "default",
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast on GPU.")] = True,
+    residual_dtype: Annotated[
+        str,
+        typer.Option(help="The residual stream's dtype under bf16 autocast: fp32 or bf16 (GPU)."),
+    ] = "fp32",
     local_attention: Annotated[
         str, typer.Option(help="GPT-Neo local layers: auto, flash or flex (CUDA), or sdpa.")
     ] = "auto",
@@ -105,6 +109,8 @@ def train_command(
         raise _fail(f"--local-attention must be auto, flash, flex or sdpa, not {local_attention!r}")
     if compile_mode not in ("default", "max-autotune"):
         raise _fail(f"--compile-mode must be default or max-autotune, not {compile_mode!r}")
+    if residual_dtype not in ("fp32", "bf16"):
+        raise _fail(f"--residual-dtype must be fp32 or bf16, not {residual_dtype!r}")
     if schedule not in ("cosine", "constant"):
         raise _fail(f"--schedule must be cosine or constant, not {schedule!r}")
     try:
@@ -138,6 +144,7 @@ def train_command(
         compile=compile,
         compile_mode=compile_mode,  # type: ignore[arg-type]
         bf16=bf16,
+        residual_dtype=residual_dtype,  # type: ignore[arg-type]
         local_attention=local_attention,  # type: ignore[arg-type]
         final_eval_tokens=final_eval_tokens,
         resume=resume,

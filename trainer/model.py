@@ -62,6 +62,7 @@ class LossModel(nn.Module):
         self.local: Backend = "sdpa"  # kernel of the local (sliding-window) layers
         self.block_mask = None
         self.flex_seq = 0
+        self.residual_bf16 = False  # under autocast, the stream between blocks in its dtype
 
     def use_flex(self, seq: int, device: torch.device) -> None:
         """Run local layers of `seq`-token windows through FlexAttention (compiled CUDA runs)."""
@@ -145,6 +146,9 @@ class LossModel(nn.Module):
         t = self.model.transformer
         batch, seq = x.shape
         h = t.wte(x) + t.wpe(torch.arange(seq, device=x.device))
+        if self.residual_bf16 and torch.is_autocast_enabled(x.device.type):
+            # The adds below then stay in the autocast dtype; layer norms still compute in fp32.
+            h = h.to(torch.get_autocast_dtype(x.device.type))
         window = self.model.config.window_size
         flex = self.block_mask if seq == self.flex_seq else None
         for block in t.h:

@@ -67,6 +67,8 @@ def _check(cfg: TrainConfig) -> None:
             f"seq_len {cfg.seq_len} is longer than the model's {preset.context} positions "
             f"(preset {preset.name})"
         )
+    if cfg.residual_dtype == "bf16" and not (preset.arch == "gpt_neo" and cfg.fast_attention):
+        raise OptionError("residual_dtype bf16 needs a GPT-Neo preset with fast_attention on")
     if min(cfg.seq_len, cfg.batch_size, cfg.grad_accum, cfg.max_steps) < 1:
         raise TrainerError("seq_len, batch_size, grad_accum and max_steps must be >= 1")
 
@@ -80,6 +82,8 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     device = resolve_device(cfg.device, local_rank)
     if cfg.local_attention in ("flex", "flash") and device.type != "cuda":
         raise TrainerError(f"local_attention {cfg.local_attention} trains on CUDA only")
+    if cfg.residual_dtype == "bf16" and not (cfg.bf16 and device.type == "cuda"):
+        raise OptionError("residual_dtype bf16 needs a bf16 run (CUDA, bf16 on)")
     is_main = rank == 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -110,6 +114,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     lm.pick_local(
         cfg.local_attention, seq=cfg.seq_len, device=device, compiled=use_compile, bf16=cfg.bf16
     )
+    lm.residual_bf16 = cfg.residual_dtype == "bf16"  # checked by _check and below
     optimizer = make_optimizer(lm, cfg)
     horizon = max_steps  # a time limit moves it to the number of steps that fit
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, horizon))

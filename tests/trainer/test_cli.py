@@ -83,6 +83,11 @@ def test_sample_prints_n_continuations(model_dir: Path) -> None:
         (["--seq-len", "4096"], "error: seq_len 4096 is longer than the model's 512 positions"),
         (["--format", "chat"], "error: --format must be plain or instruct"),
         (["--compile-mode", "reduce-overhead"], "error: --compile-mode must be default or max"),
+        (["--residual-dtype", "fp16"], "error: --residual-dtype must be fp32 or bf16"),
+        (
+            ["--residual-dtype", "bf16", "--device", "cpu"],
+            "error: residual_dtype bf16 needs a bf16 run (CUDA, bf16 on)",
+        ),
         (["--device", "gpu"], "error: unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
     ],
 )

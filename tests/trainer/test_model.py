@@ -126,3 +126,35 @@ def test_missing_devices_are_one_line() -> None:
     with pytest.raises(TrainerError, match="unknown device 'gpu0'"):
         resolve_device("gpu0")
     assert resolve_device("auto") == torch.device("cpu")
+
+
+def test_bf16_residual_stream_trains_what_the_fp32_one_trains() -> None:
+    # CPU autocast stands in for CUDA's: the stream between blocks is bf16, the layer norms
+    # still compute in fp32, and loss and gradients stay within bf16 rounding of the fp32
+    # stream's.
+    model = sharp_model()
+    window = torch.randint(0, 200, (2, 301), generator=torch.Generator().manual_seed(2))
+    seen: list[torch.dtype] = []
+    hook = model.transformer.h[1].ln_1.register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].dtype)
+    )
+    results = {}
+    for bf16_stream in (False, True):
+        lm = LossModel(model)
+        lm.residual_bf16 = bf16_stream
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = lm.mean_loss(window)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results[bf16_stream] = (loss.detach(), grads)
+    hook.remove()
+    assert seen == [torch.float32, torch.bfloat16]
+    (loss32, grad32), (loss16, grad16) = results[False], results[True]
+    assert loss16.dtype == torch.float32
+    torch.testing.assert_close(loss16, loss32, rtol=1e-2, atol=0)
+    assert float((grad16 - grad32).norm() / grad32.norm()) < 0.05
+    # Without autocast (a CPU or fp32 run) the switch changes nothing.
+    lm = LossModel(model)
+    lm.residual_bf16 = True
+    torch.testing.assert_close(lm.mean_loss(window), LossModel(model).mean_loss(window))
