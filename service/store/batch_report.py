@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -47,9 +48,21 @@ async def batch_jobs(*, session: AsyncSession, limit: int = 50) -> dict[str, Any
         {"limit": limit},
     )
     jobs = [
-        {"id": str(job_id), "name": name, "status": status, **figures(rest)}
+        {"id": str(job_id), "name": name, "status": status, **figures(rest), "members": {}}
         for job_id, name, status, *rest in rows
     ]
+    by_id = {j["id"]: j for j in jobs}
+    if by_id:  # a pooled model's batches per member (NULL member: the single provider)
+        members = await session.execute(
+            text(
+                "SELECT job_id, member, count(*) FROM provider_batches "
+                "WHERE job_id = ANY(:ids) AND member IS NOT NULL "
+                "GROUP BY job_id, member ORDER BY member"
+            ),
+            {"ids": [uuid.UUID(i) for i in by_id]},
+        )
+        for job_id, member, n in members:
+            by_id[str(job_id)]["members"][member] = int(n)
     total = (
         await session.execute(
             text(

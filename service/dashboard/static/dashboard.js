@@ -203,7 +203,8 @@
     fillBody("batches", b.jobs.map(function (j) {
       return [j.name || j.id.slice(0, 8), el("span", { "class": "status s-" + j.status }, j.status), num(j.batches, 0),
         num(j.preparing, 0), num(j.in_progress, 0), num(j.completed, 0), num(j.failed, 0), num(j.resubmitted_tasks, 0),
-        usd(j.cost_usd), usd(j.online_cost_usd), usd(j.saved_usd)];
+        usd(j.cost_usd), usd(j.online_cost_usd), usd(j.saved_usd),
+        Object.keys(j.members).map(function (m) { return m + " " + num(j.members[m], 0); }).join(", ") || "\u2014"];
     }));
   }
 

@@ -270,6 +270,7 @@ def test_providers_and_batches_panels_in_chromium(settings: Any, tmp_path: Path)
                 assert page.locator("#batches tbody tr").count() == 1
                 totals = page.locator("#batches-totals").inner_text()
                 assert "4 batches for 1 job(s)" in totals and "saved $0.2500" in totals
+                assert page.locator("#batches tbody td").last.inner_text() == "azure 2, openai 1"
                 _shot(page, tmp_path / "providers-batches.png")
                 panel = tmp_path / "providers-panel.png"
                 page.locator("#providers-section").screenshot(path=str(panel))

@@ -334,19 +334,27 @@ async def seed_pool_and_batches(database_url: str, job_id: str) -> None:
                 ),
                 {"id": wid, "status": status, "p": json.dumps([{"model": MODEL, "members": [m]}])},
             )
-        for state, cost, online, error in [
-            ("building", 0, 0, None),
-            ("submitted", 0, 0, None),
-            ("done", "0.25", "0.5", None),
-            ("done", 0, 0, "expired"),
+        for state, cost, online, error, member in [
+            ("building", 0, 0, None, None),  # no member before its upload
+            ("submitted", 0, 0, None, "azure"),
+            ("done", "0.25", "0.5", None, "azure"),
+            ("done", 0, 0, "expired", "openai"),
         ]:
             await session.execute(
                 text(
                     "INSERT INTO provider_batches (key, job_id, model, state, task_ids, "
-                    "cost_usd, online_cost_usd, last_error) VALUES (gen_random_uuid(), :j, "
-                    ":m, :s, '{}', :c, :o, :e)"
+                    "cost_usd, online_cost_usd, last_error, member) VALUES (gen_random_uuid(), "
+                    ":j, :m, :s, '{}', :c, :o, :e, :member)"
                 ),
-                {"j": job_id, "m": MODEL, "s": state, "c": cost, "o": online, "e": error},
+                {
+                    "j": job_id,
+                    "m": MODEL,
+                    "s": state,
+                    "c": cost,
+                    "o": online,
+                    "e": error,
+                    "member": member,
+                },
             )
     await engine.dispose()
 
@@ -379,7 +387,9 @@ async def test_providers_and_batches_panels(client, settings) -> None:
     expected = {"batches": 4, "preparing": 1, "in_progress": 1, "completed": 1, "failed": 1}
     assert {k: row[k] for k in expected} == expected
     assert row["saved_usd"] == pytest.approx(0.25) and batches["totals"]["jobs"] == 1
+    assert row["members"] == {"azure": 2, "openai": 1}
     api_view = (await client.get(f"/v1/jobs/{job['id']}", headers=AUTH)).json()["batches"]
     assert {k: api_view[k] for k in expected} == expected  # the same figures as the API
+    assert api_view["members"] == row["members"]
     page = (await client.get("/admin", headers=AUTH)).text
     assert 'id="providers-section"' in page and 'id="batches-section"' in page
