@@ -68,7 +68,8 @@ class TrainConfig:
     compile_mode: Literal["default", "max-autotune"] = "default"
     # The residual stream between blocks: fp32 (autocast's choice: the embeddings are fp32) or
     # bf16 (Megatron's default without --fp32-residual-connection): half the memory traffic of
-    # the layer norms and residual adds, a quarter of a 33M step on an H100. bf16 runs only.
+    # the layer norms and residual adds, part of the memory-bound quarter of a 33M step on an
+    # H100. bf16 runs only.
     residual_dtype: Literal["fp32", "bf16"] = "fp32"
     fast_attention: bool = True  # SDPA training forward for GPT-Neo (transformers only has eager)
     # GPT-Neo local layers: flash = flash-attention's sliding window (CUDA, bf16, torch >= 2.11);
