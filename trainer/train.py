@@ -67,6 +67,10 @@ def _check(cfg: TrainConfig) -> None:
             f"seq_len {cfg.seq_len} is longer than the model's {preset.context} positions "
             f"(preset {preset.name})"
         )
+    if cfg.compile_mode not in ("default", "max-autotune"):
+        raise OptionError(f"compile_mode must be default or max-autotune, not {cfg.compile_mode!r}")
+    if cfg.residual_dtype not in ("fp32", "bf16"):
+        raise OptionError(f"residual_dtype must be fp32 or bf16, not {cfg.residual_dtype!r}")
     if cfg.residual_dtype == "bf16" and not (preset.arch == "gpt_neo" and cfg.fast_attention):
         raise OptionError("residual_dtype bf16 needs a GPT-Neo preset with fast_attention on")
     if min(cfg.seq_len, cfg.batch_size, cfg.grad_accum, cfg.max_steps) < 1:

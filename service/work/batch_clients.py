@@ -66,11 +66,6 @@ class BatchClients:
         """The model name the request file carries: a member's own name for it (a deployment)."""
         return (member.config.model if member is not None else None) or model
 
-    @staticmethod
-    def provider(member: Any, single: str) -> str:
-        """What request rows and stories name as the provider."""
-        return member.name if member is not None else single
-
     async def aclose(self) -> None:
         """Close every client made so far."""
         made = [self._single, *self._members.values()]

@@ -133,6 +133,21 @@ def test_bad_inputs(export_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
     for kernel in ("flash", "flex"):  # fused sliding-window kernels: CUDA only, said up front
         with pytest.raises(TrainerError, match=f"local_attention {kernel} trains on CUDA only"):
             train(tiny_config(export_dir, cache_dir, tmp_path / "d", local_attention=kernel))
+    for field, value, message in [
+        ("compile_mode", "reduce-overhead", "compile_mode must be default or max-autotune"),
+        ("residual_dtype", "fp16", "residual_dtype must be fp32 or bf16"),
+        ("residual_dtype", "bf16", "residual_dtype bf16 needs a bf16 run"),  # a CPU run
+    ]:
+        with pytest.raises(TrainerError, match=message):
+            train(
+                tiny_config(export_dir, cache_dir, tmp_path / "d", device="cpu", **{field: value})
+            )
+    with pytest.raises(TrainerError, match="residual_dtype bf16 needs a GPT-Neo preset"):
+        train(
+            tiny_config(
+                export_dir, cache_dir, tmp_path / "d", preset="llama-15M", residual_dtype="bf16"
+            )
+        )
     assert not (tmp_path / "d").exists()
 
 
