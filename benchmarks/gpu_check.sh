@@ -194,10 +194,11 @@ if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, p
             residual_dtype=residual, device=dev.type, **hook, **size)
     rows = results["runs"]
     base = rows.get("33M-b128-default-residual-fp32", {})
+    pct = lambda v: f"{v:.1%}" if v else "n/a"  # noqa: E731
     for name, row in rows.items():
         if name.startswith("33M-b128-") and base.get("tokens_per_s") and row.get("tokens_per_s"):
             say(f"{name}: {row['tokens_per_s'] / base['tokens_per_s']:.3f}x the default "
-                f"(MFU {row['mfu']:.1%} vs {base['mfu']:.1%}; val loss {row['val_loss']:.4f} "
+                f"(MFU {pct(row['mfu'])} vs {pct(base['mfu'])}; val loss {row['val_loss']:.4f} "
                 f"vs {base['val_loss']:.4f})")
     save_results()
     sys.exit(0)
