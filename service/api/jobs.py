@@ -206,12 +206,15 @@ async def submit_job(
     if template_version not in available_versions("story"):
         raise _unprocessable("template_version", f"unknown template version {template_version!r}")
     max_tokens = body.max_tokens or settings.story_max_tokens
-    mode, mode_reason = choose_mode(
-        body,
-        saving_usd=batch_saving(
+    saving = (  # only auto mode weighs it
+        batch_saving(
             pricing, models, body.n_stories, max_tokens=max_tokens, template=template_version
-        ),
-        min_saving_usd=settings.auto_batch_min_saving_usd,
+        )
+        if body.mode == "auto"
+        else 0.0
+    )
+    mode, mode_reason = choose_mode(
+        body, saving_usd=saving, min_saving_usd=settings.auto_batch_min_saving_usd
     )
     try:
         sampler_for(body.feature_probs)

@@ -35,6 +35,27 @@ def figures(row: Any) -> dict[str, Any]:
     }
 
 
+async def batch_members(
+    *, session: AsyncSession, job_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, dict[str, int]]:
+    """Per job, how many batches each pool member holds (a NULL member, the single provider's,
+    is not listed)."""
+    if not job_ids:
+        return {}
+    rows = await session.execute(
+        text(
+            "SELECT job_id, member, count(*) FROM provider_batches "
+            "WHERE job_id = ANY(:ids) AND member IS NOT NULL "
+            "GROUP BY job_id, member ORDER BY member"
+        ),
+        {"ids": job_ids},
+    )
+    out: dict[uuid.UUID, dict[str, int]] = {}
+    for job_id, member, n in rows:
+        out.setdefault(job_id, {})[member] = int(n)
+    return out
+
+
 async def batch_jobs(*, session: AsyncSession, limit: int = 50) -> dict[str, Any]:
     """The newest batch-mode jobs with their batches, and totals over every batch job."""
     rows = await session.execute(
@@ -48,21 +69,12 @@ async def batch_jobs(*, session: AsyncSession, limit: int = 50) -> dict[str, Any
         {"limit": limit},
     )
     jobs = [
-        {"id": str(job_id), "name": name, "status": status, **figures(rest), "members": {}}
+        {"id": str(job_id), "name": name, "status": status, **figures(rest)}
         for job_id, name, status, *rest in rows
     ]
-    by_id = {j["id"]: j for j in jobs}
-    if by_id:  # a pooled model's batches per member (NULL member: the single provider)
-        members = await session.execute(
-            text(
-                "SELECT job_id, member, count(*) FROM provider_batches "
-                "WHERE job_id = ANY(:ids) AND member IS NOT NULL "
-                "GROUP BY job_id, member ORDER BY member"
-            ),
-            {"ids": [uuid.UUID(i) for i in by_id]},
-        )
-        for job_id, member, n in members:
-            by_id[str(job_id)]["members"][member] = int(n)
+    members = await batch_members(session=session, job_ids=[uuid.UUID(j["id"]) for j in jobs])
+    for job in jobs:
+        job["members"] = members.get(uuid.UUID(job["id"]), {})
     total = (
         await session.execute(
             text(

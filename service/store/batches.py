@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.store.batch_report import COUNTS, figures
+from service.store.batch_report import COUNTS, batch_members, figures
 from service.store.models_batch import ProviderBatch
 from service.store.queue import ClaimedTask
 
@@ -102,14 +102,8 @@ async def batch_summary(*, session: AsyncSession, job_id: uuid.UUID) -> dict[str
             {"job_id": job_id},
         )
     ).one()
-    members = await session.execute(
-        text(
-            "SELECT member, count(*) FROM provider_batches "
-            "WHERE job_id = :job_id AND member IS NOT NULL GROUP BY member ORDER BY member"
-        ),
-        {"job_id": job_id},
-    )
-    return {**figures(row), "members": {name: int(n) for name, n in members.all()}}
+    members = await batch_members(session=session, job_ids=[job_id])
+    return {**figures(row), "members": members.get(job_id, {})}
 
 
 async def batch_totals(*, session: AsyncSession) -> dict[str, float]:
