@@ -13,15 +13,15 @@ generated token (s/token): flat while the server has room, growing with its queu
   `max_concurrency` or what the rate limits can admit (Little's law: requests/s x latency).
 * Timeouts: `timeout_margin` x the `timeout_quantile` of s/token x the tokens the request may
   generate (its `max_tokens`), between `min_timeout_s` and `max_timeout_s`; until the first
-  answer, the client's configured timeout. Requests in flight follow the estimate (their
-  deadlines are rescheduled), so a wave sent before anything was known is not given up on while
-  the server is still working through it.
+  answer, the client's configured timeout. In-flight deadlines follow the estimate, so a first
+  wave is not given up on while the server works through it. A timeout may still be billed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import statistics
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from generator.errors import ProviderError
+from generator.limit_headers import minute_limit
 from generator.ratelimit import ModelLimits
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ OVERLOAD_ERRORS = frozenset({"timeout", "server_error", "connection", "rate_limi
 # Concurrency above rate x p99 latency x this cannot raise throughput: the rate limit binds.
 RATE_HEADROOM = 2.0
 _RECOMPUTE_EVERY = 8  # answers between two sorts of the history (a sort per answer costs CPU)
+_current_slot: contextvars.ContextVar[Slot | None] = contextvars.ContextVar("slot", default=None)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,12 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def deadline_expired() -> bool:
+    """Whether this task's request was cut by its adaptive deadline (a pool counts it)."""
+    slot = _current_slot.get()
+    return slot is not None and slot.scope is not None and slot.scope.expired()
+
+
 @dataclass(eq=False)
 class Slot:
     """One request's place under the limit: when and under which limit it was sent."""
@@ -109,9 +117,9 @@ class Slot:
         state = controller.state(self.model)
         loop = asyncio.get_running_loop()
         self.sent_at = loop.time()
-        deadline_s = state.timeout_s(self.max_tokens)
+        token = _current_slot.set(self)
         try:
-            async with asyncio.timeout_at(self.sent_at + deadline_s) as scope:
+            async with asyncio.timeout_at(self.sent_at + state.timeout_s(self.max_tokens)) as scope:
                 self.scope = scope
                 state.scopes.add(self)
                 result: Any = await request
@@ -129,8 +137,10 @@ class Slot:
                 "timeout",
                 message=f"no answer within {allowed_s:.3g} s (adaptive timeout)",
                 latency_s=waited,
+                maybe_billed=True,  # sent: the provider may finish (and bill) it anyway
             ) from None
         finally:
+            _current_slot.reset(token)
             state.scopes.discard(self)
             self.scope = None
         self.outcome = (
@@ -261,11 +271,8 @@ class ModelState:
             self._set_limit(self.limit + 1, "healthy")
 
     def _learn_limits(self, headers: Mapping[str, str]) -> None:
-        for name, attr in (("requests", "rpm"), ("tokens", "tpm")):
-            value = headers.get(f"x-ratelimit-limit-{name}")
-            if value and getattr(self, attr) is None:
-                with contextlib.suppress(ValueError):
-                    setattr(self, attr, int(float(value)) or None)
+        self.rpm = self.rpm or minute_limit(headers, "requests")
+        self.tpm = self.tpm or minute_limit(headers, "tokens")
 
     def _recompute(self) -> None:
         """Refresh the timeout quantile and the rate-limit bound; move in-flight deadlines."""

@@ -20,12 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from generator.batch_files import BATCH_ENDPOINT, BatchFile, BatchResults, parse_results
+from generator.endpoint import Endpoint
 from generator.errors import (
     ProviderError,
     error_message,
     kept_headers,
     parse_retry_after,
     redact,
+    register_secret,
     response_json_or_none,
     status_class,
 )
@@ -96,11 +98,16 @@ class BatchClient:
 
         self.provider = provider
         self.base_url = base_url or "https://api.openai.com/v1"
+        register_secret(api_key)
+        endpoint = Endpoint.parse(self.base_url)
+        auth = endpoint.auth_headers(api_key or "not-needed")
         self._sdk = openai.AsyncOpenAI(
-            base_url=self.base_url,
+            base_url=endpoint.base,
             api_key=api_key or "not-needed",
             max_retries=0,
             timeout=timeout_s,
+            default_query=endpoint.query or None,
+            default_headers={"api-key": auth["api-key"]} if "api-key" in auth else None,
         )
 
     def __repr__(self) -> str:  # the key stays out of logs

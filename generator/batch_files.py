@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from generator.endpoint import sampling_params
 from generator.errors import RETRYABLE, error_message, redact, status_class, usage_of
 from generator.pricing import PriceTable
 
@@ -40,13 +41,8 @@ class BatchRequest:
         """The JSONL line (without newline) the Batch API expects for this request."""
         if not isinstance(self.custom_id, str) or not self.custom_id:
             raise ValueError(f"custom_id must be a non-empty string, got {self.custom_id!r}")
-        body: dict[str, Any] = {
-            "model": self.model,
-            "messages": self.messages,
-            "temperature": self.temperature,
-        }
-        if self.max_tokens is not None:
-            body["max_tokens"] = self.max_tokens
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages}
+        body.update(sampling_params(self.model, self.max_tokens, self.temperature, reasoning=False))
         body.update(self.extra)
         return orjson.dumps(
             {"custom_id": self.custom_id, "method": "POST", "url": BATCH_ENDPOINT, "body": body}

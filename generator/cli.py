@@ -127,9 +127,13 @@ def generate(
     price_output: float | None = typer.Option(
         None, "--price-output", help="USD per 1M output tokens of --model (0: a local model)."
     ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the stories of an earlier run in OUT."
+    ),
 ) -> None:
     """Generate N stories into OUT/stories.jsonl and OUT/requests.jsonl.
 
+    Refuses an OUT that holds an earlier run's stories (paid for) unless --overwrite.
     Exits 1, saying why, when no story was accepted."""
     if n <= 0:
         raise _fail(f"--n must be a positive number of stories, got {n}")
@@ -149,6 +153,12 @@ def generate(
     ):
         if value is not None and value <= 0:
             raise _fail(f"{name} must be positive, got {value}")
+    earlier = out / "stories.jsonl"
+    if not overwrite and earlier.is_file() and earlier.stat().st_size > 0:
+        raise _fail(
+            f"{earlier} holds the stories of an earlier run: choose another --out, or pass "
+            "--overwrite to replace them"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

@@ -21,13 +21,17 @@ from urllib.parse import urlparse
 import httpx2
 import orjson
 
+from generator.endpoint import Endpoint, rejects_classic_params, sampling_params
 from generator.errors import (
+    GATEWAY_TIMEOUTS,
     ProviderError,
     connection_cause,
     error_message,
+    has_usage,
     json_or_none,
     kept_headers,
     parse_retry_after,
+    register_secret,
     response_json_or_none,
     status_class,
     usage_of,
@@ -48,6 +52,7 @@ class ChatResult:
     latency_s: float
     headers: dict[str, str] = field(default_factory=dict)
     provider: str = "openai"
+    usage_reported: bool = True  # False: the answer had no `usage`; the counts above are 0
 
 
 @dataclass(frozen=True)
@@ -108,8 +113,12 @@ class ChatClient:
         self.provider = provider
         self.timeout_s = timeout_s
         self.typed = typed
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self._auth = {"Authorization": f"Bearer {api_key}"}
+        register_secret(api_key)
+        self._endpoint = Endpoint.parse(base_url)
+        self._url = self._endpoint.url("/chat/completions")
+        self._auth = self._endpoint.auth_headers(api_key)
+        # Models that refused `max_tokens` or a temperature here: sent reasoning-style since.
+        self._reasoning: set[str] = set()
         self._max_connections = max_connections
         self._session: Any = None  # aiohttp session, opened in the loop that uses it
         self._api_key = api_key
@@ -130,12 +139,15 @@ class ChatClient:
                 http = openai.DefaultAioHttpClient(limits=limits, timeout=timeout)
             except RuntimeError:
                 http = openai.DefaultAsyncHttpxClient(limits=limits, timeout=timeout)
+            auth = self._endpoint.auth_headers(self._api_key)
             self._sdk = openai.AsyncOpenAI(
-                base_url=self.base_url,
+                base_url=self._endpoint.base,
                 api_key=self._api_key,
                 max_retries=0,
                 timeout=timeout,
                 http_client=http,
+                default_query=self._endpoint.query or None,
+                default_headers={"api-key": auth["api-key"]} if "api-key" in auth else None,
             )
         return self._sdk
 
@@ -157,6 +169,7 @@ class ChatClient:
                     total=self.timeout_s, sock_connect=min(self.timeout_s, 10.0)
                 ),
                 json_serialize=lambda v: orjson.dumps(v).decode(),
+                trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the SDK's httpx client reads them
             )
         return self._session
 
@@ -235,9 +248,36 @@ class ChatClient:
         `timeout_s` replaces the client's timeout for this request (the engine's adaptive
         deadline sets a backstop here and enforces its own).
         """
-        kwargs: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
-        if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
+        reasoning = model in self._reasoning
+        try:
+            return await self._send(
+                model, messages, max_tokens, temperature, reasoning, timeout_s, extra
+            )
+        except ProviderError as exc:
+            if reasoning or not exc.reasoning_hint:
+                raise
+        # A 400 is neither billed nor counted: resend once the way reasoning models want it.
+        self._reasoning.add(model)
+        log.warning(
+            "model %s refused max_tokens/temperature: sending max_completion_tokens and the "
+            "default temperature from now on",
+            model,
+        )
+        return await self._send(model, messages, max_tokens, temperature, True, timeout_s, extra)
+
+    async def _send(
+        self,
+        model: str,
+        messages: list[dict],
+        max_tokens: int | None,
+        temperature: float,
+        reasoning: bool,
+        timeout_s: float | None,
+        extra: dict[str, Any],
+    ) -> ChatResult:
+        kwargs: dict[str, Any] = {"model": model, "messages": messages}
+        kwargs.update(sampling_params(model, max_tokens, temperature, reasoning=reasoning))
+        extra = dict(extra)
         started = time.perf_counter()
         if not self.typed:
             headers = dict(extra.pop("extra_headers", None) or {})
@@ -249,17 +289,7 @@ class ChatClient:
             latency = time.perf_counter() - started
             if status >= 400:
                 body = json_or_none(content)
-                prompt_tokens, completion_tokens = usage_of(body)
-                raise ProviderError(
-                    status_class(status, body),
-                    status=status,
-                    message=error_message(body, f"HTTP {status}"),
-                    retry_after=parse_retry_after(kept),
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
-                    headers=kept,
-                    latency_s=latency,
-                )
+                raise self._status_error(status, body, kept, latency, f"HTTP {status}")
             return self._parse(content, status, kept, latency)
         import openai
 
@@ -274,17 +304,7 @@ class ChatClient:
             latency = time.perf_counter() - started
             headers = kept_headers(exc.response.headers)
             body = response_json_or_none(exc.response)
-            prompt_tokens, completion_tokens = usage_of(body)
-            raise ProviderError(
-                status_class(exc.status_code, body),
-                status=exc.status_code,
-                message=error_message(body, str(exc)),
-                retry_after=parse_retry_after(headers),
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                headers=headers,
-                latency_s=latency,
-            ) from exc
+            raise self._status_error(exc.status_code, body, headers, latency, str(exc)) from exc
         except openai.APITimeoutError as exc:
             raise self._timeout_error(exc, started, timeout_s) from exc
         except openai.APIConnectionError as exc:
@@ -293,6 +313,27 @@ class ChatClient:
         latency = time.perf_counter() - started
         headers = kept_headers(http_response.headers)
         return self._parse(content, http_response.status_code, headers, latency)
+
+    def _status_error(
+        self, status: int, body: object, headers: dict[str, str], latency: float, fallback: str
+    ) -> ProviderError:
+        prompt_tokens, completion_tokens = usage_of(body)
+        message = error_message(body, fallback)
+        if status == 404 and "model" not in message.lower():  # not a missing model: the path
+            message += f" from {self._url}: is the base URL right (most servers serve /v1)?"
+        error = ProviderError(
+            status_class(status, body),
+            status=status,
+            message=message,
+            retry_after=parse_retry_after(headers),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            headers=headers,
+            latency_s=latency,
+            maybe_billed=status in GATEWAY_TIMEOUTS,
+        )
+        error.reasoning_hint = rejects_classic_params(status, body)
+        return error
 
     def _parse(
         self, content: bytes, status: int, headers: dict[str, str], latency: float
@@ -323,11 +364,14 @@ class ChatClient:
         if not isinstance(message, dict):
             raise malformed("has a choice without a message", usage)
         finish_reason = choice.get("finish_reason")
-        if finish_reason == "content_filter":
+        refusal = message.get("refusal")
+        if finish_reason == "content_filter" or (refusal and not message.get("content")):
             raise ProviderError(
                 "content_filter",
                 status=status,
-                message="the provider's content filter stopped the completion",
+                message=f"the model refused: {refusal}"[:500]
+                if refusal
+                else "the provider's content filter stopped the completion",
                 prompt_tokens=usage[0],
                 completion_tokens=usage[1],
                 headers=headers,
@@ -342,4 +386,5 @@ class ChatClient:
             latency_s=latency,
             headers=headers,
             provider=self.provider,
+            usage_reported=has_usage(body),
         )

@@ -8,6 +8,7 @@ with `error`/`error_class` set, never an empty story.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -89,6 +90,7 @@ class StoryEngine:
         self.accounting = accounting or default_accounting(getattr(client, "base_url", None))
         # Concurrency and timeouts learned per model; by default shared by all engines on `client`.
         self.adaptive = adaptive if adaptive is not None else shared_controller(client)
+        self._usage_warned: set[str] = set()  # models whose answers lack usage (warned once)
 
     def story_reservation(self, recipe: Any, *, model: str, max_tokens: int = 1024) -> float:
         """USD that `story()`'s first attempt reserves: its prompt estimate at the full
@@ -311,6 +313,13 @@ class StoryEngine:
             if budget_token is not None:
                 await self.budget.settle(budget_token, 0.0)
             raise
+        note = None
+        if not result.usage_reported:  # some servers leave usage out: estimate, never $0
+            result = _with_estimated_usage(result, prompt_est, max_tokens)
+            note = "the answer had no usage: tokens estimated (about 4 characters a token)"
+            if model not in self._usage_warned:
+                self._usage_warned.add(model)
+                log.warning("usage_missing model=%s: tokens and cost are estimates", model)
         await self.limiter.settle(
             permit,
             actual_tokens=charged_tokens(
@@ -340,6 +349,7 @@ class StoryEngine:
                 latency_s=result.latency_s,
                 finish_reason=result.finish_reason,
                 started_at=started_at,
+                error=note,
             ),
         )
         return result
@@ -348,3 +358,17 @@ class StoryEngine:
         records.append(record)
         if self.on_request is not None:
             await self.on_request(record)
+
+
+def _with_estimated_usage(
+    result: ChatResult, prompt_est: int, max_tokens: int | None
+) -> ChatResult:
+    """`result` with token counts estimated from the prompt and the text (a cut-off answer
+    used its whole `max_tokens`)."""
+    if result.finish_reason == "length" and max_tokens:
+        completion = max_tokens
+    else:
+        completion = len(result.text) // 4 + 1  # the same rule of thumb as prompts
+    return dataclasses.replace(
+        result, prompt_tokens=prompt_est, completion_tokens=max(1, completion)
+    )

@@ -19,6 +19,7 @@ import orjson
 # logged or served.
 _SECRETS = re.compile(
     r"(?i)(?:\b(?:sk|pk|rk)-[A-Za-z0-9_\-*]{6,}"
+    r"|\b(?:gsk|xai|hf|ghp|nvapi)[_-][A-Za-z0-9_\-]{12,}"
     r"|\bbearer\s+[^\s\"',]+"
     r"|\b(?:api[_-]?key|key|token|secret|password|authorization)\b\s*[:=]\s*(?:bearer\s+)?[^\s\"',]+"
     r"|\b[A-Za-z0-9_\-]{32,}(?:\.[A-Za-z0-9_\-]{8,}){0,2}\b"
@@ -26,8 +27,24 @@ _SECRETS = re.compile(
 )
 
 
+# The keys this process was configured with: removed whatever a provider's message wraps them
+# in ("The key local-abc is not valid"), where no pattern could tell them from words.
+_KNOWN: set[str] = set()
+_MIN_KNOWN_LEN = 6  # shorter values ("x", "none") would blank ordinary words
+
+
+def register_secret(value: str | None) -> None:
+    """Make `redact` remove `value` wherever it appears (an API key this process uses)."""
+    if value and len(value) >= _MIN_KNOWN_LEN and value not in ("not-needed", "simulator"):
+        _KNOWN.add(value)
+
+
 def redact(text: str) -> str:
-    """`text` with anything that looks like a credential replaced by `[redacted]`."""
+    """`text` with the configured keys and anything that looks like a credential replaced by
+    `[redacted]`."""
+    for secret in _KNOWN:
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
 
     def one(match: re.Match[str]) -> str:
         found = match.group(0)
@@ -55,7 +72,10 @@ RETRYABLE = {
     "permission": False,
     "not_found": False,
     "content_filter": False,
+    "quota": False,  # the account is out of credit: 429 insufficient_quota, 402
 }
+# A gateway that gave up waiting: the server behind it may still finish (and bill) the work.
+GATEWAY_TIMEOUTS = (504, 524)
 
 _KEPT_HEADER_PREFIXES = ("x-ratelimit-", "retry-after", "x-request-id", "openai-processing-ms")
 
@@ -93,6 +113,8 @@ class ProviderError(Exception):
         self.maybe_billed = maybe_billed
         # Who failed, when the client routes among several (a pool member's name); else None.
         self.provider: str | None = None
+        # A 400 refusing `max_tokens` / the temperature: a reasoning model (generator.endpoint).
+        self.reasoning_hint = False
         super().__init__(f"{error_class} (status {status}): {self.message}")
 
 
@@ -120,6 +142,11 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 def kept_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items() if k.lower().startswith(_KEPT_HEADER_PREFIXES)}
+
+
+def has_usage(body: object) -> bool:
+    """Whether an answer reports its token usage (some servers leave it out)."""
+    return isinstance(body, dict) and isinstance(body.get("usage"), dict)
 
 
 def usage_of(body: object) -> tuple[int, int]:
@@ -167,6 +194,8 @@ def status_class(status: int, body: object) -> str:
     code = ""
     if isinstance(error, dict):
         code = f"{error.get('code') or ''} {error.get('type') or ''}".lower()
+    if status == 402 or (status == 429 and "insufficient_quota" in code):
+        return "quota"  # no retry helps until a person adds credit
     if status == 429:
         return "rate_limit"
     if status in (408,):

@@ -1,12 +1,13 @@
 """Provider pools: one model served by several endpoints, each behind a circuit breaker.
 
 A pool picks a member at random by weight among those whose breaker lets a request through.
-A breaker opens after `failures` consecutive server errors, timeouts or connection failures,
-or after one 401/403 (a revoked key does not heal by retrying); after a cool-down it lets one
-probe through (half-open), closes when that succeeds and opens again, for twice as long, when
-it fails. Other errors (400, 404, 429, content filter) say nothing about the member's health.
-A 401/403 from one member is marked retryable while another member is available, so the
-caller's retry policy sends the request again and the pool routes it elsewhere.
+A breaker opens after `failures` consecutive server errors, timeouts (the engine's adaptive
+deadline included) or connection failures, or after one 401/403 or exhausted quota (a revoked
+key or an empty account does not heal by retrying); after a cool-down it lets one probe
+through (half-open), closes when that succeeds and opens again, for twice as long, when it
+fails. Other errors (400, 404, a plain 429, content filter) say nothing about the member's
+health. A 401/403/quota error from one member is retryable while another member is available:
+the caller's retry policy sends the request again and the pool routes it elsewhere.
 
 `ProviderPools` speaks the engine's client interface (`chat`, `provider`, `base_url`,
 `aclose`), so a `StoryEngine` can use a pool where it would use a `ChatClient`. Keys stay in
@@ -23,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from generator.adaptive import deadline_expired
 from generator.client import ChatClient, ChatResult, ClientConfig
-from generator.errors import ProviderError, redact
+from generator.endpoint import base_url_problem
+from generator.errors import ProviderError, redact, register_secret
 from generator.ratelimit import LocalRateLimiter, ModelLimits, estimate_prompt_tokens
 
 if TYPE_CHECKING:
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Error classes that count toward opening a breaker, and those that open it at once.
 COUNTED = frozenset({"server_error", "timeout", "connection"})
-OPENS_AT_ONCE = frozenset({"auth", "permission"})
+OPENS_AT_ONCE = frozenset({"auth", "permission", "quota"})
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 _DEFAULT_COMPLETION_TOKENS = 400  # what a request reserves from a member's TPM without max_tokens
 
@@ -146,6 +149,10 @@ class MemberConfig:
             raise ValueError("a pool member needs a name")
         if not self.weight > 0:
             raise ValueError(f"member {self.name!r}: weight must be > 0, got {self.weight}")
+        register_secret(self.api_key)
+        problem = base_url_problem(self.base_url, credentials_ok=True)  # a proxy's basic auth
+        if problem:
+            raise ValueError(f"member {self.name!r}: base_url {problem}")
         for limit in ("rpm", "tpm"):
             value = getattr(self, limit)
             if value is not None and value < 1:
@@ -301,11 +308,15 @@ class ProviderPool:
             if member.limiter is not None:
                 est = estimate_prompt_tokens(messages) + (max_tokens or _DEFAULT_COMPLETION_TOKENS)
                 permit = await member.limiter.acquire(model=model, est_tokens=est)
+            # The member's own timeout caps the engine's transport backstop.
+            backstop = extra.pop("timeout_s", None)
+            timeout_s = min(member.config.timeout_s, backstop or member.config.timeout_s)
             result = await member.client().chat(
                 model=model,
                 messages=messages,
                 max_tokens=max_tokens,
                 temperature=temperature,
+                timeout_s=timeout_s,
                 **extra,
             )
         except ProviderError as exc:
@@ -324,7 +335,10 @@ class ProviderPool:
                 )
             raise
         except BaseException:
-            member.breaker.release()
+            if deadline_expired():  # the adaptive deadline gave up on this member
+                member.record(ProviderError("timeout", message="no answer before the deadline"))
+            else:
+                member.breaker.release()
             if permit is not None:
                 await member.limiter.settle(permit)  # type: ignore[union-attr]
             raise

@@ -23,7 +23,6 @@ import asyncio
 import itertools
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ from typing import Any, Literal, Protocol
 from urllib.parse import urlparse
 
 from asyncio_throttle import Throttler
+
+from generator.limit_headers import int_header, longer_than_a_minute, minute_limit, parse_reset
 
 log = logging.getLogger(__name__)
 
@@ -101,35 +102,6 @@ class RateLimiter(Protocol):
         status: int | None,
         retry_after: float | None,
     ) -> None: ...
-
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_reset(value: str | None) -> float | None:
-    """OpenAI reset durations: `1s`, `6m0s`, `20ms`, `0.5s` or a bare number of seconds."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(value)
-    if not parts:
-        return None
-    return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
-
-
-def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    value = headers.get(name)
-    if value is None:
-        return None
-    try:
-        return int(float(value))
-    except ValueError:
-        return None
 
 
 class TokenBucket:
@@ -376,8 +348,8 @@ class LocalRateLimiter:
         self, state: _ModelState, permit: Permit, headers: Mapping[str, str], now: float
     ) -> None:
         if self.learn_from_headers and state.requests is None and state.tokens is None:
-            rpm = _int_header(headers, "x-ratelimit-limit-requests")
-            tpm = _int_header(headers, "x-ratelimit-limit-tokens")
+            rpm = minute_limit(headers, "requests")
+            tpm = minute_limit(headers, "tokens")
             if rpm or tpm:
                 state.configure(ModelLimits(rpm=rpm, tpm=tpm), limiter=self)
                 state.learned = True
@@ -387,8 +359,10 @@ class LocalRateLimiter:
             (state.requests, "requests", "requests_seen"),
             (state.tokens, "tokens", "tokens_seen"),
         ):
-            remaining = _int_header(headers, f"x-ratelimit-remaining-{kind}")
+            remaining = int_header(headers, f"x-ratelimit-remaining-{kind}")
             if bucket is None or remaining is None or seen_key not in permit.data:
+                continue
+            if longer_than_a_minute(headers, kind):  # a daily limit's count (Groq)
                 continue
             bucket.follow(remaining, permit.data[seen_key], permit.acquired_at, now)
             if remaining <= 0:

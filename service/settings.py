@@ -10,6 +10,9 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from generator.endpoint import base_url_problem
+from generator.errors import register_secret
+
 DEFAULT_STORY_MODEL = "simulator-story-1"
 DEFAULT_SUMMARY_MODEL = "simulator-story-mini-1"
 
@@ -45,7 +48,7 @@ class Settings(BaseSettings):
 
     api_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=1, le=65535)
     # Unset: the simulator's models without a provider, else gpt-4o / gpt-4o-mini.
     default_model: str | None = None
     default_summary_model: str | None = None
@@ -111,20 +114,19 @@ class Settings(BaseSettings):
             value = json.loads(value) if value.strip() else {}
         return value
 
+    @field_validator("openai_api_key", "admin_token", mode="after")
+    @classmethod
+    def _kept_out_of_messages(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            register_secret(value.get_secret_value())
+        return value
+
     @field_validator("openai_base_url", mode="after")
     @classmethod
     def _no_credentials_in_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://api.openai.com/v1")
-        if parts.username or parts.password:
-            raise ValueError(
-                "must not contain credentials (user:password@): put the key in OPENAI_API_KEY"
-            )
+        problem = None if value is None else base_url_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("providers", mode="after")

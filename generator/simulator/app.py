@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from generator.endpoint import is_reasoning_model
 from generator.simulator.answers import answer
 from generator.simulator.batch import install_batch_api
 from generator.simulator.config import FORCEABLE_FAULTS, SimulatorConfig
@@ -49,10 +50,38 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _error(
-    status: int, message: str, kind: str, code: str | None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> Response:
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
     return _json(body, status, headers)
+
+
+def _reasoning_refusal(model: str, body: dict) -> Response | None:
+    """OpenAI's 400s for a reasoning model sent classic sampling parameters."""
+    if not is_reasoning_model(model):
+        return None
+    if "max_tokens" in body:
+        message = (
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead."
+        )
+        return _error(
+            400, message, "invalid_request_error", "unsupported_parameter", None, "max_tokens"
+        )
+    if body.get("temperature", 1) != 1:
+        message = (
+            f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+            "model. Only the default (1) value is supported."
+        )
+        return _error(
+            400, message, "invalid_request_error", "unsupported_value", None, "temperature"
+        )
+    return None
 
 
 # Faults answered before any work: (status, message, code).
@@ -62,6 +91,11 @@ _EARLY_ERRORS: dict[str, tuple[int, str, str | None]] = {
     "not_found": (404, "The model `{model}` does not exist.", "model_not_found"),
     "bad_request": (400, "Invalid 'messages': simulated bad request.", None),
     "content_filter_400": (400, "The prompt was filtered by the content policy.", "content_filter"),
+    "insufficient_quota": (
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        "insufficient_quota",
+    ),
 }
 
 
@@ -104,6 +138,7 @@ class SimulatorState:
             ("no_choices", c.rate_no_choices),
             ("ignore_max_tokens", c.rate_ignore_max_tokens),
             ("disconnect", c.rate_disconnect),
+            ("insufficient_quota", c.rate_insufficient_quota),
         ):
             if roll < rate:
                 return name
@@ -149,6 +184,9 @@ async def chat_completions(request: Request) -> Response:
         model, messages, max_tokens = _validate(body, config)
     except (orjson.JSONDecodeError, ValueError) as exc:
         return _error(400, str(exc), "invalid_request_error", None)
+    refused = _reasoning_refusal(model, body)
+    if refused is not None:
+        return refused
     forced = request.headers.get("x-simulator-fault")
     if forced is not None and forced not in FORCEABLE_FAULTS:
         return _error(400, f"unknown x-simulator-fault {forced!r}", "invalid_request_error", None)
@@ -225,6 +263,8 @@ async def chat_completions(request: Request) -> Response:
             headers,
             media_type="application/json",
         )
+    if fault == "gateway_timeout":  # a proxy gave up after the work was done (and billed)
+        return Response(b"<html><body>504 Gateway Time-out</body></html>", 504, headers)
     if fault == "malformed":
         return Response(
             b'{"id": "chatcmpl-broken", "choices": [{"mess',
@@ -260,6 +300,8 @@ async def chat_completions(request: Request) -> Response:
         ],
         "usage": usage,
     }
+    if fault == "no_usage":  # servers that do not report usage
+        del payload["usage"]
     return _json(payload, 200, headers)
 
 

@@ -19,7 +19,8 @@ from generator.simulator.config import FORCEABLE_FAULTS
 BATCH_ENDPOINT = "/v1/chat/completions"
 TERMINAL = frozenset({"failed", "completed", "expired", "cancelled"})
 # Faults a batch request may be given: the ones that answer at once with a status and a body.
-BATCH_FAULTS = tuple(f for f in FORCEABLE_FAULTS if f not in ("timeout", "malformed"))
+_ONLINE_ONLY = ("timeout", "malformed", "no_usage", "gateway_timeout")
+BATCH_FAULTS = tuple(f for f in FORCEABLE_FAULTS if f not in _ONLINE_ONLY)
 # Batch behaviour a batch's metadata may override, as `simulator_<name>` (tests, demos).
 OVERRIDABLE = (
     "completion_s",

@@ -31,6 +31,9 @@ FORCEABLE_FAULTS = (
     "auth",
     "permission",
     "not_found",
+    "insufficient_quota",
+    "no_usage",
+    "gateway_timeout",
 )
 
 
@@ -62,6 +65,7 @@ class SimulatorConfig:
     # the connection mid-answer (after doing the work).
     rate_ignore_max_tokens: float = 0.0
     rate_disconnect: float = 0.0
+    rate_insufficient_quota: float = 0.0  # an account out of credit (429 insufficient_quota)
     seed: int = 0
     models: tuple[str, ...] = DEFAULT_MODELS
     strict_models: bool = False  # True: unknown model names get 404 like the real API

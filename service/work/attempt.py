@@ -25,8 +25,9 @@ logger = logging.getLogger(__name__)
 
 Worker = Any  # service.work.worker.Worker (which imports this module)
 
-# Provider error classes no retry can fix: the job pauses until a person fixes the key.
-AUTH_CLASSES = ("auth", "permission")
+# Provider error classes no retry can fix: the job pauses until a person fixes the key or
+# adds credit to the account.
+AUTH_CLASSES = ("auth", "permission", "quota")
 # How long a worker leaves a job alone while in-flight reservations hold its budget.
 BUDGET_WAIT_S = 0.5
 
@@ -140,12 +141,18 @@ async def _budget_short(
 
 
 async def _pause_for_auth(worker: Worker, task: ClaimedTask, result: store.TaskResult) -> None:
-    """A 401/403 from the provider: no retry can help, pause the job with a clear reason."""
-    reason = (
-        f"paused: the provider refused the API key ({result.error_class}): "
-        f"{redact(result.error or '')[:500]}. Fix the key (OPENAI_API_KEY), restart the "
-        "workers, then resume the job."
-    )
+    """A 401/403 or an empty account: no retry can help, pause the job with a clear reason."""
+    said = redact(result.error or "")[:500]
+    if result.error_class == "quota":
+        reason = (
+            f"paused: the provider says the account is out of credit (quota): {said}. Add "
+            "credit or raise the account's limit, then resume the job."
+        )
+    else:
+        reason = (
+            f"paused: the provider refused the API key ({result.error_class}): {said}. Fix the "
+            "key (OPENAI_API_KEY), restart the workers, then resume the job."
+        )
 
     async def pause(session: AsyncSession) -> bool:
         return await store.jobs.pause_job(session=session, job_id=task.job_id, reason=reason)

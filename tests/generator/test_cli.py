@@ -64,6 +64,15 @@ def test_generate_with_the_builtin_simulator(tmp_path, no_provider_env) -> None:
     assert len(requests) == 12 and all(r["outcome"] == "ok" for r in requests)
     accepted = sum(r["accepted"] for r in stories)
     assert f"accepted={accepted} " in summary and accepted >= 10
+    # A second run into the same directory would replace stories already paid for.
+    again = runner.invoke(app, ["generate", "--n", "2", "--out", str(out)])
+    assert again.exit_code == 2
+    (line,) = again.stderr.strip().splitlines()
+    assert "earlier run" in line and "--overwrite" in line
+    assert len(read_jsonl(out / "stories.jsonl")) == 12
+    replaced = runner.invoke(app, ["generate", "--n", "2", "--out", str(out), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.stderr
+    assert len(read_jsonl(out / "stories.jsonl")) == 2
 
 
 def test_generate_against_a_configured_provider_survives_failures(

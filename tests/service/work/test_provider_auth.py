@@ -45,6 +45,27 @@ async def test_rejected_key_pauses_the_job_after_one_call_per_task(
     assert job["n_requests"] <= 8 and tasks == {"pending": 50} and attempts == 0
 
 
+async def test_an_account_out_of_credit_pauses_the_job_saying_so(api, settings) -> None:
+    from generator.simulator import SimulatorConfig, run_simulator
+
+    resp = await api.post(
+        "/v1/jobs", json={"n_stories": 20, "model": MODEL, "seed": 1, "budget_usd": 1.0}
+    )
+    job_id = resp.json()["id"]
+    # Every call: OpenAI's 429 insufficient_quota, which no retry or wait can fix.
+    with run_simulator(SimulatorConfig(rate_insufficient_quota=1.0)) as url:
+        s = settings.model_copy(update={"simulator_base_url": url})
+        await run_worker(
+            s,
+            config=worker_config(s, idle_exit=True, concurrency=4, claim_batch=4, poll_s=0.05),
+            install_signals=False,
+        )
+    job = (await api.get(f"/v1/jobs/{job_id}")).json()
+    assert job["status"] == "paused" and job["failed"] == 0
+    assert "out of credit" in job["last_error"] and "resume" in job["last_error"]
+    assert job["n_requests"] <= 8  # one call per task in flight, none retried
+
+
 class LeakyProcessor(DedupStoryProcessor):
     """A processor whose failure message echoes a credential, as some providers do."""
 
