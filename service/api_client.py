@@ -68,7 +68,13 @@ class ApiClient:
             raise ApiError(f"cannot reach the API at {self._http.base_url}: {exc}") from None
         if response.status_code >= 400:
             raise ApiError(f"HTTP {response.status_code}: {error_text(response)}")
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:  # a proxy's page, or not this API at all
+            raise ApiError(
+                f"{response.request.url} answered HTTP {response.status_code} with something "
+                f"that is not JSON ({response.text[:60]!r}): is TINYSTORIES_API_URL this API?"
+            ) from None
 
     def submit(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST /v1/jobs."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import typer
@@ -29,11 +30,15 @@ def serve(
 ) -> None:
     """Run the REST API (and optionally a worker in the same process group)."""
     _logging()
-    from service.supervise import serve_forever
+    from service.supervise import ListenError, listen, serve_forever
 
     settings = load_settings(host=host, port=port)
+    try:  # a taken port is one line, before the database starts or anything logs
+        listener = listen(settings.host, settings.port)
+    except ListenError as exc:
+        fail(str(exc))
     database_url(settings)  # reachable and migrated, or one error line
-    serve_forever(settings, with_worker=with_worker, concurrency=concurrency)
+    serve_forever(settings, with_worker=with_worker, concurrency=concurrency, listener=listener)
 
 
 def worker(
@@ -72,6 +77,11 @@ def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
     except ApiError as exc:
         fail(str(exc))
+
+
+def _finite(name: str, value: float | None) -> None:
+    if value is not None and not math.isfinite(value):
+        usage_error(f"{name} must be a finite number, got {value}")
 
 
 @jobs_app.command("submit")
@@ -114,6 +124,13 @@ def jobs_submit(
         usage_error("missing option --n (stories to make)")
     if budget_usd is None:
         usage_error("missing option --budget-usd (spending cap in USD)")
+    for name, value in (
+        ("--budget-usd", budget_usd),
+        ("--price-input", price_input),
+        ("--price-output", price_output),
+        ("--deadline-hours", deadline_hours),
+    ):
+        _finite(name, value)
     body: dict[str, Any] = {
         "n_stories": n_stories,
         "budget_usd": budget_usd,
@@ -233,6 +250,7 @@ def jobs_budget(
     resume: bool = typer.Option(False, "--resume", help="Also resume a paused or exhausted job."),
 ) -> None:
     """Change a job's budget; with --resume, go on with a job whose budget ran out."""
+    _finite("BUDGET_USD", budget_usd)
     job = _call(_client().set_budget, job_id, budget_usd)
     if resume and job["status"] in ("paused", "budget_exhausted"):
         job = _call(_client().action, job_id, "resume")
@@ -262,6 +280,9 @@ def db_stop() -> None:
     settings = load_settings()
     if settings.database_url:
         fail("DATABASE_URL is set: that server is not managed here")
+    if not settings.pg_dir.is_dir():  # a mistyped home: nothing to stop, nothing to create
+        typer.echo(f"no embedded database under TINYSTORIES_HOME={settings.home}")
+        return
     stopped = EmbeddedPostgres(settings.pg_dir).stop()
     typer.echo("embedded postgres stopped" if stopped else "embedded postgres was not running")
 

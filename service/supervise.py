@@ -47,8 +47,16 @@ def stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
             proc.wait()
 
 
-def serve_forever(settings: Settings, *, with_worker: bool, concurrency: int | None) -> None:
-    """Migrate, then run uvicorn; with a worker child sharing the provider and database."""
+def serve_forever(
+    settings: Settings,
+    *,
+    with_worker: bool,
+    concurrency: int | None,
+    listener: socket.socket | None = None,
+) -> None:
+    """Migrate, then run uvicorn; with a worker child sharing the provider and database.
+
+    `listener`: the bound socket from `listen` (bound here when not given)."""
     import uvicorn
 
     from service.api import create_app
@@ -57,9 +65,11 @@ def serve_forever(settings: Settings, *, with_worker: bool, concurrency: int | N
     from service.migrate import upgrade
     from service.work.provider import open_provider
 
+    listener = listener or listen(settings.host, settings.port)
     url = resolve_database_url(settings)
     upgrade(url)
     app = create_app(settings, database_url=url)
+    logger.info("API on http://%s:%d (dashboard: /admin)", settings.host, settings.port)
     with contextlib.ExitStack() as stack:
         if with_worker:
             env = dict(os.environ)
@@ -77,7 +87,29 @@ def serve_forever(settings: Settings, *, with_worker: bool, concurrency: int | N
         signal.signal(signal.SIGTERM, _exit_on_signal)
         config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info")
         quiet_polling_access_log()  # after uvicorn.Config configured its loggers
-        uvicorn.Server(config).run()
+        uvicorn.Server(config).run(sockets=[listener])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The API's listening socket, bound here so a taken port is one clear error, not uvicorn's
+    log lines and exit 3 after the worker started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # what uvicorn sets too
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server there? "
+            "set TINYSTORIES_PORT or --port)"
+        ) from None
+    sock.listen(2048)
+    return sock
+
+
+class ListenError(RuntimeError):
+    """The API's address cannot be bound."""
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

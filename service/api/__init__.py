@@ -38,9 +38,18 @@ def ensure_admin_token(settings: Settings) -> str:
     return token
 
 
-def _field_of(loc: Any) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or None
+SOURCES = ("body", "query", "path", "header", "cookie")
+
+
+def field_of(error: dict[str, Any]) -> str | None:
+    """The request field a validation error is about, as the error body names it."""
+    loc = list(error.get("loc", ()))
+    if error.get("type") == "json_invalid":
+        return "body"  # loc holds the character position, not a field
+    source = loc.pop(0) if loc and loc[0] in SOURCES else None
+    if loc:
+        return ".".join(str(p) for p in loc)
+    return "body" if source == "body" else None
 
 
 def create_app(settings: Settings | None = None, *, database_url: str | None = None) -> FastAPI:
@@ -104,10 +113,7 @@ def create_app(settings: Settings | None = None, *, database_url: str | None = N
 def _install_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": _field_of(e.get("loc", ())), "message": e.get("msg", "")}
-            for e in exc.errors()
-        ]
+        errors = [{"field": field_of(e), "message": e.get("msg", "")} for e in exc.errors()]
         return JSONResponse(
             status_code=422,
             content={

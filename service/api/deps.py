@@ -39,6 +39,11 @@ async def require_token(
         )
 
 
+def not_found(field: str, message: str) -> HTTPException:
+    """A 404 naming the path parameter that matched nothing (the body's `field`)."""
+    return HTTPException(status_code=404, detail={"field": field, "message": message})
+
+
 # Commit before the response is sent (FastAPI's default "request" scope ends a yield dependency
 # after sending): a client that got 201 must find the job it created, and a failed commit must
 # not have been answered with a success.

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import store
-from service.api.deps import require_token, session_dep
+from service.api.deps import not_found, require_token, session_dep
 from service.store.diversity_report import diversity_report
 
 router = APIRouter(prefix="/v1", tags=["diversity"], dependencies=[Depends(require_token)])
@@ -28,9 +28,7 @@ async def job_diversity(job_id: uuid.UUID, session: AsyncSession = session_dep) 
     try:
         await store.get_job(session=session, job_id=job_id)
     except store.JobNotFound:
-        raise HTTPException(
-            status_code=404, detail={"message": f"job {job_id} not found", "field": "job_id"}
-        ) from None
+        raise not_found("job_id", f"job {job_id} not found") from None
     return await diversity_report(session=session, job_id=job_id)
 
 

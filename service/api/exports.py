@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.api.deps import require_token, session_dep
+from service.api.deps import not_found, require_token, session_dep
 from service.api.idempotency import IDEMPOTENCY_HEADER, earlier_result, record_result, request_hash
 from service.dataset.exporter import ExportOptions, run_export
 from service.store import dedup as dedup_store
@@ -132,7 +132,7 @@ async def create_export(
 async def _get(session: AsyncSession, export_id: uuid.UUID) -> dict[str, Any]:
     row = await exports_store.get_export(session=session, export_id=export_id)
     if row is None:
-        raise HTTPException(status_code=404, detail=f"export {export_id} not found")
+        raise not_found("export_id", f"export {export_id} not found")
     return row
 
 
@@ -167,17 +167,45 @@ def tar_stream(root: Path, name: str) -> Iterator[bytes]:
     yield from sink.drain()
 
 
-@router.get("/exports/{export_id}/download")
+def files_present(root: Path) -> bool:
+    """True when the export directory still holds something to send."""
+    try:
+        return root.is_dir() and any(root.iterdir())
+    except OSError:  # unreadable counts as gone
+        return False
+
+
+@router.get(
+    "/exports/{export_id}/download",
+    responses={
+        409: {"description": "The export is not completed yet."},
+        410: {"description": "The export completed but its directory was deleted or moved."},
+    },
+)
 async def download_export(
     export_id: uuid.UUID, session: AsyncSession = session_dep
 ) -> StreamingResponse:
     """The export directory as a streamed tar.gz archive (409 until it is completed)."""
     row = await _get(session, export_id)
     if row["status"] != "completed" or not row["path"]:
-        raise HTTPException(status_code=409, detail=f"export {export_id} is {row['status']}")
+        raise HTTPException(
+            status_code=409,
+            detail={"field": "export_id", "message": f"export {export_id} is {row['status']}"},
+        )
+    root = Path(row["path"])
+    if not await asyncio.to_thread(files_present, root):
+        # An empty archive would look like a successful download of nothing.
+        raise HTTPException(
+            status_code=410,
+            detail={
+                "field": "export_id",
+                "message": f"export {export_id}'s files are missing (no directory at {root}): "
+                "it was deleted or moved; request a new export",
+            },
+        )
     name = f"tinystories-export-{export_id}"
     return StreamingResponse(
-        tar_stream(Path(row["path"]), name),
+        tar_stream(root, name),
         media_type="application/gzip",
         headers={"Content-Disposition": f'attachment; filename="{name}.tar.gz"'},
     )

@@ -128,13 +128,10 @@ class RequestGuard:
         except Exception as exc:
             if state["started"]:
                 raise
-            if _unencodable(exc):
-                # e.g. a lone surrogate ("\ud800") that JSON allows and Postgres cannot store
-                await _json(
-                    send,
-                    422,
-                    {"error": "text must be valid unicode (no lone surrogates)", "field": "body"},
-                )
+            problem = unstorable_text(exc)
+            if problem is not None:
+                # The request models name the field; this is the net for input they miss.
+                await _json(send, 422, {"error": problem, "field": "body"})
                 return
             if not is_database_down(exc):
                 raise
@@ -173,13 +170,20 @@ class RequestGuard:
             self._last_db_log, self._db_errors = now, 0
 
 
-def _unencodable(exc: BaseException) -> bool:
+def unstorable_text(exc: BaseException) -> str | None:
+    """What was wrong when `exc` comes from text that cannot be stored or encoded: a lone
+    surrogate ("\\ud800", which JSON allows) met by the codec, pydantic's serializer or the
+    driver, or a NUL character Postgres refused. None for any other failure."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, UnicodeEncodeError):
-            return True
+        message = str(seen)
+        # pydantic wraps the codec's error in its own, keeping only the text
+        if isinstance(seen, UnicodeEncodeError) or "surrogates not allowed" in message:
+            return "text must be valid unicode (no lone surrogates)"
+        if "cannot contain NUL" in message:  # psycopg's DataError
+            return "text must not contain NUL characters"
         seen = seen.__cause__ or seen.__context__
-    return False
+    return None
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import store
-from service.api.deps import require_token, session_dep
+from service.api.deps import not_found, require_token, session_dep
 from service.api.idempotency import IDEMPOTENCY_HEADER, earlier_result, record_result, request_hash
 from service.api.schemas import JobCreate, JobList, JobOut, JobUpdate, StoryOut, StoryPage
 from service.store.batches import batch_summary
@@ -157,7 +157,7 @@ async def _get(session: AsyncSession, job_id: uuid.UUID) -> Job:
     try:
         return await store.get_job(session=session, job_id=job_id)
     except store.JobNotFound:
-        raise HTTPException(status_code=404, detail=f"job {job_id} not found") from None
+        raise not_found("job_id", f"job {job_id} not found") from None
 
 
 JOBS_ROUTE = "POST /v1/jobs"

@@ -8,29 +8,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from service.store.jobs import MIN_BUDGET_USD
+from service.store.storable import refuse_lone_surrogates
 
-def lone_surrogate_at(value: Any, path: str = "") -> str | None:
-    """The field path of the first string (or key) holding a lone surrogate, else None: JSON
-    allows "\\ud800", Postgres cannot store it."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return path or "body"
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = lone_surrogate_at(key, path) or lone_surrogate_at(
-                item, f"{path}.{key}" if path else str(key)
-            )
-            if found:
-                return found
-    if isinstance(value, list | tuple):
-        for i, item in enumerate(value):
-            found = lone_surrogate_at(item, f"{path}.{i}" if path else str(i))
-            if found:
-                return found
-    return None
+BUDGET_RULE = (
+    f"at least {MIN_BUDGET_USD:.9f} USD: budgets are kept to 9 decimal places, a smaller one "
+    "would be 0"
+)
 
 
 class PriceIn(BaseModel):
@@ -58,7 +42,7 @@ class JobCreate(BaseModel):
     )
     # JSON-safe: above 2**53 many clients (and JSON parsers) round integers.
     seed: int = Field(default=0, ge=0, le=2**53 - 1)
-    budget_usd: float = Field(gt=0, le=1_000_000)
+    budget_usd: float = Field(ge=MIN_BUDGET_USD, le=1_000_000, description=BUDGET_RULE)
     priority: int = Field(default=0, ge=-1000, le=1000)
     template_version: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$"
@@ -88,10 +72,7 @@ class JobCreate(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _valid_unicode(cls, value: Any, info: ValidationInfo) -> Any:
-        where = lone_surrogate_at(value, info.field_name or "")
-        if where is not None:
-            raise ValueError(f"text must be valid unicode: a lone surrogate at {where}")
-        return value
+        return refuse_lone_surrogates(value, info.field_name or "")
 
     @field_validator("models")
     @classmethod
@@ -130,10 +111,10 @@ class JobUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     budget_usd: float = Field(
-        gt=0,
+        ge=MIN_BUDGET_USD,
         le=1_000_000,
-        description="the new budget; at least what the job has spent and reserved. An "
-        "exhausted job keeps its status: resume it to go on.",
+        description="the new budget; at least what the job has spent and reserved, and "
+        f"{BUDGET_RULE}. An exhausted job keeps its status: resume it to go on.",
     )
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Path
+from fastapi import APIRouter, Depends, Path
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import store
-from service.api.deps import require_token, session_dep
+from service.api.deps import not_found, require_token, session_dep
 from service.api.schemas import StoryOut
 
 router = APIRouter(prefix="/v1", tags=["stories"], dependencies=[Depends(require_token)])
@@ -20,5 +20,5 @@ async def show_story(
     try:
         story = await store.get_story(session=session, story_id=story_id)
     except store.StoryNotFound:
-        raise HTTPException(status_code=404, detail=f"story {story_id} not found") from None
+        raise not_found("story_id", f"story {story_id} not found") from None
     return StoryOut.model_validate(story)

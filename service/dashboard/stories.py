@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.api.deps import session_dep
 from service.dashboard.access import authorized, login_page, templates
 from service.store import browse
+from service.store.storable import has_nul
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 FILTERS = ("job", "status", "check", "dup", "feature", "word", "q", "before", "after", "limit")
@@ -53,6 +54,9 @@ def parse_filters(params: dict[str, str]) -> tuple[browse.StoryFilter, dict[str,
     unknown = sorted(set(params) - set(FILTERS))
     if unknown:
         raise BadFilter(unknown[0], f"unknown filter (known: {', '.join(FILTERS)})")
+    for name, value in params.items():
+        if has_nul(value):  # Postgres text cannot hold it: the search would fail in SQL
+            raise BadFilter(name, "must not contain NUL characters")
     get = {k: v.strip() for k, v in params.items() if v.strip()}
     job_id = None
     if "job" in get:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -90,6 +91,8 @@ def import_(
         usage_error(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     formats = []
     for path in paths:  # every file is checked before the database starts
+        if path.is_dir():
+            usage_error(f"{path} is a directory: name its files (e.g. {path}/*.json)")
         if not path.is_file():
             usage_error(f"{path}: no such file")
         try:  # a file that is not stories is refused at once
@@ -211,6 +214,9 @@ def export(
     from service.dataset.export_writer import ExportError
     from service.dataset.exporter import ExportOptions, run_export
 
+    problem = _unwritable(out)  # one line before the database starts; nothing created
+    if problem:
+        fail(f"cannot write the export to {out}: {problem}")
     url = _database_url()
     jobs = [_resolve_job(url, j) for j in job] or None
     try:
@@ -245,6 +251,8 @@ def export(
             result = run_export(url, out, options, on_progress=progress)
         except ExportError as exc:
             error = str(exc)
+        except OSError as exc:  # the disk filled up, a directory vanished
+            error = f"cannot write the export to {out}: {exc.strerror or exc}"
     if error:
         fail(error)
     c = result.counts
@@ -253,6 +261,18 @@ def export(
         f"{c['validation']}, excluded as contaminated {c['excluded_contaminated']}) "
         f"fingerprint {result.fingerprint[:12]}"
     )
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why `out` cannot be created or written, judged from its nearest existing ancestor."""
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
 
 
 async def _unknown_jobs(sessionmaker: Any, jobs: list[uuid.UUID]) -> list[str]:

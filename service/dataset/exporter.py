@@ -15,21 +15,33 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from service.dataset.export_writer import EmptyExportError, ExportError, ExportResult, ExportWriter
 from service.store import exports as exports_store
+from service.store.exports import as_utc
+from service.store.storable import has_nul, refuse_lone_surrogates
 
 logger = logging.getLogger(__name__)
+
+
+NAIVE_IS_UTC = "a time without a UTC offset is taken as UTC"
 
 
 class ExportOptions(BaseModel):
     """What to export and how; the body of POST /v1/exports."""
 
+    # A misspelt option (include_rejectd) is a 422, not an export with the default.
+    model_config = ConfigDict(extra="forbid")
+
     jobs: list[uuid.UUID] | None = None
     models: list[str] | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    since: datetime | None = Field(
+        None, description=f"stories created at or after this time; {NAIVE_IS_UTC}"
+    )
+    until: datetime | None = Field(
+        None, description=f"stories created before this time (after since); {NAIVE_IS_UTC}"
+    )
     include_duplicates: bool = False
     include_rejected: bool = False
     # instruct: only stories with TinyStories-Instruct metadata (summary, words or features)
@@ -40,18 +52,26 @@ class ExportOptions(BaseModel):
     seed: int = 0
     decontaminate: bool = True
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _valid_unicode(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_lone_surrogates(value, info.field_name or "")
+
     @field_validator("models")
     @classmethod
     def _plain_names(cls, v: list[str] | None) -> list[str] | None:
-        if v is not None and any("\x00" in m or not m.strip() for m in v):
+        if v is not None and any(has_nul(m) or not m.strip() for m in v):
             raise ValueError("model names must be non-empty text without NUL characters")
         return v
 
-    @field_validator("until")
+    @field_validator("since", "until")
     @classmethod
-    def _until_after_since(cls, v: datetime | None, info: Any) -> datetime | None:
+    def _utc(cls, v: datetime | None, info: ValidationInfo) -> datetime | None:
+        # Naive and aware times cannot be compared, and Postgres would read a naive one in
+        # its session time zone: one rule everywhere.
+        v = as_utc(v)
         since = info.data.get("since")
-        if v is not None and since is not None and v <= since:
+        if info.field_name == "until" and v is not None and since is not None and v <= since:
             raise ValueError("until must be after since")
         return v
 

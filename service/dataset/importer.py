@@ -4,8 +4,9 @@ Each batch (stories, their dedup status and the file position after it) is one t
 so a failure leaves only whole batches behind, the error says how many stories of the file were
 kept, and a rerun resumes after the last batch. A file already imported completely is recognised
 by (path, size, sha256 of its first MiB); a file that grew (a truncated shard replaced by the
-complete one) resumes where its shorter version stopped. Stories longer than `max_chars` and
-empty ones are skipped and counted with their record numbers.
+complete one) resumes where its shorter version stopped, and so does a file fixed after the
+bytes a failed import kept (their sha256 is stored when it fails). Stories longer than
+`max_chars` and empty ones are skipped and counted with their record numbers.
 """
 
 from __future__ import annotations
@@ -106,14 +107,35 @@ def _prefix_sha(path: Path, n: int) -> str:
         return hashlib.sha256(f.read(min(n, HEAD_BYTES))).hexdigest()
 
 
+def _kept_sha(path: Path, n: int) -> str:
+    """sha256 of the first `n` bytes (what a failed import kept), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while n > 0 and (block := f.read(min(n, HEAD_BYTES))):
+            digest.update(block)
+            n -= len(block)
+    return digest.hexdigest()
+
+
+def _continues(p: Path, size: int, head: str, row: dict[str, Any]) -> bool:
+    """Whether this file is row's file grown, or fixed after the bytes row's import kept."""
+    if (row["size"], row["head_sha256"]) == (size, head):
+        return False  # the same file: open_import finds its row
+    if row["size"] < size and _prefix_sha(p, row["size"]) == row["head_sha256"]:
+        return True
+    kept, offset = row["kept_sha256"], row["next_offset"]
+    return bool(kept) and 0 < offset <= size and _kept_sha(p, offset) == kept
+
+
 async def _open(
     sessionmaker: async_sessionmaker[AsyncSession], p: Path, size: int, head: str, fmt: str
 ) -> dict[str, Any]:
-    """The import row of this file; a grown file takes over the row of its shorter version."""
+    """The import row of this file; a grown or fixed file takes over the row of its earlier
+    version."""
     async with sessionmaker() as session, session.begin():
         earlier = await imports_store.unfinished_imports(session=session, path=str(p), fmt=fmt)
         for row in earlier:
-            if row["size"] < size and _prefix_sha(p, row["size"]) == row["head_sha256"]:
+            if _continues(p, size, head, row):
                 await imports_store.adopt_import(
                     session=session, import_id=row["id"], size=size, head_sha256=head
                 )
@@ -180,9 +202,14 @@ async def import_file(
             if on_progress:
                 on_progress(position[1], size)
     except Exception as exc:
+        kept = await asyncio.to_thread(_kept_sha, p, position[1]) if position[1] else None
         async with sessionmaker() as session, session.begin():
             await imports_store.end_import(
-                session=session, import_id=state["id"], status="failed", error=str(exc)[:2000]
+                session=session,
+                import_id=state["id"],
+                status="failed",
+                error=str(exc)[:2000],
+                kept_sha256=kept,
             )
         logger.warning("import failed path=%s at_record=%d error=%s", p, position[0], exc)
         if isinstance(exc, ImportFormatError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -26,6 +26,23 @@ def libpq_url(url: str) -> str:
     return url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """An aware time as is; a naive one taken as UTC (the export filters' rule)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _time(value: str | datetime) -> str | datetime:
+    # Stored options hold ISO text; a naive one must not be read in the session's time zone.
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return as_utc(value) or value
+
+
 def story_filter(options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """WHERE clause (psycopg %(name)s parameters) of the export filters."""
     where = ["true"]
@@ -38,10 +55,10 @@ def story_filter(options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         params["models"] = list(options["models"])
     if options.get("since"):
         where.append("created_at >= %(since)s")
-        params["since"] = options["since"]
+        params["since"] = _time(options["since"])
     if options.get("until"):
         where.append("created_at < %(until)s")
-        params["until"] = options["until"]
+        params["until"] = _time(options["until"])
     if not options.get("include_duplicates"):
         where.append("coalesce(dedup_status, 'unique') = 'unique'")
     if not options.get("include_rejected"):

@@ -103,11 +103,19 @@ async def advance_import(
 
 
 async def end_import(
-    *, session: AsyncSession, import_id: int, status: str, error: str | None = None
+    *,
+    session: AsyncSession,
+    import_id: int,
+    status: str,
+    error: str | None = None,
+    kept_sha256: str | None = None,
 ) -> None:
     await session.execute(
-        text("UPDATE imports SET status = :st, error = :e, updated_at = now() WHERE id = :id"),
-        {"id": import_id, "st": status, "e": error},
+        text(
+            "UPDATE imports SET status = :st, error = :e, kept_sha256 = :k, updated_at = now() "
+            "WHERE id = :id"
+        ),
+        {"id": import_id, "st": status, "e": error, "k": kept_sha256},
     )
 
 
@@ -115,7 +123,8 @@ async def unfinished_imports(*, session: AsyncSession, path: str, fmt: str) -> l
     """Failed or interrupted imports of this path and format (a shorter version of the file)."""
     rows = await session.execute(
         text(
-            "SELECT id, size, head_sha256 FROM imports WHERE path = :p AND format = :f "
+            "SELECT id, size, head_sha256, next_offset, kept_sha256 FROM imports "
+            "WHERE path = :p AND format = :f "
             "AND status <> 'completed' ORDER BY size DESC"
         ),
         {"p": path, "f": fmt},
@@ -126,7 +135,7 @@ async def unfinished_imports(*, session: AsyncSession, path: str, fmt: str) -> l
 async def adopt_import(
     *, session: AsyncSession, import_id: int, size: int, head_sha256: str
 ) -> None:
-    """The file grew (its start unchanged): this row now names the longer file, same position."""
+    """The file grew or was fixed past what this row kept: the row now names it, same position."""
     await session.execute(
         text(
             "UPDATE imports SET size = :s, head_sha256 = :h, updated_at = now() WHERE id = :id "

@@ -267,11 +267,16 @@ async def job_rates(
     return rates
 
 
+MONEY_STEP = Decimal("1e-9")  # numeric(.., 9) columns
+# The smallest budget that is not 0 once stored: anything less would round away.
+MIN_BUDGET_USD = float(MONEY_STEP)
+
+
 def money(value: float | Decimal) -> Decimal:
     """USD as the exact decimal stored in Postgres (9 places)."""
     if isinstance(value, Decimal):
-        return value.quantize(Decimal("1e-9"))
-    return Decimal(repr(float(value))).quantize(Decimal("1e-9"))
+        return value.quantize(MONEY_STEP)
+    return Decimal(repr(float(value))).quantize(MONEY_STEP)
 
 
 async def rejections_by_reason(*, session: AsyncSession, job_id: uuid.UUID) -> dict[str, int]:

@@ -96,6 +96,9 @@ class ImportRow(Base):
     inserted: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     duplicates: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     error: Mapped[str | None] = mapped_column(Text)
+    # sha256 of bytes [0, next_offset) when the import failed: a fixed file that keeps them
+    # resumes at next_record (its size and first MiB may have changed with the fix).
+    kept_sha256: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

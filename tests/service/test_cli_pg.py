@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import psycopg
@@ -90,6 +93,56 @@ def test_cli_errors_are_one_line_exit_1_and_usage_errors_exit_2(home: Path) -> N
         "error: setting TINYSTORIES_WORKER_CONCURRENCY='lots': Input should be a valid "
         "integer, unable to parse string as an integer"
     )
+
+
+def one_line(result: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert result.returncode == code, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and all(n in line for n in needles), line
+
+
+def test_serve_and_job_commands_refuse_bad_values_in_one_line(home: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = str(taken.getsockname()[1])
+    with taken:
+        busy = _run(["serve"], _env(home, TINYSTORIES_PORT=port))
+    one_line(busy, 1, f"cannot listen on 127.0.0.1:{port}", "TINYSTORIES_PORT")
+    one_line(_run(["serve"], _env(home, TINYSTORIES_PORT="99999")), 1, "TINYSTORIES_PORT")
+    env = _env(home, TINYSTORIES_API_URL="http://127.0.0.1:9", TINYSTORIES_ADMIN_TOKEN="t")
+    nan = _run(["jobs", "submit", "--n", "3", "--budget-usd", "nan"], env)
+    one_line(nan, 2, "--budget-usd must be a finite number")
+    one_line(_run(["jobs", "budget", "abc", "inf"], env), 2, "finite number")
+    # Something that is not this API (a proxy's page) answering 200.
+    page = http.server.HTTPServer(("127.0.0.1", 0), _HtmlPage)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{page.server_address[1]}"
+        other = _run(
+            ["jobs", "list"], _env(home, TINYSTORIES_API_URL=url, TINYSTORIES_ADMIN_TOKEN="t")
+        )
+    finally:
+        page.shutdown()
+    one_line(other, 1, "not JSON", "TINYSTORIES_API_URL")
+    blocker = home / "a-file"
+    blocker.write_text("")
+    one_line(_run(["export", "--out", str(blocker / "sub")], _env(home)), 1, "not a directory")
+    one_line(_run(["import", str(home)], _env(home)), 2, "is a directory")
+    gone = _run(["db", "stop"], _env(home / "typo"))
+    assert gone.returncode == 0 and "no embedded database" in gone.stdout
+    assert not (home / "typo").exists()
+
+
+class _HtmlPage(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html>Sign in to the proxy</html>")
+
+    def log_message(self, *args: object) -> None:
+        pass
 
 
 def test_api_errors_read_as_one_line_naming_the_field() -> None:

@@ -69,3 +69,14 @@ async def test_filters_pages_and_bad_input(client: Any, settings: Any, simulator
     assert 'tinystories_recipe_coverage{role="noun"}' in metrics.text
     bad = await client.get("/admin/data/diversity?job=nope", headers=AUTH)
     assert bad.status_code == 422 and bad.json()["field"] == "job"
+
+
+@pytest.mark.asyncio
+async def test_nul_in_a_filter_is_a_400_naming_it(client: Any) -> None:
+    # Postgres text cannot hold NUL: the search must be refused before it reaches SQL.
+    for query, field in (("q=a%00b", "q"), ("word=do%00g", "word"), ("job=%00", "job")):
+        bad = await client.get(f"/admin/stories?{query}", headers=AUTH)
+        assert bad.status_code == 400, (query, bad.text[:200])
+        assert f"{field}: must not contain NUL characters" in bad.text
+    ok = await client.get("/admin/stories?q=ab", headers=AUTH)
+    assert ok.status_code == 200

@@ -71,12 +71,32 @@ def test_mixed_encoding_names_record_and_byte(run, database_url, tmp_path) -> No
     one_error_line(r, "not UTF-8 text", "record 103", f"byte {offset}", "kept 100 stories")
     assert "resume at record 100" in r.output
     assert stored(database_url) == 100
+    # The fixed file (same name, other size, under 1 MiB) resumes there: nothing twice.
+    path.write_bytes(b"\n<|endoftext|>\n".join(s.encode("utf-8") for s in stories))
+    r = run("import", path, "--batch-size", "10")
+    assert r.exit_code == 0 and "imported 20 stories" in r.output and "record 100" in r.output
+    assert stored(database_url) == 120
     # damage near the start is found before anything is stored
     early = tmp_path / "early.txt"
     early.write_bytes(b"\n<|endoftext|>\n".join([*parts[:2], parts[103], *parts[3:9]]))
     r = run("import", early)
     one_error_line(r, "not UTF-8 text", "record 2", "nothing was stored")
-    assert stored(database_url) == 100
+    assert stored(database_url) == 120
+
+
+def test_a_file_changed_inside_what_was_kept_starts_over(run, database_url, tmp_path) -> None:
+    recs = [{"story": s} for s in real_stories(6)]
+    lines = [json.dumps(r) for r in recs]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("\n".join([*lines[:3], lines[3][:-9], *lines[4:]]) + "\n")
+    r = run("import", path, "--batch-size", "2")
+    one_error_line(r, "record 3", "kept 2 stories", "resume at record 2")
+    # Record 0 edited as well as record 3 fixed: the kept stories are not this file's start.
+    lines[0] = json.dumps({"story": recs[0]["story"].replace(" ", "  ", 1)})
+    path.write_text("\n".join(lines) + "\n")
+    r = run("import", path, "--batch-size", "2")
+    assert r.exit_code == 0 and "resumed at record 0" in r.output, r.output
+    assert stored(database_url) == 8  # all six read again; record 1 is stored as a duplicate
 
 
 @pytest.mark.parametrize(
