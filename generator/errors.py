@@ -10,9 +10,12 @@ import email.utils
 import re
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-import httpx2
 import orjson
+
+if TYPE_CHECKING:  # importing httpx costs every CLI start ~20 ms; only the SDK path needs it
+    import httpx2
 
 # What a provider may echo back of a credential: OpenAI-style keys, bearer tokens, key=value
 # pairs, and long opaque tokens (hex, base64, JWT-like). Replaced before anything is stored,
@@ -183,6 +186,8 @@ def json_or_none(content: bytes) -> object:
 
 
 def response_json_or_none(response: httpx2.Response) -> object:
+    import httpx2
+
     try:
         return json_or_none(response.content)
     except httpx2.ResponseNotRead:
