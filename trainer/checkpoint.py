@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from trainer.config import RESUME_KEYS, TrainConfig, TrainerError
+from trainer.tokenizer import save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ def save_checkpoint(
     if not is_main:
         return path
     model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    save_tokenizer(tokenizer, path)
     state = {
         "step": step,
         "config": config.to_dict(),
@@ -107,20 +109,57 @@ def _prune(root: Path, *, keep: int, current: int) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, *, config: TrainConfig, fingerprint: dict[str, Any]) -> dict:
-    """The trainer state of `path`, after checking it belongs to this run's config."""
+def clear_checkpoints(out: str | Path) -> int:
+    """Delete every `checkpoints/step-N` under `out` (a --no-resume run starts over).
+
+    Left in place, an earlier run's higher-numbered steps would outlive this run's in pruning,
+    and a later plain rerun would resume them instead of this run.
+    """
+    root = checkpoint_root(out)
+    if not root.is_dir():
+        return 0
+    old = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and p.is_dir()]
+    for p in old:
+        shutil.rmtree(p)
+    return len(old)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def load_checkpoint(
+    path: Path, *, config: TrainConfig, fingerprint: dict[str, Any], max_steps: int
+) -> dict:
+    """The trainer state of `path`, after checking it can continue this run.
+
+    `max_steps` is this run's plan (from --max-steps or --tokens). A checkpoint past it, or
+    planned for another length under a cosine schedule (its rate curve would jump), is refused.
+    """
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
     saved = state["config"]
+    # A key an older checkpoint lacks had its default then (e.g. include_rejected).
     diffs = [
-        f"{k} {saved.get(k)!r} != {getattr(config, k)!r}"
+        f"{k} {saved.get(k, _DEFAULTS[k])!r} != {getattr(config, k)!r}"
         for k in RESUME_KEYS
-        if saved.get(k) != getattr(config, k)
+        if saved.get(k, _DEFAULTS[k]) != getattr(config, k)
     ]
     diffs += [f"{k} {state.get(k)!r} != {v!r}" for k, v in fingerprint.items() if state.get(k) != v]
     if diffs:
         raise TrainerError(
             f"checkpoint {path} is from another config ({'; '.join(diffs)}); "
             "use a new --out directory or --no-resume"
+        )
+    if state["step"] > max_steps:
+        raise TrainerError(
+            f"checkpoint {path} is at step {state['step']}, past this run's {max_steps} steps; "
+            "use --no-resume to start over, a new --out directory, or more steps"
+        )
+    planned = state.get("max_steps")
+    if planned is not None and planned != max_steps and config.schedule == "cosine":
+        raise TrainerError(
+            f"checkpoint {path} is from a run planned for {planned} steps, this one for "
+            f"{max_steps}: the cosine schedule would jump; plan {planned} steps, use "
+            "--no-resume to start over, or a new --out directory"
         )
     return state
 

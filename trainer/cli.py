@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from trainer.data import TEXT_HELP
+
 log = logging.getLogger(__name__)
 
 
@@ -31,7 +33,14 @@ def _quiet_libraries() -> None:
 
 
 def train_command(
-    data: Annotated[Path, typer.Option("--data", help="Export directory (dataset_dict.json).")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="Export directory: a saved dataset (dataset_dict.json), or <|endoftext|>-"
+            "separated text files: " + TEXT_HELP + ".",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Model directory to write.")],
     preset: Annotated[str, typer.Option(help="Model preset, or LAYERSxHIDDEN.")] = "1M",
     max_steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 1000,
@@ -42,9 +51,21 @@ def train_command(
     grad_accum: Annotated[int, typer.Option(help="Micro-batches per step.")] = 1,
     seq_len: Annotated[int, typer.Option(help="Tokens per training window.")] = 512,
     time_limit_s: Annotated[
-        float | None, typer.Option(help="Stop, evaluate and save after this many seconds.")
+        float | None,
+        typer.Option(
+            help="Stop, evaluate and save after this many seconds of training, counted across "
+            "resumes (raise it to train on)."
+        ),
     ] = None,
     format: Annotated[str, typer.Option("--format", help="plain or instruct.")] = "plain",
+    include_rejected: Annotated[
+        bool,
+        typer.Option(
+            "--include-rejected",
+            help="Also train on stories that failed the checks (an export made with "
+            "--include-rejected); by default they are left out.",
+        ),
+    ] = False,
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary when training one.")] = 10_000,
     tokenizer: Annotated[
         Path | None, typer.Option(help="Use this tokenizer directory instead of training one.")
@@ -83,7 +104,11 @@ def train_command(
         ),
     ] = None,
     resume: Annotated[
-        bool, typer.Option("--resume/--no-resume", help="Continue from OUT/checkpoints.")
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="Continue from OUT/checkpoints; --no-resume deletes them and starts over.",
+        ),
     ] = True,
     cache_dir: Annotated[Path | None, typer.Option(help="Tokenizer/token cache.")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
@@ -131,6 +156,7 @@ def train_command(
         seq_len=seq_len,
         time_limit_s=time_limit_s,
         format=format,
+        include_rejected=include_rejected,
         vocab_size=vocab_size,  # type: ignore[arg-type]
         tokenizer=str(tokenizer) if tokenizer else None,
         device=device,
@@ -207,10 +233,9 @@ def train_command(
         result = train(cfg, on_step=on_step)
     except TrainerError as exc:
         raise _fail(str(exc), 2 if isinstance(exc, OptionError) else 1) from None
-    except KeyboardInterrupt:
-        raise _fail(
-            f"interrupted; run the same command again to resume from {out}/checkpoints", 1
-        ) from None
+    except KeyboardInterrupt as exc:
+        progress.stop()
+        raise _fail(_interrupted(exc, out), 1) from None
     finally:
         progress.stop()
     resumed = (
@@ -218,6 +243,8 @@ def train_command(
     )
     if result.vocab_note:
         typer.echo(f"note: {result.vocab_note}", err=True)
+    if result.rejected_note:
+        typer.echo(f"note: {result.rejected_note}", err=True)
     mfu = f", MFU {result.steady_mfu or result.mfu:.1%}" if result.mfu else ""
     typer.echo(
         f"trained {preset} ({human(result.params)} params, {human(result.params_non_embedding)} "
@@ -226,6 +253,18 @@ def train_command(
         f"{result.val_loss:.4f} ({result.bits_per_byte:.3f} bits/byte), stopped by "
         f"{result.stopped}{resumed} -> {result.out}"
     )
+
+
+def _interrupted(exc: KeyboardInterrupt, out: Path) -> str:
+    """The Ctrl-C line: which step a rerun of the same command continues from, if any."""
+    from trainer.checkpoint import latest_checkpoint
+    from trainer.stopping import Interrupted
+
+    latest = latest_checkpoint(out)
+    if latest is None:
+        return "interrupted before the first checkpoint; nothing to resume"
+    at = f" at step {exc.step}" if isinstance(exc, Interrupted) else ""
+    return f"interrupted{at}; run the same command again to resume from {latest}"
 
 
 def sample_command(
@@ -238,15 +277,17 @@ def sample_command(
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str, typer.Option()] = "auto",
 ) -> None:
-    """Continue a prompt with a trained model."""
-    from trainer.config import TrainerError
+    """Continue a prompt with a trained model (an empty prompt starts a story)."""
+    from trainer.config import OptionError, TrainerError
+    from trainer.sample import check_sampling, generate
 
+    try:
+        check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, n=n)
+    except OptionError as exc:
+        raise _fail(str(exc)) from None
     if not (model / "config.json").is_file():
         raise _fail(f"{model} is not a model directory (no config.json)", 1)
-    if n < 1 or max_new_tokens < 1 or temperature <= 0:
-        raise _fail("--n and --max-new-tokens must be >= 1 and --temperature > 0")
     _quiet_libraries()
-    from trainer.sample import generate
 
     try:
         texts = generate(
@@ -260,7 +301,7 @@ def sample_command(
             device=device,
         )
     except TrainerError as exc:
-        raise _fail(str(exc), 1) from None
+        raise _fail(str(exc), 2 if isinstance(exc, OptionError) else 1) from None
     for i, text in enumerate(texts):
         if i:
             typer.echo("-" * 40)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +32,9 @@ class TrainConfig:
     out: str = ""  # model directory written by save_pretrained
     preset: str = "1M"
     format: Literal["plain", "instruct"] = "plain"  # plain: `text`; instruct: `instruct_text`
+    # An export made with --include-rejected carries an `accepted` column: stories that failed
+    # the checks are left out unless this is set (the count goes to the log and training.json).
+    include_rejected: bool = False
     # Tokenizer: an existing directory, or a byte-level BPE trained on the train split.
     tokenizer: str | None = None
     vocab_size: int = 10_000  # the paper kept GPT-Neo's 10k most frequent tokens; 4096 as llama2.c
@@ -114,7 +119,67 @@ RESUME_KEYS: tuple[str, ...] = (
     "weight_decay",
     "beta1",
     "beta2",
+    "eps",
     "schedule",
     "warmup_steps",
+    "grad_clip",
+    "include_rejected",
     "seed",
 )
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "format": ("plain", "instruct"),
+    "schedule": ("cosine", "constant"),
+    "local_attention": ("auto", "flash", "flex", "sdpa"),
+    "compile_mode": ("default", "max-autotune"),
+    "residual_dtype": ("fp32", "bf16"),
+}
+AT_LEAST_ONE = (
+    *("seq_len", "batch_size", "grad_accum", "max_steps"),
+    *("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"),  # periods divide
+)
+AT_LEAST_ONE_IF_SET = ("tokens", "eval_tokens", "final_eval_tokens", "threads")
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Option values that cannot work, refused as one OptionError line before any data is read.
+
+    The CLI and the Python API both come through here, so a value the command line would
+    refuse cannot reach the loop from code either (a zero period divides, a negative rate
+    trains backwards).
+    """
+    for name, choices in CHOICES.items():
+        if getattr(cfg, name) not in choices:
+            raise OptionError(
+                f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, "
+                f"not {getattr(cfg, name)!r}"
+            )
+    for name in AT_LEAST_ONE:
+        _whole(name, getattr(cfg, name), low=1)
+    for name in AT_LEAST_ONE_IF_SET:
+        if getattr(cfg, name) is not None:
+            _whole(name, getattr(cfg, name), low=1)
+    _whole("warmup_steps", cfg.warmup_steps, low=0)
+    _whole("prefetch", cfg.prefetch, low=0)
+    if not cfg.out:
+        raise OptionError("out must name the model directory to write")
+    _number("lr", cfg.lr, "> 0", lambda v: v > 0)
+    _number("eps", cfg.eps, "> 0", lambda v: v > 0)
+    _number("weight_decay", cfg.weight_decay, ">= 0", lambda v: v >= 0)
+    _number("grad_clip", cfg.grad_clip, ">= 0 (0 disables it)", lambda v: v >= 0)
+    _number("min_lr_ratio", cfg.min_lr_ratio, "between 0 and 1", lambda v: 0 <= v <= 1)
+    for name in ("beta1", "beta2"):
+        _number(name, getattr(cfg, name), "in [0, 1)", lambda v: 0 <= v < 1)
+    if cfg.time_limit_s is not None:
+        _number("time_limit_s", cfg.time_limit_s, ">= 0", lambda v: v >= 0)
+
+
+def _whole(name: str, value: Any, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise OptionError(f"{name} must be a whole number >= {low}, not {value!r}")
+
+
+def _number(name: str, value: Any, rule: str, ok: Callable[[float], bool]) -> None:
+    # NaN fails every comparison, and an infinite rate or clip is no setting either.
+    if not isinstance(value, int | float) or not math.isfinite(value) or not ok(value):
+        raise OptionError(f"{name} must be {rule}, not {value!r}")

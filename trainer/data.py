@@ -1,8 +1,9 @@
 """Export loading, one-time pre-tokenization to memory-mapped token files, batch sampling.
 
 An export is either the service's Hugging Face dataset directory (dataset_dict.json) or a
-directory of release-format text files, `train.txt` and `validation.txt` with stories separated
-by `<|endoftext|>` as in the TinyStories release (needs no `datasets`: GPU hosts, benchmarks).
+directory of release-format text files with stories separated by `<|endoftext|>` as in the
+TinyStories release (needs no `datasets`: GPU hosts, benchmarks): one of the layouts in
+TEXT_LAYOUTS, such as the `tinystories/` folder of an export or a downloaded release.
 """
 
 from __future__ import annotations
@@ -33,7 +34,26 @@ COLUMNS = {"plain": "text", "instruct": "instruct_text"}
 SPLITS = ("train", "validation")
 ENCODE_CHUNK = 8192  # texts per encode_batch call: enough to keep every core busy
 SEPARATOR = "<|endoftext|>"
-TEXT_FILES = {"train": ("train.txt",), "validation": ("validation.txt", "valid.txt")}
+# Text-file layouts, (train, validation) names per format: ours, the TinyStories release's (which
+# an export also writes under DIR/tinystories/) and the release's GPT-4-only V2.
+TEXT_LAYOUTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "plain": (
+        ("train.txt", ("validation.txt", "valid.txt")),
+        ("TinyStories-train.txt", ("TinyStories-valid.txt",)),
+        ("TinyStoriesV2-GPT4-train.txt", ("TinyStoriesV2-GPT4-valid.txt",)),
+    ),
+    "instruct": (("TinyStoriesInstruct-train.txt", ("TinyStoriesInstruct-valid.txt",)),),
+}
+# Plain-story file names per split, in the order they are looked for (the grader reads these).
+TEXT_FILES = {
+    "train": tuple(train for train, _ in TEXT_LAYOUTS["plain"]),
+    "validation": tuple(v for _, valid in TEXT_LAYOUTS["plain"] for v in valid),
+}
+TEXT_HELP = (
+    "train.txt + validation.txt (or valid.txt), TinyStories-train.txt + TinyStories-valid.txt, "
+    "TinyStoriesV2-GPT4-train.txt + TinyStoriesV2-GPT4-valid.txt; for --format instruct "
+    "TinyStoriesInstruct-train.txt + TinyStoriesInstruct-valid.txt"
+)
 
 
 class TextSplit:
@@ -65,8 +85,58 @@ def text_batches(split: Any, column: str, size: int) -> Iterator[list[str]]:
         yield texts_only[i : i + size][column]
 
 
-def _text_file(p: Path, split: str) -> Path | None:
-    return next((p / n for n in TEXT_FILES[split] if (p / n).is_file()), None)
+def _text_layouts(p: Path, fmt: str) -> list[dict[str, Path]]:
+    """The complete (train and validation) text layouts of `fmt` found in `p`."""
+    found = []
+    for train, valids in TEXT_LAYOUTS[fmt]:
+        valid = next((p / v for v in valids if (p / v).is_file()), None)
+        if (p / train).is_file() and valid is not None:
+            found.append({"train": p / train, "validation": valid})
+    return found
+
+
+def read_text_split(path: Path) -> TextSplit:
+    """A text split, or one line naming the file and the first byte that is not UTF-8."""
+    try:
+        return TextSplit(path)
+    except UnicodeDecodeError as exc:
+        story = bytes(exc.object[: exc.start]).count(SEPARATOR.encode()) + 1
+        raise TrainerError(
+            f"{path} is not UTF-8 text: byte {exc.start} (0x{exc.object[exc.start]:02x}, "
+            f"in story {story}); fix or re-export the file"
+        ) from None
+    except OSError as exc:
+        raise TrainerError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _load_text_export(p: Path, fmt: str) -> dict[str, TextSplit]:
+    layouts = _text_layouts(p, fmt)
+    if not layouts:
+        other = next(f for f in TEXT_LAYOUTS if f != fmt)
+        if _text_layouts(p, other):
+            raise TrainerError(f"{p}: its text files hold {other} stories; use --format {other}")
+        raise TrainerError(
+            f"{p} is not an export directory (no dataset_dict.json, "
+            "nor train.txt and validation.txt)"
+        )
+    if len(layouts) > 1:
+        names = " and ".join(f"{f['train'].name} + {f['validation'].name}" for f in layouts)
+        raise TrainerError(f"{p} holds several text layouts ({names}); keep one")
+    text = {s: read_text_split(f) for s, f in layouts[0].items()}
+    for split, ts in text.items():
+        if ts.num_rows == 0:
+            raise TrainerError(f"export {p}: split {split!r} is empty")
+    return text
+
+
+def _split_state(path: Path) -> dict[str, Any]:
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TrainerError(f"{path} is damaged ({exc}); re-export the dataset") from None
+    if not isinstance(state, dict):
+        raise TrainerError(f"{path} is damaged (not a JSON object); re-export the dataset")
+    return state
 
 
 def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict | dict[str, TextSplit]:
@@ -75,19 +145,7 @@ def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict | dict[s
     if fmt not in COLUMNS:
         raise TrainerError(f"unknown format {fmt!r}; use plain or instruct")
     if not (p / "dataset_dict.json").is_file():
-        files = {s: _text_file(p, s) for s in SPLITS}
-        if files["train"] is None or files["validation"] is None:
-            raise TrainerError(
-                f"{p} is not an export directory (no dataset_dict.json, "
-                "nor train.txt and validation.txt)"
-            )
-        if fmt != "plain":
-            raise TrainerError(f"{p}: text-file exports hold plain stories; use --format plain")
-        text = {s: TextSplit(f) for s, f in files.items() if f is not None}
-        for split, ts in text.items():
-            if ts.num_rows == 0:
-                raise TrainerError(f"export {p}: split {split!r} is empty")
-        return text
+        return _load_text_export(p, fmt)
     from datasets import load_from_disk
 
     try:
@@ -99,7 +157,7 @@ def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict | dict[s
             raise TrainerError(f"export {p} has no {split!r} split")
         state = p / split / "state.json"
         # save_to_disk writes an empty split with no data files, which load_from_disk rejects.
-        if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+        if state.is_file() and not _split_state(state).get("_data_files"):
             raise TrainerError(f"export {p}: split {split!r} is empty")
     try:
         ds = load_from_disk(str(p))
@@ -112,6 +170,33 @@ def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict | dict[s
         if ds[split].num_rows == 0:
             raise TrainerError(f"export {p}: split {split!r} is empty")
     return ds
+
+
+def drop_rejected(ds: Any, *, include: bool) -> tuple[Any, dict[str, int] | None]:
+    """The splits without stories that failed the checks, and how many each split had.
+
+    Only an export made with --include-rejected has the `accepted` column; without it (or for
+    text files) nothing is dropped and the count is None. `include` keeps them (counted still).
+    """
+    if any(isinstance(ds[s], TextSplit) or "accepted" not in ds[s].column_names for s in SPLITS):
+        return ds, None
+    counts, kept = {}, {}
+    for split in SPLITS:
+        accepted = np.asarray(ds[split].data.column("accepted").to_numpy(zero_copy_only=False))
+        counts[split] = int((~accepted.astype(bool)).sum())
+        if include or counts[split] == 0:
+            kept[split] = ds[split]
+            continue
+        # In memory: otherwise `datasets` writes an indices file into the export directory.
+        kept[split] = ds[split].select(np.flatnonzero(accepted), keep_in_memory=True)
+        if kept[split].num_rows == 0:
+            raise TrainerError(
+                f"export split {split!r} has no accepted stories ({counts[split]} rejected); "
+                "--include-rejected trains on them"
+            )
+    from datasets import DatasetDict
+
+    return DatasetDict(kept), counts
 
 
 def export_fingerprint(path: str | Path, ds: Any, split: str) -> str:
@@ -156,10 +241,10 @@ def pretokenize(
     vocab = len(tokenizer)
     dtype = np.uint16 if vocab <= np.iinfo(np.uint16).max + 1 else np.uint32
     if bin_path.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        tokens = np.memmap(bin_path, dtype=np.dtype(meta["dtype"]), mode="r")
-        log.info("tokens cache hit key=%s tokens=%d", key, tokens.shape[0])
-        return TokenFile(tokens, meta["n_docs"], meta["n_bytes"], bin_path, cached=True)
+        cached = _cached_tokens(bin_path, meta_path)
+        if cached is not None:
+            log.info("tokens cache hit key=%s tokens=%d", key, cached.n_tokens)
+            return cached
 
     eos = tokenizer.eos_token_id
     backend = tokenizer.backend_tokenizer
@@ -182,10 +267,36 @@ def pretokenize(
         "n_bytes": n_bytes,
         "n_tokens": n_tokens,
     }
-    meta_path.write_text(json.dumps(meta))
+    # The metadata is written after the tokens and renamed into place: a kill in between
+    # leaves tokens without metadata, which the next run rebuilds.
+    meta_tmp = meta_path.with_suffix(f".tmp{os.getpid()}")
+    meta_tmp.write_text(json.dumps(meta))
+    os.replace(meta_tmp, meta_path)
     log.info("tokens written key=%s docs=%d tokens=%d", key, n_docs, n_tokens)
     tokens = np.memmap(bin_path, dtype=dtype, mode="r")
     return TokenFile(tokens, n_docs, n_bytes, bin_path, cached=False)
+
+
+def _cached_tokens(bin_path: Path, meta_path: Path) -> TokenFile | None:
+    """An earlier run's token file, or None (with one line) when it is damaged: rebuilt then."""
+    try:
+        meta = json.loads(meta_path.read_text())
+        dtype = np.dtype(meta["dtype"])
+        n_tokens, n_docs, n_bytes = int(meta["n_tokens"]), int(meta["n_docs"]), int(meta["n_bytes"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        log.warning("tokens cache %s is damaged (%s); tokenizing again", meta_path, exc)
+        return None
+    size = bin_path.stat().st_size
+    if size != n_tokens * dtype.itemsize:
+        log.warning(
+            "tokens cache %s is damaged (%d bytes, %d tokens recorded); tokenizing again",
+            bin_path,
+            size,
+            n_tokens,
+        )
+        return None
+    tokens = np.memmap(bin_path, dtype=dtype, mode="r")
+    return TokenFile(tokens, n_docs, n_bytes, bin_path, cached=True)
 
 
 class WindowSampler:

@@ -41,8 +41,13 @@ def build_model(
     torch.manual_seed(seed)
     config = build_config(preset, vocab_size=vocab_size, eos_id=eos_id, context=context)
     if preset.arch == "llama":
-        return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-    return AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    else:
+        model = AutoModelForCausalLM.from_config(config)
+    model.generation_config.eos_token_id = eos_id
+    model.generation_config.pad_token_id = eos_id
+    # No max_length here: transformers 5 warns on every call that passes max_new_tokens then.
+    return model
 
 
 class LossModel(nn.Module):

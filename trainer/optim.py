@@ -9,10 +9,20 @@ import torch
 from trainer.config import TrainConfig
 
 
-def lr_factor(step: int, cfg: TrainConfig, max_steps: int) -> float:
-    """Linear warmup, then cosine down to min_lr_ratio (or flat)."""
+def warmup_for(cfg: TrainConfig, max_steps: int) -> int:
+    """Warmup steps of a run planned for `max_steps`, fixed at its start."""
     # Short runs keep most of their steps at full rate: warmup is capped at 10% of the run.
-    warmup = max(1, min(cfg.warmup_steps, max_steps // 10))
+    return max(1, min(cfg.warmup_steps, max_steps // 10))
+
+
+def lr_factor(step: int, cfg: TrainConfig, max_steps: int, *, warmup: int | None = None) -> float:
+    """Linear warmup, then cosine down to min_lr_ratio (or flat) at `max_steps`.
+
+    The training loop passes the warmup it fixed at the start: a time limit moves `max_steps`
+    (the horizon) while the run goes, and a warmup re-derived from it would make the rate jump.
+    """
+    if warmup is None:
+        warmup = warmup_for(cfg, max_steps)
     if step < warmup:
         return (step + 1) / warmup
     if cfg.schedule == "constant":

@@ -5,10 +5,48 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepInfo:
+    """What `train(on_step=...)` gets after each optimizer step."""
+
+    step: int
+    max_steps: int  # the schedule's horizon (a time limit moves it to the steps that fit)
+    loss: float | None  # set on logging steps only (reading it syncs the device)
+    val_loss: float | None
+    tokens_per_s: float | None
+    lr: float
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the run's figures (training.json holds them and more)."""
+
+    out: Path
+    steps: int
+    tokens_seen: int
+    train_loss: float | None
+    val_loss: float
+    bits_per_byte: float
+    tokens_per_s: float  # this invocation's average, compile and first steps included
+    mfu: float | None
+    elapsed_s: float
+    stopped: str  # max_steps | time_limit
+    resumed_from: int | None
+    params: int
+    params_non_embedding: int
+    steady_tokens_per_s: float | None = None  # after the first logging window (compile, warmup)
+    steady_mfu: float | None = None
+    peak_memory_bytes: int | None = None  # CUDA only
+    vocab_note: str | None = None  # why the tokenizer is smaller than asked
+    rejected_note: str | None = None  # rejected stories of the export left out (or trained on)
+
 
 METRIC_FIELDS = (
     "step",
@@ -96,6 +134,7 @@ def run_info(
         "steps": result.steps,
         "max_steps": run["max_steps"],
         "schedule_horizon": run["horizon"],
+        "warmup_steps_used": run["warmup"],  # capped at 10% of max_steps, fixed at the start
         "final_lr": run["final_lr"],
         "tokens_seen": result.tokens_seen,
         "batch_size": cfg.batch_size,
@@ -124,6 +163,10 @@ def run_info(
         "data": str(cfg.data),
         "format": cfg.format,
         "train_stories": data.train.n_docs,
+        # Per split, stories of an --include-rejected export that failed the checks; they were
+        # left out unless rejected_stories_included. None: the export has no `accepted` column.
+        "rejected_stories": data.rejected,
+        "rejected_stories_included": bool(data.rejected) and data.rejected_included,
         "validation_stories": data.validation.n_docs,
         "train_tokens": data.train.n_tokens,
         "validation_tokens": data.validation.n_tokens,
@@ -183,6 +226,12 @@ def write_card(out: Path, info: dict[str, Any]) -> None:
         ("bits per byte", f"{i['bits_per_byte']:.4f} (`trainer.evaluate`: per UTF-8 byte of text)"),
         ("stopped by", str(i["stopped"])),
     ]
+    if i.get("rejected_stories"):
+        used = "included" if i["rejected_stories_included"] else "left out"
+        rejected = ", ".join(f"{s} {n:,}" for s, n in i["rejected_stories"].items())
+        rows.insert(1, ("rejected stories", f"{rejected} ({used})"))
+    # A prompt of a few tokens plus this many new ones stays inside the trained positions.
+    new_tokens = min(80, i["context_length"] // 2)
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     card = f"""---
 library_name: transformers
@@ -203,8 +252,11 @@ Load it with `transformers`:
 ```python
 from transformers import pipeline
 generate = pipeline("text-generation", model="PATH_TO_THIS_DIRECTORY")
-print(generate("Once upon a time", max_new_tokens=80)[0]["generated_text"])
+print(generate("Once upon a time", max_new_tokens={new_tokens})[0]["generated_text"])
 ```
+
+The model has {i["context_length"]} positions: keep the prompt and `max_new_tokens` together within
+them (positions past the trained context do not exist).
 
 Curves: `curves.png`, numbers: `metrics.csv`, run settings: `training.json`.
 """

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import TrainConfig
-from trainer.data import COLUMNS, TokenFile, export_fingerprint, load_export, pretokenize
+from trainer.data import (
+    COLUMNS,
+    TokenFile,
+    drop_rejected,
+    export_fingerprint,
+    load_export,
+    pretokenize,
+)
 from trainer.tokenizer import prepare_tokenizer, tokenizer_hash, vocab_shortfall
 
 log = logging.getLogger(__name__)
@@ -31,6 +38,9 @@ class Prepared:
     validation: TokenFile
     train_fingerprint: str
     vocab_note: str | None  # why the tokenizer is smaller than asked, or None
+    # Stories per split that failed the checks (an --include-rejected export), else None.
+    rejected: dict[str, int] | None = None
+    rejected_included: bool = False
 
 
 @contextlib.contextmanager
@@ -47,8 +57,14 @@ def cache_lock(cache: Path) -> Iterator[None]:
 
 def prepare_data(cfg: TrainConfig) -> Prepared:
     ds = load_export(cfg.data, fmt=cfg.format)
+    ds, rejected = drop_rejected(ds, include=cfg.include_rejected)
     column = COLUMNS[cfg.format]
     fps = {s: export_fingerprint(cfg.data, ds, s) for s in ("train", "validation")}
+    if rejected and any(rejected.values()):
+        log.warning("%s", rejected_note(rejected, included=cfg.include_rejected))
+        if not cfg.include_rejected:
+            # Other stories than the export's fingerprint names: their own cache entries.
+            fps = {s: f"{fp}-accepted" for s, fp in fps.items()}
     cache = cfg.resolved_cache_dir()
     with cache_lock(cache):
         tokenizer = prepare_tokenizer(cfg, ds, fps["train"])
@@ -66,4 +82,22 @@ def prepare_data(cfg: TrainConfig) -> Prepared:
     note = None
     if not cfg.tokenizer:
         note = vocab_shortfall(cfg.vocab_size, len(tokenizer), stories=ds["train"].num_rows)
-    return Prepared(tokenizer, tok_hash, files["train"], files["validation"], fps["train"], note)
+    return Prepared(
+        tokenizer,
+        tok_hash,
+        files["train"],
+        files["validation"],
+        fps["train"],
+        note,
+        rejected,
+        cfg.include_rejected,
+    )
+
+
+def rejected_note(rejected: dict[str, int], *, included: bool) -> str:
+    """One line: how many stories of the export failed the checks, and what the run did."""
+    detail = ", ".join(f"{s} {n:,}" for s, n in rejected.items())
+    stories = f"{sum(rejected.values()):,} rejected stories of the export ({detail})"
+    if included:
+        return f"trained on {stories} (--include-rejected)"
+    return f"left out {stories}; --include-rejected trains on them"

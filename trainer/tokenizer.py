@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trainer.config import TrainConfig, TrainerError
+from trainer.config import OptionError, TrainConfig, TrainerError
 from trainer.data import COLUMNS, text_batches
 
 if TYPE_CHECKING:
@@ -18,6 +21,11 @@ log = logging.getLogger(__name__)
 
 EOS = "<|endoftext|>"  # the release's story separator; also bos and pad, as in GPT-Neo
 MIN_VOCAB = 257  # 256 byte symbols + the end-of-story token
+# transformers 5 names its fast tokenizer class TokenizersBackend in tokenizer_config.json, a
+# name 4.x (which pyproject allows) cannot load; PreTrainedTokenizerFast loads in both.
+PORTABLE_CLASS = "PreTrainedTokenizerFast"
+# Load-time arguments 5.x writes into tokenizer_config.json: not properties of the tokenizer.
+LOAD_TIME_KEYS = ("is_local", "local_files_only")
 
 
 def train_tokenizer(
@@ -28,7 +36,7 @@ def train_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < MIN_VOCAB:
-        raise TrainerError(f"vocab size {vocab_size} is too small; byte-level BPE needs >= 257")
+        raise OptionError(f"vocab size {vocab_size} is too small; byte-level BPE needs >= 257")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -51,9 +59,24 @@ def train_tokenizer(
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fast.save_pretrained(out)
+    save_tokenizer(fast, out)
     log.info("tokenizer trained vocab=%d path=%s", len(fast), out)
     return fast
+
+
+def save_tokenizer(tok: Any, out_dir: str | Path) -> None:
+    """`save_pretrained`, with a tokenizer_config.json that transformers 4.x and 5.x both load."""
+    tok.save_pretrained(out_dir)
+    config_path = Path(out_dir) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    if config.get("tokenizer_class") not in ("TokenizersBackend", None):
+        return  # a named class (GPT2TokenizerFast, ...) loads in both already
+    config["tokenizer_class"] = PORTABLE_CLASS
+    for key in LOAD_TIME_KEYS:
+        config.pop(key, None)
+    tmp = config_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, config_path)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -63,7 +86,11 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     p = Path(path)
     if not (p / "tokenizer.json").is_file() and not (p / "tokenizer_config.json").is_file():
         raise TrainerError(f"{p} is not a tokenizer directory (no tokenizer.json)")
-    tok = AutoTokenizer.from_pretrained(p)
+    try:
+        tok = AutoTokenizer.from_pretrained(p)
+    except Exception as exc:  # a damaged file: JSON, the Rust parser or transformers raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrainerError(f"{p}: cannot load the tokenizer ({reason})") from None
     if not getattr(tok, "is_fast", False):
         raise TrainerError(f"{p}: only fast (tokenizer.json) tokenizers are supported")
     if tok.eos_token_id is None:
@@ -71,6 +98,17 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return tok
+
+
+def _load_cached(cached: Path) -> PreTrainedTokenizerFast | None:
+    """The cache's tokenizer, or None when there is none or it is damaged (then rebuilt)."""
+    if not cached.exists():
+        return None
+    try:
+        return load_tokenizer(cached)
+    except TrainerError as exc:
+        log.warning("cached tokenizer %s is damaged (%s); training it again", cached, exc)
+        return None
 
 
 def tokenizer_hash(tok: PreTrainedTokenizerFast) -> str:
@@ -84,11 +122,16 @@ def prepare_tokenizer(cfg: TrainConfig, ds: Any, fingerprint: str) -> PreTrained
         return load_tokenizer(cfg.tokenizer)
     column = COLUMNS[cfg.format]
     cached = cfg.resolved_cache_dir() / "tokenizers" / f"{fingerprint}-{column}-v{cfg.vocab_size}"
-    if (cached / "tokenizer.json").is_file():
-        tok = load_tokenizer(cached)
-    else:
+    tok = _load_cached(cached)
+    if tok is None:
+        # Trained into a temporary directory and renamed: a kill mid-save leaves no cache
+        # entry that looks complete.
+        tmp = cached.with_name(f"{cached.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
         batches = text_batches(ds["train"], column, 1000)
-        tok = train_tokenizer(batches, vocab_size=cfg.vocab_size, out_dir=cached)
+        tok = train_tokenizer(batches, vocab_size=cfg.vocab_size, out_dir=tmp)
+        shutil.rmtree(cached, ignore_errors=True)
+        os.replace(tmp, cached)
     shortfall = vocab_shortfall(cfg.vocab_size, len(tok), stories=ds["train"].num_rows)
     if shortfall:
         log.warning("%s", shortfall)

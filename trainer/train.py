@@ -7,7 +7,6 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,66 +14,47 @@ import numpy as np
 import torch
 
 from trainer import checkpoint as ckpt
-from trainer.config import OptionError, TrainConfig, TrainerError
+from trainer.config import OptionError, TrainConfig, TrainerError, check_options
 from trainer.data import Prefetcher, WindowSampler
 from trainer.device import enable_fast_math, peak_flops, resolve_device, start_process_group
 from trainer.evaluate import Validation, evaluate_stream
 from trainer.model import LossModel, build_model, flops_per_token
-from trainer.optim import lr_factor, make_optimizer
-from trainer.output import plot_curves, read_metrics, run_info, write_card, write_metrics
-from trainer.prepare import prepare_data
+from trainer.optim import lr_factor, make_optimizer, warmup_for
+from trainer.output import (
+    StepInfo,
+    TrainResult,
+    plot_curves,
+    read_metrics,
+    run_info,
+    write_card,
+    write_metrics,
+)
+from trainer.prepare import prepare_data, rejected_note
 from trainer.presets import get_preset, param_counts
 from trainer.step import Stepper
+from trainer.stopping import Interrupted, RunClock, StopSignal
+from trainer.tokenizer import MIN_VOCAB, save_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class StepInfo:
-    step: int
-    max_steps: int  # the schedule's horizon (a time limit moves it to the steps that fit)
-    loss: float | None  # set on logging steps only (reading it syncs the device)
-    val_loss: float | None
-    tokens_per_s: float | None
-    lr: float
-
-
-@dataclass
-class TrainResult:
-    out: Path
-    steps: int
-    tokens_seen: int
-    train_loss: float | None
-    val_loss: float
-    bits_per_byte: float
-    tokens_per_s: float  # this invocation's average, compile and first steps included
-    mfu: float | None
-    elapsed_s: float
-    stopped: str  # max_steps | time_limit
-    resumed_from: int | None
-    params: int
-    params_non_embedding: int
-    steady_tokens_per_s: float | None = None  # after the first logging window (compile, warmup)
-    steady_mfu: float | None = None
-    peak_memory_bytes: int | None = None  # CUDA only
-    vocab_note: str | None = None  # why the tokenizer is smaller than asked
+__all__ = ["StepInfo", "TrainResult", "lr_factor", "train"]  # what callers import from here
 
 
 def _check(cfg: TrainConfig) -> None:
+    check_options(cfg)
     preset = get_preset(cfg.preset)
     if cfg.seq_len > preset.context:
         raise OptionError(
             f"seq_len {cfg.seq_len} is longer than the model's {preset.context} positions "
             f"(preset {preset.name})"
         )
-    if cfg.compile_mode not in ("default", "max-autotune"):
-        raise OptionError(f"compile_mode must be default or max-autotune, not {cfg.compile_mode!r}")
-    if cfg.residual_dtype not in ("fp32", "bf16"):
-        raise OptionError(f"residual_dtype must be fp32 or bf16, not {cfg.residual_dtype!r}")
     if cfg.residual_dtype == "bf16" and not (preset.arch == "gpt_neo" and cfg.fast_attention):
         raise OptionError("residual_dtype bf16 needs a GPT-Neo preset with fast_attention on")
-    if min(cfg.seq_len, cfg.batch_size, cfg.grad_accum, cfg.max_steps) < 1:
-        raise TrainerError("seq_len, batch_size, grad_accum and max_steps must be >= 1")
+    if cfg.tokenizer is None and cfg.vocab_size < MIN_VOCAB:
+        raise OptionError(
+            f"vocab_size {cfg.vocab_size} is too small; byte-level BPE needs >= {MIN_VOCAB}"
+        )
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise OptionError(f"out {cfg.out} is a file, not a model directory")
 
 
 def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None) -> TrainResult:
@@ -89,10 +69,13 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     if cfg.residual_dtype == "bf16" and not (cfg.bf16 and device.type == "cuda"):
         raise OptionError("residual_dtype bf16 needs a bf16 run (CUDA, bf16 on)")
     is_main = rank == 0
-    if cfg.threads:
+    if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, no permission, ...
+        raise TrainerError(f"cannot create out directory {out}: {exc.strerror or exc}") from None
 
     data = prepare_data(cfg)  # before the process group: no rank waits at a barrier for it
     tokenizer = data.tokenizer
@@ -103,7 +86,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         torch.cuda.reset_peak_memory_stats(device)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
-    max_steps = math.ceil(cfg.tokens / tokens_per_step) if cfg.tokens else cfg.max_steps
+    max_steps = math.ceil(cfg.tokens / tokens_per_step) if cfg.tokens is not None else cfg.max_steps
     model = build_model(
         preset,
         vocab_size=len(tokenizer),
@@ -120,8 +103,11 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     )
     lm.residual_bf16 = cfg.residual_dtype == "bf16"  # checked by _check and below
     optimizer = make_optimizer(lm, cfg)
-    horizon = max_steps  # a time limit moves it to the number of steps that fit
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg, horizon))
+    # A time limit moves the horizon to the steps that fit; the warmup stays as planned.
+    plan = {"horizon": max_steps, "warmup": warmup_for(cfg, max_steps)}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg, plan["horizon"], warmup=plan["warmup"])
+    )
     sampler = WindowSampler(
         data.train.tokens,
         seq_len=cfg.seq_len,
@@ -141,9 +127,16 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     step, tokens_seen, elapsed_before, resumed_from = 0, 0, 0.0, None
     rows: list[dict[str, Any]] = []
     latest = ckpt.latest_checkpoint(out) if cfg.resume else None
+    if not cfg.resume and is_main and (removed := ckpt.clear_checkpoints(out)):
+        log.warning("no-resume: removed %d checkpoints of an earlier run from %s", removed, out)
     if latest is not None:
-        state = ckpt.load_checkpoint(latest, config=cfg, fingerprint=identity)
+        state = ckpt.load_checkpoint(latest, config=cfg, fingerprint=identity, max_steps=max_steps)
         ckpt.load_weights(model, latest)
+        # A time-limited run goes on aiming where it was (the scheduler's next rate comes from
+        # it); without a limit, or past a finished plan, it aims at max_steps as a new run does.
+        if cfg.time_limit_s is not None and state.get("horizon", 0) > state["step"]:
+            plan["horizon"] = min(state["horizon"], max_steps)
+        plan["warmup"] = state.get("warmup", plan["warmup"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         rng = torch.load(latest / f"rng-rank{rank}.pt", map_location="cpu", weights_only=False)
@@ -199,19 +192,29 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     window_tokens, last_loss, mfu, tok_s = 0, None, None, 0.0
     steady: list[tuple[int, float]] = []  # (tokens, seconds) of each logging window
     val_loss: float | None = None
-    t_start = t_log = time.perf_counter()
+    clock = RunClock(
+        time_limit_s=cfg.time_limit_s,
+        max_steps=max_steps,
+        horizon=plan["horizon"],
+        elapsed_before=elapsed_before,
+        start_step=step,
+        world=world,
+        device=device,
+    )
+    t_start = t_log = clock.t_start
     paused = total_paused = 0.0  # seconds spent in evaluation and checkpoints
-    calibration: tuple[int, float] | None = None  # (step, time) after the first logging window
     last_saved = step
 
-    def save() -> None:
+    def save() -> Path:
         extra = {
             "tokens_seen": tokens_seen,
-            "elapsed_s": elapsed_before + time.perf_counter() - t_start,
-            "horizon": horizon,
+            "elapsed_s": clock.elapsed(),
+            "horizon": plan["horizon"],
+            "warmup": plan["warmup"],
+            "max_steps": max_steps,
             **identity,
         }
-        ckpt.save_checkpoint(
+        path = ckpt.save_checkpoint(
             out=out,
             step=step,
             model=model,
@@ -226,6 +229,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         )
         if world > 1:
             torch.distributed.barrier()
+        return path
 
     def log_row() -> float:
         """Read the mean loss since the last log: the loop's only host sync."""
@@ -237,86 +241,81 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         steady.append((window_tokens, seconds))
         mfu = fpt * tok_s / peak if peak else None
         window_tokens, t_log, paused = 0, now, 0.0
+        lr = scheduler.get_last_lr()[0]
         rows.append(
             {
                 "step": step,
                 "tokens": tokens_seen,
                 "train_loss": f"{last_loss:.5f}",
-                "lr": f"{scheduler.get_last_lr()[0]:.3e}",
+                "lr": f"{lr:.3e}",
                 "tokens_per_s": f"{tok_s:.0f}",
                 "mfu": f"{mfu:.4f}" if mfu else "",
-                "elapsed_s": f"{elapsed_before + now - t_start:.1f}",
+                "elapsed_s": f"{clock.elapsed():.1f}",
             }
         )
+        mfu_text = f"{mfu:.3f}" if mfu else "-"
         log.info(
             "train step=%d loss=%.4f lr=%.2e tokens_per_s=%.0f mfu=%s",
-            step,
-            last_loss,
-            scheduler.get_last_lr()[0],
-            tok_s,
-            f"{mfu:.3f}" if mfu else "-",
+            *(step, last_loss, lr, tok_s, mfu_text),
         )
         return last_loss
 
-    def check_clock() -> bool:
-        """At logging steps: re-aim the schedule at the steps that fit; True when out of time."""
-        nonlocal horizon, calibration
-        if cfg.time_limit_s is None:
-            return False
-        now = time.perf_counter()
-        over = now - t_start >= cfg.time_limit_s
-        if step % cfg.log_every == 0 or step == 0:
-            if calibration is None and step > (resumed_from or 0):
-                calibration = (step, now)  # first window done: compile time is behind us
-            elif calibration is not None and step > calibration[0]:
-                per_step = (now - calibration[1]) / (step - calibration[0])  # evals included
-                fit = step + int((cfg.time_limit_s - (now - t_start)) / per_step)
-                horizon = max(step + 1, min(max_steps, fit))
-            if world > 1:  # ranks agree on both at logging steps only: no extra syncs
-                flags = torch.tensor([float(over), -float(horizon)], device=device)
-                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-                over, horizon = bool(flags[0].item()), int(-flags[1].item())
-        elif world > 1:
-            return False
-        return over
-
     lm.train()
+    stop: str | None = None
+    whole_step = True  # False while a step is half done: no checkpoint can be taken then
     try:
-        while step < horizon:
-            if check_clock():
-                break
-            stepper.step([loader.next() for _ in range(cfg.grad_accum)])
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            tokens_seen += tokens_per_step
-            window_tokens += tokens_per_step // world
-            info_loss = info_val = None
-            if step % cfg.log_every == 0 or step == horizon:
-                info_loss = log_row()
-            if step % cfg.eval_every == 0 and step < horizon:
-                t_pause = time.perf_counter()
-                val_loss = info_val = evaluate(cfg.eval_tokens).loss
-                rows.append({"step": step, "tokens": tokens_seen, "val_loss": f"{val_loss:.5f}"})
-                paused += time.perf_counter() - t_pause
-                total_paused += time.perf_counter() - t_pause
-            if is_main and (info_loss is not None or info_val is not None):
-                write_metrics(out / "metrics.csv", rows)
-            if step % cfg.checkpoint_every == 0 and step < horizon:
-                t_pause = time.perf_counter()
-                save()
-                last_saved = step
-                paused += time.perf_counter() - t_pause
-                total_paused += time.perf_counter() - t_pause
-            if on_step is not None:
-                lr = scheduler.get_last_lr()[0]
-                on_step(StepInfo(step, horizon, info_loss, info_val, tok_s or None, lr))
+        with StopSignal() as ctrl_c:
+            while step < plan["horizon"]:
+                logging_step = step % cfg.log_every == 0
+                stop = clock.check(step, logging_step=logging_step, interrupted=ctrl_c.requested)
+                plan["horizon"] = clock.horizon
+                if stop:
+                    break
+                whole_step = False
+                stepper.step([loader.next() for _ in range(cfg.grad_accum)])
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                tokens_seen += tokens_per_step
+                window_tokens += tokens_per_step // world
+                whole_step = True
+                info_loss = info_val = None
+                if step % cfg.log_every == 0 or step == plan["horizon"]:
+                    info_loss = log_row()
+                if step % cfg.eval_every == 0 and step < plan["horizon"]:
+                    t_pause = time.perf_counter()
+                    val_loss = info_val = evaluate(cfg.eval_tokens).loss
+                    rows.append(
+                        {"step": step, "tokens": tokens_seen, "val_loss": f"{val_loss:.5f}"}
+                    )
+                    paused += time.perf_counter() - t_pause
+                    total_paused += time.perf_counter() - t_pause
+                if is_main and (info_loss is not None or info_val is not None):
+                    write_metrics(out / "metrics.csv", rows)
+                if step % cfg.checkpoint_every == 0 and step < plan["horizon"]:
+                    t_pause = time.perf_counter()
+                    save()
+                    last_saved = step
+                    paused += time.perf_counter() - t_pause
+                    total_paused += time.perf_counter() - t_pause
+                if on_step is not None:
+                    lr = scheduler.get_last_lr()[0]
+                    on_step(StepInfo(step, plan["horizon"], info_loss, info_val, tok_s or None, lr))
+    except KeyboardInterrupt as exc:
+        # Raised by a caller's hook at a step boundary (a real Ctrl-C sets the flag instead):
+        # save that step, so "run the same command again" resumes it. A second Ctrl-C, a
+        # half-done step or a multi-rank run (ranks would wait for each other) saves nothing.
+        if isinstance(exc, Interrupted) or not whole_step or world > 1 or ctrl_c.requested:
+            raise
+        raise Interrupted(step, save() if step != last_saved else None) from None
     finally:
         if isinstance(loader, Prefetcher):
             loader.close()
+    if stop == "interrupt":
+        raise Interrupted(step, save() if step != last_saved else None)
 
     if stepper.micro_count:  # steps since the last log (a time-limited stop)
         log_row()
@@ -330,9 +329,9 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     steady_mfu = fpt * steady_tok_s / peak if peak and steady_tok_s else None
     peak_mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     final = evaluate(cfg.final_eval_tokens)
-    elapsed = elapsed_before + time.perf_counter() - t_start
+    elapsed = clock.elapsed()
     if step != last_saved or latest is None:
-        save()  # a time-limited run can be continued by running the same command again
+        save()  # a run can be continued by running it again with more steps or time
     result = TrainResult(
         out,
         step,
@@ -351,6 +350,9 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         steady_mfu,
         peak_mem,
         data.vocab_note,
+        rejected_note(data.rejected, included=data.rejected_included)
+        if data.rejected and any(data.rejected.values())
+        else None,
     )
     if is_main:
         rows.append(
@@ -363,11 +365,9 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
         )
         write_metrics(out / "metrics.csv", rows)
         plot_curves(rows, out / "curves.png")
-        model.generation_config.eos_token_id = tokenizer.eos_token_id
-        model.generation_config.pad_token_id = tokenizer.eos_token_id
         model.save_pretrained(out)
         tokenizer.model_max_length = cfg.seq_len  # pipelines truncate to what was trained
-        tokenizer.save_pretrained(out)
+        save_tokenizer(tokenizer, out)
         info = run_info(
             cfg,
             preset=preset,
@@ -376,7 +376,8 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
             result=result,
             final=final,
             max_steps=max_steps,
-            horizon=horizon,
+            horizon=plan["horizon"],
+            warmup=plan["warmup"],
             final_lr=scheduler.get_last_lr()[0],
             world=world,
             peak=peak,

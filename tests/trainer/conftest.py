@@ -38,12 +38,27 @@ def _record(i: int, story: str) -> dict:
     }
 
 
-def make_export(path: Path, *, n_train: int = 270, n_valid: int = 30, empty: str = "") -> Path:
-    """Save an export-shaped DatasetDict (the columns of the export contract) at `path`."""
+def make_export(
+    path: Path,
+    *,
+    n_train: int = 270,
+    n_valid: int = 30,
+    empty: str = "",
+    rejected: tuple[int, ...] | None = None,
+) -> Path:
+    """Save an export-shaped DatasetDict (the columns of the export contract) at `path`.
+
+    `rejected` (story indices) makes an --include-rejected export: with `accepted` and
+    `rejections` columns, those stories marked as failing a check.
+    """
     from datasets import Dataset, DatasetDict
 
     stories = load_stories()
     rows = [_record(i, s) for i, s in enumerate(stories)]
+    if rejected is not None:
+        for i, row in enumerate(rows):
+            row["accepted"] = i not in rejected
+            row["rejections"] = [] if row["accepted"] else ["too_short"]
     train, valid = rows[:n_train], rows[n_train : n_train + n_valid]
     splits = {"train": train, "validation": valid}
     if empty:

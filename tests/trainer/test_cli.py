@@ -160,3 +160,93 @@ def test_presets_default_to_the_vocabulary_their_names_assume() -> None:
     assert "10,000" in line and "36.42M" in line
     llama = next(x for x in result.stdout.splitlines() if x.startswith("llama-15M "))
     assert "32,000" in llama and "15.19M" in llama
+
+
+def test_sample_prompt_follows_the_story_separator(model_dir: Path, monkeypatch) -> None:
+    # Training puts <|endoftext|> before every story and the grader (grader.generation._encode)
+    # before every beginning: sampling conditions the same way.
+    from transformers import AutoTokenizer, GenerationMixin
+
+    from trainer.sample import generate
+
+    seen = []
+    real = GenerationMixin.generate
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["input_ids"][0].tolist())
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", spy)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    texts = generate(model_dir, "Once upon a time", max_new_tokens=3, seed=0, device="cpu")
+    prompt_ids = tok("Once upon a time", add_special_tokens=False)["input_ids"]
+    assert seen[0] == [tok.eos_token_id, *prompt_ids]
+    assert texts[0].startswith("Once upon a time")
+    generate(model_dir, "", max_new_tokens=3, seed=0, device="cpu")
+    assert seen[1] == [tok.eos_token_id]  # an empty prompt starts a story
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--prompt", ""], 0, ""),  # a story from its start, not a reshape traceback
+        (["--top-k", "-3"], 2, "error: top_k must be >= 0 (0 disables it), not -3"),
+        (["--temperature", "0"], 2, "error: temperature must be > 0, not 0.0"),
+        (["--n", "0"], 2, "error: n and max_new_tokens must be >= 1"),
+    ],
+)
+def test_sample_options(model_dir: Path, args, code, message) -> None:
+    result = run("sample", "--model", model_dir, "--device", "cpu", "--max-new-tokens", "4", *args)
+    assert result.exit_code == code, result.output
+    assert result.stderr.startswith(message) and "Traceback" not in result.output
+    if code:
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_line_names_the_checkpoint_it_saved(export_dir, cache_dir, tmp_path, monkeypatch):
+    import trainer.train
+
+    real = trainer.train.train
+
+    def ctrl_c_at_step_3(cfg, *, on_step):
+        def hook(info):
+            on_step(info)
+            if info.step == 3:
+                raise KeyboardInterrupt
+
+        return real(cfg, on_step=hook)
+
+    monkeypatch.setattr(trainer.train, "train", ctrl_c_at_step_3)
+    out = tmp_path / "m"
+    args = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "4", "--vocab-size", "512"]
+    result = run("train", "--data", export_dir, "--out", out, "--cache-dir", cache_dir, *args)
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: interrupted at step 3; run the same command again to resume from "
+        f"{out / 'checkpoints' / 'step-3'}"
+    )
+
+
+def test_rejected_stories_are_counted_in_the_note_and_training_json(cache_dir, tmp_path) -> None:
+    import json
+
+    from tests.trainer.conftest import make_export
+
+    export = make_export(tmp_path / "e", n_train=60, n_valid=10, rejected=(0, 1, 2, 65))
+    args = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "4", "--vocab-size", "512"]
+    args += ["--max-steps", "2", "--cache-dir", cache_dir, "--device", "cpu"]
+    result = run("train", "--data", export, "--out", tmp_path / "m", *args)
+    assert result.exit_code == 0, result.output
+    note = "left out 4 rejected stories of the export (train 3, validation 1); --include-rejected"
+    assert f"note: {note}" in result.stderr
+    info = json.loads((tmp_path / "m" / "training.json").read_text())
+    assert info["rejected_stories"] == {"train": 3, "validation": 1}
+    assert info["rejected_stories_included"] is False
+    assert (info["train_stories"], info["validation_stories"]) == (57, 9)
+    assert (
+        "| rejected stories | train 3, validation 1 (left out) |"
+        in (tmp_path / "m" / "README.md").read_text()
+    )
+    result = run("train", "--data", export, "--out", tmp_path / "all", "--include-rejected", *args)
+    info = json.loads((tmp_path / "all" / "training.json").read_text())
+    assert info["rejected_stories_included"] is True and info["train_stories"] == 60

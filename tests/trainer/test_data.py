@@ -113,3 +113,79 @@ def test_bad_exports(tmp_path: Path) -> None:
         load_export(empty)
     with pytest.raises(TrainerError, match="unknown format"):
         load_export(empty, fmt="chat")
+
+
+def test_release_file_names_are_accepted(tmp_path: Path) -> None:
+    from tests.trainer.conftest import load_stories
+
+    stories = load_stories()
+    release = tmp_path / "export" / "tinystories"  # what an export writes, as the release names
+    release.mkdir(parents=True)
+    (release / "TinyStories-train.txt").write_text("\n<|endoftext|>\n".join(stories[:20]))
+    (release / "TinyStories-valid.txt").write_text("\n<|endoftext|>\n".join(stories[20:25]))
+    ds = load_export(release)
+    assert ds["train"].num_rows == 20 and ds["validation"].texts == stories[20:25]
+    (release / "TinyStoriesInstruct-train.txt").write_text("Story: a<|endoftext|>Story: b")
+    (release / "TinyStoriesInstruct-valid.txt").write_text("Story: c")
+    instruct = load_export(release, fmt="instruct")
+    assert instruct["train"].texts == ["Story: a", "Story: b"]
+    (release / "train.txt").write_text("a")
+    (release / "valid.txt").write_text("b")
+    with pytest.raises(TrainerError, match=r"several text layouts \(train.txt \+ valid.txt and"):
+        load_export(release)
+
+
+def test_text_that_is_not_utf8_is_named_by_file_byte_and_story(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("One story.<|endoftext|>Two.")
+    bad = b"First.<|endoftext|>Second.<|endoftext|>Th\xffird."
+    (tmp_path / "validation.txt").write_bytes(bad)
+    at = bad.index(b"\xff")
+    with pytest.raises(TrainerError) as caught:
+        load_export(tmp_path)
+    assert str(caught.value) == (
+        f"{tmp_path / 'validation.txt'} is not UTF-8 text: byte {at} (0xff, in story 3); "
+        "fix or re-export the file"
+    )
+
+
+def test_damaged_split_state_is_one_line(tmp_path: Path) -> None:
+    export = make_export(tmp_path / "e", n_train=20, n_valid=5)
+    (export / "train" / "state.json").write_text('{"_data_files": [')  # cut off mid-write
+    with pytest.raises(TrainerError, match=r"train/state.json is damaged \(.*\); re-export"):
+        load_export(export)
+
+
+def test_damaged_token_cache_is_rebuilt(export_dir, tok, tmp_path, caplog) -> None:
+    ds = load_export(export_dir)
+    args = {"column": "text", "tokenizer": tok, "cache_dir": tmp_path, "key": "k"}
+    first = pretokenize(ds["validation"], **args)
+    expected = np.asarray(first.tokens).copy()
+    with first.path.open("r+b") as fh:  # a copy cut short: the size no longer matches
+        fh.truncate(10)
+    with caplog.at_level("WARNING", logger="trainer.data"):
+        again = pretokenize(ds["validation"], **args)
+    assert "is damaged (10 bytes," in caplog.text
+    assert not again.cached and np.array_equal(np.asarray(again.tokens), expected)
+    meta = first.path.with_suffix(".json")
+    meta.write_text(meta.read_text()[:7])
+    third = pretokenize(ds["validation"], **args)
+    assert not third.cached and np.array_equal(np.asarray(third.tokens), expected)
+    assert pretokenize(ds["validation"], **args).cached  # and the rebuilt entry is reused
+
+
+def test_rejected_stories_are_left_out_unless_asked(tmp_path: Path) -> None:
+    from trainer.config import TrainConfig
+    from trainer.prepare import prepare_data
+
+    export = make_export(tmp_path / "e", n_train=40, n_valid=10, rejected=(0, 1, 2, 45))
+    (export / "export.json").write_text('{"fingerprint": "f1"}')
+    before = sorted(p.relative_to(export) for p in export.rglob("*"))
+    cfg = TrainConfig(data=str(export), out="x", vocab_size=300, cache_dir=str(tmp_path / "c"))
+    data = prepare_data(cfg)
+    assert data.rejected == {"train": 3, "validation": 1} and not data.rejected_included
+    assert (data.train.n_docs, data.validation.n_docs) == (37, 9)
+    assert data.train_fingerprint == "f1-train-accepted"  # not the whole export's cache entry
+    everything = prepare_data(TrainConfig(**{**cfg.to_dict(), "include_rejected": True}))
+    assert (everything.train.n_docs, everything.validation.n_docs) == (40, 10)
+    assert everything.rejected == data.rejected and everything.rejected_included
+    assert sorted(p.relative_to(export) for p in export.rglob("*")) == before  # nothing written

@@ -69,6 +69,9 @@ def test_output_directory_loads_in_pipeline(trained: TrainResult) -> None:
     assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
     ckpt = trained.out / "checkpoints" / "step-30"
     assert AutoModelForCausalLM.from_pretrained(ckpt).num_parameters() == trained.params
+    for saved in (trained.out, ckpt):  # loadable by transformers 4.x too, not only 5.x
+        config = json.loads((saved / "tokenizer_config.json").read_text())
+        assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
 
 
 def test_model_card_and_training_json(trained: TrainResult) -> None:
@@ -288,3 +291,13 @@ def test_max_autotune_compile_trains_what_eager_trains(export_dir, cache_dir, tm
     reference = train(replace(cfg, out=str(tmp_path / "e"), compile=False))
     assert result.val_loss == pytest.approx(reference.val_loss, abs=1e-3)
     assert result.val_loss < 6.2  # it trained: log(512) = 6.24 at the start
+
+
+def test_model_card_snippet_runs_within_the_trained_context(trained: TrainResult) -> None:
+    # The card's own code, as a reader would paste it: 80 new tokens after the prompt would
+    # run past this model's 64 positions.
+    card = (trained.out / "README.md").read_text()
+    code = card.split("```python\n")[1].split("```")[0]
+    assert "max_new_tokens=32" in code
+    code = code.replace("PATH_TO_THIS_DIRECTORY", str(trained.out)).replace("print(", "len(")
+    exec(code, {})  # raised IndexError (position 64 of 64) with max_new_tokens=80
