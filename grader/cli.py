@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -22,28 +24,16 @@ class _PlainHelp(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-class _RichProgress:
-    """rich progress bars behind grader.config.Progress."""
+@contextlib.contextmanager
+def _usage_errors() -> Iterator[None]:
+    """An option check failing inside is one line and exit 2: the command line is wrong."""
+    from grader.resources import GraderOptionError
 
-    def __init__(self, progress, console) -> None:
-        self._p = progress
-        self._console = console
-        self._started = False
-
-    def task(self, description: str, total: int):
-        # Started on first use, so an early error prints nothing but its own line.
-        if not self._started:
-            self._p.start()
-            self._started = True
-        tid = self._p.add_task(description, total=max(total, 1))
-        return lambda n=1: self._p.advance(tid, n)
-
-    def note(self, message: str) -> None:
-        self._console.log(message)
-
-    def stop(self) -> None:
-        if self._started:
-            self._p.stop()
+    try:
+        yield
+    except GraderOptionError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _quiet_libraries() -> None:
@@ -99,17 +89,17 @@ def grade_command(
     seed: Annotated[int, typer.Option(help="Sampling / bootstrap seed.")] = 0,
 ) -> None:
     """Grade models the paper's way (GPT-Eval and more) and write a report."""
-    import contextlib
     import logging
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from grader.config import GradeConfig, GradeError
+    from grader.config import GradeConfig, GradeError, RichProgress
     from grader.exportdata import ExportDirError
     from grader.generation import GenerationSettings
     from grader.judge import JudgeUnavailable
     from grader.models import ModelDirError
+    from grader.options import check_minimums
     from grader.resources import GraderDataError, GraderOptionError
     from grader.run import grade, validate_inputs
 
@@ -122,8 +112,13 @@ def grade_command(
 
     if instruct not in ("auto", "on", "off"):
         fail("--instruct must be auto, on or off")
-    if min(beams, max_new_tokens, batch_size, judge_max_attempts, judge_concurrency) < 1:
-        fail("--beams, --max-new-tokens, --batch-size and --judge-* counts must be >= 1")
+    counts = {"--beams": beams, "--max-new-tokens": max_new_tokens, "--batch-size": batch_size}
+    counts |= {"--judge-concurrency": judge_concurrency, "--judge-rpm": judge_rpm}
+    counts |= {"--judge-max-attempts": judge_max_attempts, "--judge-tpm": judge_tpm}
+    counts |= {"--judge-max-tokens": judge_max_tokens}
+    with _usage_errors():
+        # A negative temperature would silently mean greedy decoding.
+        check_minimums({f: (v, 1) for f, v in counts.items()} | {"--temperature": (temperature, 0)})
     logging.basicConfig(level=logging.WARNING)
     settings = GenerationSettings(
         temperature=0.0 if (greedy or beams > 1) else temperature,
@@ -184,7 +179,7 @@ def grade_command(
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
             )
-            bars = _RichProgress(Progress(*columns, console=err), err)
+            bars = RichProgress(Progress(*columns, console=err), err)
             stack.callback(bars.stop)
             result = grade(config, progress=bars, inputs=inputs)
     except (ModelDirError, GraderDataError, ExportDirError, JudgeUnavailable, GradeError) as exc:
@@ -251,17 +246,19 @@ def pairwise_command(
     seed: Annotated[int, typer.Option(help="Sampling / bootstrap seed.")] = 0,
 ) -> None:
     """Pairwise win rate (both orders judged): two models, or one model vs the true endings."""
-    import contextlib
-
     from grader.exportdata import ExportDirError
     from grader.generation import GenerationSettings
     from grader.judge import JudgeUnavailable
     from grader.models import ModelDirError
+    from grader.options import check_minimums
     from grader.pairwise import PairwiseConfig, run_pairwise, summary_line
 
     if not 1 <= len(model) <= 2 or (len(model) == 1 and data is None) or n < 1:
         typer.echo("error: give two --model, or one --model and --data; --n >= 1", err=True)
         raise typer.Exit(2)
+    limits = {"--max-new-tokens": (max_new_tokens, 1), "--temperature": (temperature, 0)}
+    with _usage_errors():
+        check_minimums(limits | {"--seed": (seed, 0)})
     config = PairwiseConfig(
         model_a=model[0],
         model_b=model[1] if len(model) == 2 else None,
@@ -339,7 +336,11 @@ def loss_command(
     from grader.exportdata import column as read_column
     from grader.loss import evaluate_loss
     from grader.models import ModelDirError, load_model
+    from grader.options import check_minimums
 
+    with _usage_errors():
+        # Without this, 0 silently meant the model's whole context and -5 "no text".
+        check_minimums({"--texts": (texts, 1), "--context-length": (context_length, 1)})
     try:
         dd = load_export(data)
         stories = read_column(dd, split, column, texts)
@@ -363,7 +364,10 @@ def attention_command(
     """Attention maps of every head for one prompt, as a PNG grid."""
     from grader.interpret import attention_maps
     from grader.models import ModelDirError, load_model
+    from grader.options import prepare_output_file
 
+    with _usage_errors():
+        prepare_output_file(out, "--out")
     try:
         _quiet_libraries()
         info = attention_maps(load_model(model, eager_attention=True), prompt, out)

@@ -77,3 +77,27 @@ class GradeConfig:
     # report gives their agreement with the first (Spearman) and among all (Krippendorff).
     extra_judges: list[str] = field(default_factory=list)
     seed: int = 0
+
+
+class RichProgress:
+    """rich progress bars (and their console) behind Progress, for the CLI."""
+
+    def __init__(self, progress, console) -> None:
+        self._p = progress
+        self._console = console
+        self._started = False
+
+    def task(self, description: str, total: int):
+        # Started on first use, so an early error prints nothing but its own line.
+        if not self._started:
+            self._p.start()
+            self._started = True
+        tid = self._p.add_task(description, total=max(total, 1))
+        return lambda n=1: self._p.advance(tid, n)
+
+    def note(self, message: str) -> None:
+        self._console.log(message)
+
+    def stop(self) -> None:
+        if self._started:
+            self._p.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,39 @@ def _check_context_is_recorded(p: Path) -> None:
         f"model directory {p} records no training context (config.json has no "
         "max_position_embeddings, training.json no context_length)"
     )
+
+
+def dir_name(path: str | Path) -> str:
+    """The name a model dir is reported by when no other --model shares it."""
+    # abspath, not resolve: `.` and `..` get a real name, a symlink keeps the name it was given.
+    return Path(os.path.abspath(path)).name or "model"
+
+
+def unique_names(paths: list[Path]) -> list[str]:
+    """Report names for model dirs: each dir's name, made unique.
+
+    The name becomes file names (completions/NAME.jsonl, attention_NAME.png): two models in
+    d1/model and d2/model would overwrite each other's files. Dirs sharing a name in different
+    parents are called parent-name (d1-model, d2-model); any still equal (the same dir twice)
+    get -2, -3, ... in command-line order.
+    """
+    full = [Path(os.path.abspath(p)) for p in paths]
+    base = [dir_name(p) for p in paths]
+    parents: dict[str, set[str]] = {}
+    for f, n in zip(full, base, strict=True):
+        parents.setdefault(n, set()).add(f.parent.name)
+    wanted = [
+        f"{f.parent.name}-{n}" if len(parents[n]) > 1 and f.parent.name else n
+        for f, n in zip(full, base, strict=True)
+    ]
+    names: list[str] = []
+    for n in wanted:
+        candidate, i = n, 1
+        while candidate in names:
+            i += 1
+            candidate = f"{n}-{i}"
+        names.append(candidate)
+    return names
 
 
 def read_training_info(path: Path) -> dict:

@@ -25,7 +25,7 @@ from grader.gpteval import completions_for_prompts
 from grader.judge import Judge, Judgment
 from grader.judge_client import JudgeCost, transport_for
 from grader.memorization import split_story
-from grader.models import load_model
+from grader.models import load_model, unique_names
 from grader.parsing import parse_verdict
 from grader.resources import load_evaluation_prompts, load_rubric
 from grader.stats import bootstrap_ci
@@ -128,7 +128,9 @@ def summarize_pairs(rows: list[dict], *, seed: int = 0) -> dict:
 
 def _build_pairs(config: PairwiseConfig) -> tuple[list[Pair], str, str]:
     ccache = CompletionCache(config.out / "completion_cache.jsonl")
-    lm_a = load_model(config.model_a)
+    # d1/model vs d2/model would otherwise read "model vs model".
+    names = unique_names([m for m in (config.model_a, config.model_b) if m is not None])
+    lm_a = load_model(config.model_a, name=names[0])
     if config.model_b is None:
         if config.data is None:
             raise ValueError("pairwise against the reference needs --data (held-out stories)")
@@ -140,7 +142,7 @@ def _build_pairs(config: PairwiseConfig) -> tuple[list[Pair], str, str]:
         )
         pairs = [Pair(b, o.completion.text, t) for (b, t), o in zip(cuts, outs, strict=True)]
         return pairs, lm_a.name, REFERENCE
-    lm_b = load_model(config.model_b)
+    lm_b = load_model(config.model_b, name=names[1])
     prompts = load_evaluation_prompts()[: config.n]
     outs_a = completions_for_prompts(lm_a, prompts, k=1, settings=config.generation, cache=ccache)
     outs_b = completions_for_prompts(lm_b, prompts, k=1, settings=config.generation, cache=ccache)

@@ -16,19 +16,21 @@ from grader import capability, instruct, loss, sections
 from grader.answers import ANSWERS_FILE, AnswerLog
 from grader.cache import CompletionCache, JudgmentCache
 from grader.config import GradeConfig, GradeError, Progress
-from grader.exportdata import column, load_export
+from grader.exportdata import ExportDirError, column, has_column, load_export
 from grader.generation import within_context
 from grader.judge import Judge, JudgeTransport, gpt_eval_fields
 from grader.judge_client import JudgeCost, transport_for
 from grader.models import (
     check_model_dir,
     checkpoint_tokenizer_dir,
+    dir_name,
     list_checkpoints,
     load_model,
+    unique_names,
     weights_hash,
 )
+from grader.options import check_minimums, check_output_dir
 from grader.resources import (
-    GraderDataError,
     GraderOptionError,
     load_capability_suites,
     load_evaluation_prompts,
@@ -36,6 +38,8 @@ from grader.resources import (
 )
 
 log = logging.getLogger(__name__)
+
+INSTRUCT_COLUMN = "instruct_text"
 
 
 class _Quiet:
@@ -46,24 +50,51 @@ class _Quiet:
         log.info("grade_note %s", message)
 
 
+def check_options(config: GradeConfig) -> None:
+    """Option values that cannot work, refused before a model is loaded or a judge is paid."""
+    if config.n_prompts is not None and config.n_prompts < 1:
+        raise GraderOptionError("--prompts must be >= 1 (the prompt set would be empty)")
+    check_minimums(
+        {
+            "--k": (config.k, 1),
+            # 0 is a choice for these: that measurement is left out (n = 0 in the report).
+            "--noise-sample": (config.noise_sample, 0),
+            "--instruct-n": (config.instruct_n, 0),
+            "--memorization-n": (config.memorization_n, 0),
+            "--loss-texts": (config.loss_texts, 1),
+            "--checkpoint-k": (config.checkpoint_k, 1),
+            # numpy's bootstrap generator refuses a negative seed, after the judging is paid.
+            "--seed": (config.seed, 0),
+        }
+    )
+    check_output_dir(config.out, "--out")
+
+
 def validate_inputs(config: GradeConfig) -> dict[str, Any]:
-    """Everything checkable before the expensive work: model dirs, prompts, suites, export."""
+    """Everything checkable before the expensive work: options, model dirs, prompts, export."""
+    check_options(config)
     for m in config.models:
         check_model_dir(m)
     prompts = load_evaluation_prompts(config.prompts_file)
     if config.n_prompts is not None:
-        if config.n_prompts < 1:
-            raise GraderOptionError("--prompts must be >= 1 (the prompt set would be empty)")
         prompts = prompts[: config.n_prompts]
-    if config.k < 1:
-        raise GraderDataError("--k must be >= 1")
     suites = load_capability_suites(only=config.suites) if config.suites != [] else None
     export = load_export(config.data) if config.data else None
-    return {"prompts": prompts, "suites": suites, "export": export}
+    if export is not None:
+        if "train" not in export:
+            raise ExportDirError(f"{config.data}: export has no train split (memorization)")
+        if config.instruct == "on" and not has_column(export, "validation", INSTRUCT_COLUMN):
+            raise GraderOptionError(
+                f"--instruct on needs an export with an {INSTRUCT_COLUMN!r} column; "
+                f"{config.data} holds plain stories"
+            )
+    names = unique_names(config.models)
+    return {"prompts": prompts, "suites": suites, "export": export, "names": names}
 
 
 async def _grade_model(
     path: Path,
+    name: str,
     judges: list[Judge],
     ijudge: Judge,
     inputs: dict,
@@ -72,8 +103,9 @@ async def _grade_model(
 ) -> dict:
     judge = judges[0]
     out = config.out
-    lm = await asyncio.to_thread(load_model, path)
-    name = lm.name
+    lm = await asyncio.to_thread(load_model, path, name=name)
+    if name != dir_name(path):
+        progress.note(f"{path} is reported as {name}: another --model has the same dir name")
     progress.note(
         f"grading {name} ({lm.n_params:,} parameters): loss and generation stay within its "
         f"trained context of {lm.context_length} tokens ({lm.context_source})"
@@ -123,7 +155,12 @@ async def _grade_model(
         is_instruct = config.instruct == "on" or (
             config.instruct == "auto" and instruct.is_instruct_model(lm.training)
         )
-        col = "instruct_text" if is_instruct else "text"
+        if is_instruct and not has_column(export, "validation", INSTRUCT_COLUMN):
+            # Only reachable with auto (validate_inputs refuses `on`): a text-file export holds
+            # plain stories, so this instruct model is graded as a plain one.
+            progress.note(f"{name}: the export has no instruct records; graded on plain stories")
+            is_instruct = False
+        col = INSTRUCT_COLUMN if is_instruct else "text"
         val = column(export, "validation", col, config.loss_texts)
         adv = progress.task(f"{name}: validation loss", 1)
         entry["loss"] = await asyncio.to_thread(loss.evaluate_loss, lm, val)
@@ -207,8 +244,8 @@ async def _run(config: GradeConfig, inputs: dict, progress: Progress, cost: Judg
         judge = judges[0]
         ijudge = Judge(transports[0], instruct_rubric, cache, **opts)
         models = []
-        for path in config.models:
-            models.append(await _grade_model(path, judges, ijudge, inputs, config, progress))
+        for path, name in zip(config.models, inputs["names"], strict=True):
+            models.append(await _grade_model(path, name, judges, ijudge, inputs, config, progress))
         stats = judge.stats.to_dict()
         stats["instruct"] = ijudge.stats.to_dict()
     return {
@@ -234,7 +271,10 @@ def grade(
         raise GradeError("no judge configured")
     progress = progress or _Quiet()
     inputs = inputs or validate_inputs(config)
-    config.out.mkdir(parents=True, exist_ok=True)
+    try:
+        config.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a permission or a race with validate_inputs' check
+        raise GradeError(f"--out {config.out}: cannot make the directory ({exc})") from exc
     started = time.time()
     cost = JudgeCost()
     result = asyncio.run(_run(config, inputs, progress, cost))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -45,3 +46,48 @@ def test_new_tokens_fit_the_trained_context(loaded):
 
     assert within_context(loaded, GenerationSettings(max_new_tokens=1000)).max_new_tokens == 128
     assert within_context(loaded, GenerationSettings(max_new_tokens=64)).max_new_tokens == 64
+
+
+def test_unique_names_tell_dirs_with_the_same_name_apart(tmp_path, monkeypatch):
+    from grader.models import unique_names
+
+    monkeypatch.chdir(tmp_path)
+    P = Path
+    assert unique_names([P("d1/model"), P("d2/model")]) == ["d1-model", "d2-model"]
+    assert unique_names([P("x/tiny"), P("y/other")]) == ["tiny", "other"]
+    # The same dir twice, or equal parents too: numbered in command-line order.
+    assert unique_names([P("a/m"), P("a/m")]) == ["m", "m-2"]
+    assert unique_names([P("a/x/m"), P("b/x/m")]) == ["m", "m-2"]
+    assert unique_names([P("d1/m"), P("d2/m"), P("d1-m")]) == ["d1-m", "d2-m", "d1-m-2"]
+    assert unique_names([P(".")]) == [tmp_path.name]  # not "" (completions/.jsonl)
+
+
+def test_grading_two_models_with_the_same_dir_name_keeps_both(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tinystories.cli import app
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    d1 = make_model_dir(tmp_path / "d1" / "model", seed=0)
+    d2 = make_model_dir(tmp_path / "d2" / "model", seed=1)
+    out = tmp_path / "r"
+    args = ["grade", "--model", str(d1), "--model", str(d2), "--out", str(out)]
+    args += ["--suites", "none", "--no-checkpoints", "--k", "1", "--prompts", "2"]
+    res = CliRunner().invoke(app, [*args, "--max-new-tokens", "8", "--noise-sample", "0"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.stderr.split())  # rich wraps its log lines
+    assert "is reported as d1-model" in said and "is reported as d2-model" in said
+    report = json.loads((out / "report.json").read_text())
+    assert [m["model"]["name"] for m in report["models"]] == ["d1-model", "d2-model"]
+    assert [m["model"]["path"] for m in report["models"]] == [str(d1), str(d2)]
+    for name in ("d1-model", "d2-model"):
+        rows = (out / "completions" / f"{name}.jsonl").read_text().splitlines()
+        assert len(rows) == 2
+        assert (out / f"attention_{name}.png").is_file()
+        assert (
+            (out / f"neurons_{name}.md")
+            .read_text()
+            .startswith(f"# Top-activating tokens of MLP neurons: {name}")
+        )
+    assert not (out / "completions" / "model.jsonl").exists()

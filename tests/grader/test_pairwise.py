@@ -78,7 +78,10 @@ def test_model_against_reference_and_against_itself(model_dir, export_dir, tmp_p
     # The same model twice: identical completions, so every pair is a tie.
     same = CliRunner().invoke(app, [*base, "--model", str(model_dir), "--model", str(model_dir)])
     assert same.exit_code == 0, same.output
-    s2 = json.loads((out / "pairwise.json").read_text())["summary"]
+    same_result = json.loads((out / "pairwise.json").read_text())
+    s2 = same_result["summary"]
     assert s2["ties"] == 3 and s2["win_rate_a"] == 0.5
+    # Two names, not "tiny-64x2 vs tiny-64x2".
+    assert (same_result["a"], same_result["b"]) == ("tiny-64x2", "tiny-64x2-2")
     bad = CliRunner().invoke(app, ["grade-pairwise", "--out", str(out), "--model", str(model_dir)])
     assert bad.exit_code == 2 and "error:" in bad.stderr
