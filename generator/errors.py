@@ -33,12 +33,15 @@ _SECRETS = re.compile(
 # The keys this process was configured with: removed whatever a provider's message wraps them
 # in ("The key local-abc is not valid"), where no pattern could tell them from words.
 _KNOWN: set[str] = set()
-_MIN_KNOWN_LEN = 6  # shorter values ("x", "none") would blank ordinary words
+_MIN_KNOWN_LEN = 8  # shorter values ("x", "none") would blank ordinary words
 
 
 def register_secret(value: str | None) -> None:
-    """Make `redact` remove `value` wherever it appears (an API key this process uses)."""
-    if value and len(value) >= _MIN_KNOWN_LEN and value not in ("not-needed", "simulator"):
+    """Make `redact` remove `value` wherever it appears (an API key this process uses).
+
+    A placeholder a local server is given ("ollama", "lmstudio": lowercase letters only) is no
+    secret, and blanking it would blank host names in messages too."""
+    if value and len(value) >= _MIN_KNOWN_LEN and not (value.isalpha() and value.islower()):
         _KNOWN.add(value)
 
 

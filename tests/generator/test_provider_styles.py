@@ -325,3 +325,8 @@ async def test_a_configured_key_is_redacted_whatever_the_message_wraps_it_in(
     assert key not in str(refused.value) and "[redacted]" in refused.value.message
     assert key not in redact(f"key {key} invalid; token gsk_abcdefghijklmnopqrstuvwx")
     assert "gsk_abcdefghijklmnopqrstuvwx" not in redact("token gsk_abcdefghijklmnopqrstuvwx")
+    # A local server's placeholder key is no secret: host names with it stay readable.
+    ChatClient(base_url="http://lmstudio:1234/v1", api_key="lmstudio")
+    assert redact("connection to http://lmstudio:1234/v1 failed") == (
+        "connection to http://lmstudio:1234/v1 failed"
+    )
