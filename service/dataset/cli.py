@@ -256,9 +256,11 @@ def export(
     if error:
         fail(error)
     c = result.counts
+    held = c.get("excluded_separator")
     typer.echo(
         f"exported {c['total']} stories to {out} (train {c['train']}, validation "
-        f"{c['validation']}, excluded as contaminated {c['excluded_contaminated']}) "
+        f"{c['validation']}, excluded as contaminated {c['excluded_contaminated']}"
+        f"{f', left out for holding <|endoftext|> {held}' if held else ''}) "
         f"fingerprint {result.fingerprint[:12]}"
     )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from service.dataset.import_records import word_slots
 from service.store.diversity_report import sketch_report
 from service.store.diversity_sketch import Sketch, StoryFacts
 
@@ -26,9 +27,13 @@ def release_record(row: Mapping[str, Any]) -> dict[str, Any]:
     """A TinyStories_all_data record for one export row.
 
     `source` is the model, as in the release (null when unknown); `instruct_header` (our
-    addition) keeps the TinyStories-Instruct header lines, so a JSON round trip loses none."""
-    words = [w for w in (row["verb"], row["noun"], row["adjective"]) if w]
-    return {
+    addition) keeps the TinyStories-Instruct header lines, so a JSON round trip loses none.
+    `words` holds only real words, as the release's; a partial recipe whose words alone would
+    take the wrong roles (a noun and an adjective read as verb and noun) also gets `recipe`
+    (our addition) with each word under its role."""
+    roles = {"verb": row["verb"], "noun": row["noun"], "adjective": row["adjective"]}
+    words = [w for w in roles.values() if w]
+    record = {
         "story": row["text"],
         "instruction": {
             "prompt:": row.get("prompt") or "",
@@ -39,6 +44,9 @@ def release_record(row: Mapping[str, Any]) -> dict[str, Any]:
         "source": row["model"] or None,
         "instruct_header": row["instruct_header"],
     }
+    if "" in word_slots(roles.values()):
+        record["recipe"] = {role: word or None for role, word in roles.items()}
+    return record
 
 
 class JsonChunks:
@@ -101,6 +109,7 @@ class ExportStats:
         self.providers: Counter[str] = Counter()
         self.sources: Counter[str] = Counter()
         self.cost = 0.0
+        self.exact_dups = 0
         self.near_dups = 0
         self.with_summary = 0
         self.diversity = Sketch()  # of the exported stories, fed in blocks (numpy per block)
@@ -120,7 +129,9 @@ class ExportStats:
         self.providers[row["provider"] or "unknown"] += 1
         self.sources[row["source"] or "unknown"] += 1
         self.cost += row["cost_usd"]
-        self.near_dups += row["dedup_cluster"] is not None
+        # By the stored verdict: an exact copy has a cluster (its first story's) as well.
+        self.exact_dups += row.get("dedup_status") == "exact_duplicate"
+        self.near_dups += row.get("dedup_status") == "near_duplicate"
         self.with_summary += bool(row["summary"])
         facts = StoryFacts(
             row["text"], row["verb"], row["noun"], row["adjective"], row["features"] or ()
@@ -152,6 +163,7 @@ class ExportStats:
             both.providers.update(st.providers)
             both.sources.update(st.sources)
             both.cost += st.cost
+            both.exact_dups += st.exact_dups
             both.near_dups += st.near_dups
             both.with_summary += st.with_summary
         return both
@@ -201,6 +213,8 @@ def build_manifest(
     dedup = dict(metadata.get("dedup") or {})
     dedup.update(
         {
+            "exact_duplicates_exported": both.exact_dups,
+            "exact_duplicate_rate": round(both.exact_dups / total, 6) if total else 0.0,
             "near_duplicates_exported": both.near_dups,
             "near_duplicate_rate": round(both.near_dups / total, 6) if total else 0.0,
         }
@@ -279,7 +293,8 @@ def render_card(manifest: Mapping[str, Any]) -> str:
         "dedup": manifest["dedup"],
         "diversity": manifest.get("diversity", {}),
         "decontamination": manifest["decontamination"],
-        "template_version": manifest.get("template_version"),
+        # the story template versions of the jobs that made the exported stories ([]: imported)
+        "template_versions": list(manifest.get("template_versions") or []),
         "provenance": manifest.get("provenance", {}),
         "format": manifest["options"]["format"],
         "validation_fraction": manifest["options"]["validation_fraction"],
@@ -289,6 +304,14 @@ def render_card(manifest: Mapping[str, Any]) -> str:
     words = manifest["token_stats"]["words_per_story"]
     chars = manifest["token_stats"]["characters_per_story"]
     fmt = manifest["options"]["format"]
+    dedup = manifest["dedup"]
+    held = counts.get("excluded_separator", 0)
+    separator = (
+        f"Stories left out for holding `<|endoftext|>` (it would split them in the text "
+        f"files): {held}.\n"
+        if held
+        else ""
+    )
     only = (
         "Format `instruct`: only stories with TinyStories-Instruct metadata (a summary, words "
         f"or features) are exported ({counts.get('excluded_no_instruct', 0)} without it left "
@@ -301,7 +324,8 @@ def render_card(manifest: Mapping[str, Any]) -> str:
         f"{counts['total']} stories ({counts['train']} train, {counts['validation']} validation), "
         f"{words['mean']} words per story on average (longest: {words['max']} words, "
         f"{chars['max']} characters). Splits are stable: a story's split is a "
-        "hash of its normalised text and the split seed. All statistics are of the exported "
+        "hash of its normalised text and the split seed (a duplicate's, of its cluster's first "
+        "story: copies never straddle the splits). All statistics are of the exported "
         "stories, after the duplicate and contamination filters.\n\n" + only + "## Layout\n\n"
         "- `dataset_dict.json`, `train/`, `validation/`: `datasets.load_from_disk(dir)`\n"
         '- `parquet/`: `datasets.load_dataset("parquet", data_dir=dir + "/parquet")`\n'
@@ -311,8 +335,9 @@ def render_card(manifest: Mapping[str, Any]) -> str:
         f"`data01.json` on hold the train split, {manifest['options'].get('records_per_shard')} "
         "records per file)\n"
         "- `export.json`: manifest with the fingerprint of the exported stories and options\n\n"
-        f"Near-duplicates exported: {manifest['dedup']['near_duplicates_exported']}; "
+        f"Duplicates exported: {dedup['exact_duplicates_exported']} exact, "
+        f"{dedup['near_duplicates_exported']} near; "
         f"stories excluded for overlap with the evaluation prompts: "
-        f"{manifest['decontamination']['excluded']}.\n"
+        f"{manifest['decontamination']['excluded']}.\n" + separator
     )
     return "---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True) + "---\n\n" + body

@@ -33,6 +33,12 @@ COLUMNS = (*STRING_COLUMNS, "features", "cost_usd", "dedup_cluster", "story_hash
 CHECK_COLUMNS = ("accepted", "rejections")
 
 
+def holds_separator(row: dict[str, Any]) -> bool:
+    """Whether the release text of a row holds the separator: written as is, it would end the
+    story early and the rest would read back as a story (or a broken Instruct record) of its own."""
+    return SEPARATOR in row["text"] or SEPARATOR in row["instruct_text"]
+
+
 def columns(with_checks: bool = False) -> tuple[str, ...]:
     """The export's columns, with `accepted` and `rejections` when rejected stories are in."""
     return (*COLUMNS, *CHECK_COLUMNS) if with_checks else COLUMNS
@@ -135,6 +141,9 @@ class SplitWriter:
     def write(self, rows: list[dict[str, Any]]) -> None:
         import pyarrow as pa
 
+        # The caller leaves such rows out (and counts them); never write a broken release file.
+        if bad := next((r for r in rows if holds_separator(r)), None):
+            raise ValueError(f"row {bad['id']}: its text holds the {SEPARATOR} separator")
         start = 0
         while start < len(rows):
             if self._writer is None:

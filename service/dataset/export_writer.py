@@ -30,10 +30,12 @@ from service.dataset.export_card import (
 )
 from service.dataset.export_shards import (
     RELEASE_NAMES,
+    SEPARATOR,
     SPLITS,
     STORY_MARKER,
     STRING_COLUMNS,
     SplitWriter,
+    holds_separator,
     write_dataset_files,
 )
 from service.dataset.import_records import instruct_header_of
@@ -77,6 +79,8 @@ class EmptyExportError(ExportError):
                 f"{c['excluded_contaminated']} left out as overlapping the evaluation prompts "
                 "(--no-decontaminate keeps them)"
             )
+        if c.get("excluded_separator"):
+            notes.append(f"{c['excluded_separator']} left out for holding {SEPARATOR}")
         if c.get("excluded_no_instruct"):
             notes.append(
                 f"{c['excluded_no_instruct']} left out for lack of Instruct metadata "
@@ -99,7 +103,9 @@ class EmptyExportError(ExportError):
 
 
 def split_of(story_hash: str, *, seed: int, validation_fraction: float) -> str:
-    """Stable split: the same story hash, seed and fraction always land in the same split."""
+    """Stable split: the same story hash, seed and fraction always land in the same split.
+
+    Pass a duplicate the hash of its cluster's root, so a cluster never straddles the splits."""
     digest = hashlib.sha256(f"{seed}:{story_hash}".encode()).digest()
     u = int.from_bytes(digest[:8], "big") / 2.0**64
     return "validation" if u < validation_fraction else "train"
@@ -138,6 +144,12 @@ def normalize_row(row: Mapping[str, Any]) -> dict[str, Any]:
         raise ExportError(f"row {out['id']}: field 'cost_usd' must be a number") from None
     cluster = row.get("dedup_cluster")
     out["dedup_cluster"] = None if cluster is None else str(cluster)
+    # unique / near_duplicate / exact_duplicate (None: not checked); counted in the card only
+    out["dedup_status"] = row.get("dedup_status")
+    # A duplicate's split follows its cluster root's text hash (the store's `cluster_hash`), so
+    # near copies never sit on both sides; a story that is no duplicate keeps its own hash, and
+    # with it the split earlier exports gave it.
+    out["cluster_hash"] = str(row["cluster_hash"]) if row.get("cluster_hash") else None
     # Exported only with rejected stories; a row without them passed its checks.
     out["accepted"] = bool(row.get("accepted", True))
     rejections = row.get("rejections") or []
@@ -269,7 +281,7 @@ class ExportWriter:
         fp = hashlib.sha256(json.dumps(self.options(), sort_keys=True).encode())
         buffers: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
         release: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
-        seen = contaminated = no_instruct = 0
+        seen = contaminated = no_instruct = separator = 0
         self.max_buffered = 0  # largest number of rows held at once (bounded by batch_rows)
 
         def flush() -> None:
@@ -286,19 +298,23 @@ class ExportWriter:
             row = normalize_row(raw)
             if self.fmt == "instruct" and not row["instruct_header"]:
                 no_instruct += 1
+            elif holds_separator(row):
+                separator += 1
             elif (
                 self.decontaminator is not None
                 and self.decontaminator.check(row["text"]).contaminated
             ):
                 contaminated += 1
             else:
-                split = split_of(
-                    row["story_hash"], seed=self.seed, validation_fraction=self.validation_fraction
-                )
+                key = row["cluster_hash"] or row["story_hash"]
+                split = split_of(key, seed=self.seed, validation_fraction=self.validation_fraction)
                 buffers[split].append(row)
                 release[split].append(self._release(row))
                 stats[split].add(row)
-                fp.update(row["story_hash"].encode() + b"\n")
+                # The cluster too where it decides the split (exports of a store without
+                # duplicates keep the fingerprint they had).
+                clustered = f" {row['cluster_hash']}" if row["cluster_hash"] else ""
+                fp.update(f"{row['story_hash']}{clustered}\n".encode())
                 held = len(buffers["train"]) + len(buffers["validation"])
                 self.max_buffered = max(self.max_buffered, held)
                 if held >= self.batch_rows:
@@ -317,6 +333,8 @@ class ExportWriter:
         }
         if self.fmt == "instruct":
             counts["excluded_no_instruct"] = no_instruct
+        if separator:  # only when there are some: the counts of other exports stay as they were
+            counts["excluded_separator"] = separator
         for s in SPLITS:
             if counts[s] == 0:
                 # datasets cannot load a parquet split without rows; an empty split is useless

@@ -18,15 +18,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from generator.instruct import parse_instruct_record
-from service.dataset.import_records import ImportedStory, ImportFormatError, story_from_record
+from service.dataset.import_records import (
+    ImportedStory,
+    ImportFormatError,
+    story_from_instruct,
+    story_from_record,
+)
 
-__all__ = ["FORMATS", "ImportFormatError", "ImportedStory", "detect_format", "iter_stories"]
+__all__ = [
+    "FORMATS",
+    "SEPARATOR",
+    "ImportFormatError",
+    "ImportedStory",
+    "detect_format",
+    "iter_stories",
+]
 
 Format = Literal["text", "instruct", "json", "jsonl", "parquet"]
 FORMATS: tuple[str, ...] = ("text", "instruct", "json", "jsonl", "parquet")
 SEPARATOR = "<|endoftext|>"
 _SEP = SEPARATOR.encode("ascii")
+# A UTF-8 byte-order mark (Windows editors write one) is skipped at byte 0 only, as the
+# utf-8-sig codec does; offsets stay file offsets, so a resumed import seeks where it stopped.
+BOM = b"\xef\xbb\xbf"
 CHUNK_BYTES = 1 << 20
 MAX_RECORD_BYTES = 16 << 20  # a "story" this long means the file is not what it claims to be
 _SNIFF_BYTES = 64 << 10
@@ -66,7 +80,7 @@ def detect_format(path: str | os.PathLike[str]) -> Format:
         )
     if ext == ".parquet":
         raise ImportFormatError(p, "not a parquet file (no PAR1 magic bytes)")
-    first = head.lstrip()[:1]
+    first = head.removeprefix(BOM).lstrip()[:1]
     if ext == ".jsonl":
         if first != b"{":
             raise ImportFormatError(p, "a .jsonl file must hold one JSON object per line")
@@ -88,9 +102,15 @@ def _head(p: Path) -> bytes:
         raise ImportFormatError(p, "no such file")
     with p.open("rb") as f:
         head = f.read(_SNIFF_BYTES)
-    if not head.strip():
+    if not head.removeprefix(BOM).strip():
         raise ImportFormatError(p, "file is empty")
     return head
+
+
+def _bom_len(path: str | os.PathLike[str]) -> int:
+    """Bytes of a byte-order mark at the start of the file (0 or 3)."""
+    with open(path, "rb") as f:
+        return len(BOM) if f.read(len(BOM)) == BOM else 0
 
 
 def refuse_unreadable(
@@ -117,15 +137,17 @@ def refuse_unreadable(
 
 
 def _sniff_text(p: Path, head: bytes) -> str:
+    skip = len(BOM) if head.startswith(BOM) else 0
+    body = head[skip:]
     try:
-        return head.decode("utf-8", errors="strict")
+        return body.decode("utf-8", errors="strict")
     except UnicodeDecodeError as exc:
-        if exc.start < len(head) - 4:  # a cut multi-byte char at the window end is fine
-            record_no = sum(1 for r in head[: exc.start].split(_SEP)[:-1] if r.strip())
+        if exc.start < len(body) - 4:  # a cut multi-byte char at the window end is fine
+            record_no = sum(1 for r in body[: exc.start].split(_SEP)[:-1] if r.strip())
             raise ImportFormatError(
-                p, "not UTF-8 text", record_no=record_no, byte_offset=exc.start
+                p, "not UTF-8 text", record_no=record_no, byte_offset=skip + exc.start
             ) from None
-        return head[: exc.start].decode("utf-8")
+        return body[: exc.start].decode("utf-8")
 
 
 def sniff_text_format(p: Path, text: str, *, complete: bool) -> Format:
@@ -190,12 +212,9 @@ def iter_stories(
 ) -> Iterator[ImportedStory]:
     """Stream stories from `path` (format detected when `fmt` is None)."""
     fmt = fmt or detect_format(path)
-    if fmt == "text":
-        yield from iter_text(
-            path, start_record=start_record, start_offset=start_offset, chunk_bytes=chunk_bytes
-        )
-    elif fmt == "instruct":
-        yield from iter_instruct(
+    if fmt in ("text", "instruct"):
+        read = iter_text if fmt == "text" else iter_instruct
+        yield from read(
             path, start_record=start_record, start_offset=start_offset, chunk_bytes=chunk_bytes
         )
     elif fmt == "json":
@@ -214,6 +233,7 @@ def _iter_separated(
     """(record_no, record text, end offset) for each non-empty <|endoftext|>-separated record."""
     record_no = start_record
     buf = b""
+    start_offset = start_offset or _bom_len(path)
     buf_start = start_offset  # file offset of buf[0]
     with open(path, "rb") as f:
         f.seek(start_offset)
@@ -274,30 +294,15 @@ def iter_instruct(
 ) -> Iterator[ImportedStory]:
     """Records of a TinyStories-Instruct file (Summary/Words/Features/Random sentence, Story)."""
     for no, text, end in _iter_separated(path, start_record, start_offset, chunk_bytes):
-        try:
-            rec = parse_instruct_record(text)
-        except ValueError as exc:
-            raise ImportFormatError(
-                path, f"bad TinyStories-Instruct record: {exc}", record_no=no
-            ) from None
-        yield ImportedStory(
-            text=rec["story"],
-            summary=rec["summary"],
-            words=tuple(rec["words"]),
-            features=tuple(rec["features"]),
-            instruction_text=rec["instruction"],
-            random_sentence=rec["random_sentence"],
-            line_or_record_no=no,
-            end_offset=end,
-        )
+        yield story_from_instruct(path, text, no, end)
 
 
 class _CountingReader:
     """Binary file wrapper that remembers how many bytes the parser has consumed."""
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, consumed: int = 0) -> None:
         self._f = f
-        self.consumed = 0
+        self.consumed = consumed
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
@@ -313,7 +318,8 @@ def iter_json_shard(
 
     record_no = 0
     with open(path, "rb") as raw:
-        reader = _CountingReader(raw)
+        raw.seek(skip := _bom_len(path))  # ijson refuses a byte-order mark
+        reader = _CountingReader(raw, skip)
         items = ijson.items(reader, "item", buf_size=min(chunk_bytes, 1 << 16))
         try:
             for rec in items:
@@ -335,7 +341,7 @@ def iter_json_shard(
     if record_no == 0:
         # ijson yields nothing for a top-level object: say so instead of importing nothing.
         with open(path, "rb") as f:
-            if f.read(_SNIFF_BYTES).lstrip()[:1] != b"[":
+            if f.read(_SNIFF_BYTES).removeprefix(BOM).lstrip()[:1] != b"[":
                 raise ImportFormatError(path, "expected a top-level JSON list of records")
 
 
@@ -344,6 +350,7 @@ def iter_jsonl(
 ) -> Iterator[ImportedStory]:
     """One record per line; blank lines are skipped, record numbers count records."""
     record_no = start_record
+    start_offset = start_offset or _bom_len(path)
     with open(path, "rb") as f:
         f.seek(start_offset)
         offset = start_offset

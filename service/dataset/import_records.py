@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from generator.instruct import HEADER_KEYS, compose_instruct_record
+from generator.instruct import HEADER_KEYS, compose_instruct_record, parse_instruct_record
 
 STORY_MARKER = "Story: \n\n"
 # Keys read from a record (top level), by role.
@@ -97,8 +98,53 @@ class ImportedStory:
     unknown_keys: tuple[str, ...] = ()  # fields of the record nothing reads
 
 
+def word_slots(words: Iterable[Any]) -> list[str]:
+    """Recipe words in role order (verb, noun, adjective), read back by position: a missing word
+    before a present one stays an empty slot (`Words: , dog, happy` has no verb), so a partial
+    recipe keeps its roles; missing words at the end are dropped, as the release writes them."""
+    slots = ["" if w is None else str(w).strip() for w in words]
+    while slots and not slots[-1]:
+        slots.pop()
+    return slots
+
+
+def header_words(header: str) -> tuple[str, ...]:
+    """The Words line of an Instruct header, by position (see :func:`word_slots`)."""
+    for line in header.splitlines():
+        label, sep, value = line.partition(": ")
+        if sep and label == HEADER_KEYS["words"]:
+            return tuple(word_slots(value.split(",")))
+    return ()
+
+
+def story_from_instruct(
+    path: str | os.PathLike[str], text: str, record_no: int, end_offset: int
+) -> ImportedStory:
+    """An ImportedStory from one TinyStories-Instruct record."""
+    try:
+        rec = parse_instruct_record(text)
+    except ValueError as exc:
+        raise ImportFormatError(
+            path, f"bad TinyStories-Instruct record: {exc}", record_no=record_no
+        ) from None
+    return ImportedStory(
+        text=rec["story"],
+        summary=rec["summary"],
+        words=header_words(rec["instruction"]),
+        features=tuple(rec["features"]),
+        instruction_text=rec["instruction"],
+        random_sentence=rec["random_sentence"],
+        line_or_record_no=record_no,
+        end_offset=end_offset,
+    )
+
+
 def instruct_header_of(
-    *, instruction: str | None, summary: str | None, words: list[str], features: list[str]
+    *,
+    instruction: str | None,
+    summary: str | None,
+    words: list[str | None],
+    features: list[str],
 ) -> str:
     """The Instruct header of a story: its stored header, else one made from its fields
     (Summary, Words, Features, in that order; empty when it has none of them)."""
@@ -106,7 +152,7 @@ def instruct_header_of(
         return instruction
     header = [
         ("summary", (summary or "").strip()),
-        ("words", ", ".join(w for w in words if w)),
+        ("words", ", ".join(word_slots(words))),
         ("features", ", ".join(f for f in features if f)),
     ]
     kept = [(k, v) for k, v in header if v and k in HEADER_KEYS]
@@ -115,13 +161,19 @@ def instruct_header_of(
     return compose_instruct_record(kept, "x")[: -len(STORY_MARKER + "x")]
 
 
-def _str_list(path: Any, value: Any, name: str, record_no: int) -> tuple[str, ...]:
+def _str_list(
+    path: Any, value: Any, name: str, record_no: int, slots: bool = False
+) -> tuple[str, ...]:
+    """A list field; `slots`: recipe words, whose empty entries hold a role's place."""
     if value is None:
         return ()
     if isinstance(value, str):  # "hang, foot, cute" as Instruct headers write it
-        return tuple(v.strip() for v in value.split(",") if v.strip())
+        items = value.split(",")
+        return tuple(word_slots(items) if slots else (v.strip() for v in items if v.strip()))
     if not isinstance(value, list | tuple):
         raise ImportFormatError(path, f"'{name}' must be a list", record_no=record_no)
+    if slots:
+        return tuple(word_slots(value))
     return tuple(str(v) for v in value if v is not None and str(v) != "")
 
 
@@ -152,13 +204,14 @@ def story_from_record(
         raise ImportFormatError(path, "'recipe' is not an object", record_no=record_no)
     unknown += [f"recipe.{k}" for k in recipe if k not in _KNOWN_RECIPE]
 
-    words = _str_list(path, instr.get("words"), "words", record_no)
-    if not words:
-        words = _str_list(path, rec.get("words") or recipe.get("words"), "words", record_no)
-    if not words:  # separate role fields: keep the release's order verb, noun, adjective
-        roles = [recipe.get(r, rec.get(r)) for r in ("verb", "noun", "adjective")]
-        if any(isinstance(r, str) and r for r in roles):
-            words = tuple(r if isinstance(r, str) else "" for r in roles)
+    roles = [recipe.get(r, rec.get(r)) for r in ("verb", "noun", "adjective")]
+    if any(isinstance(r, str) and r for r in roles):  # named roles: nothing left to guess
+        words = tuple(r if isinstance(r, str) else "" for r in roles)
+    else:  # a list: the release's order verb, noun, adjective
+        words = _str_list(path, instr.get("words"), "words", record_no, slots=True)
+        if not words:
+            listed = rec.get("words") or recipe.get("words")
+            words = _str_list(path, listed, "words", record_no, slots=True)
     if len(words) > 3:  # the store keeps a recipe's three words
         unknown.append("words beyond the third")
     features = _str_list(path, instr.get("features"), "features", record_no)

@@ -6,7 +6,8 @@ kept, and a rerun resumes after the last batch. A file already imported complete
 by (path, size, sha256 of its first MiB); a file that grew (a truncated shard replaced by the
 complete one) resumes where its shorter version stopped, and so does a file fixed after the
 bytes a failed import kept (their sha256 is stored when it fails). Stories longer than
-`max_chars` and empty ones are skipped and counted with their record numbers.
+`max_chars`, empty ones and those holding the release separator are skipped and counted with
+their record numbers.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.dataset.dedup import signatures
 from service.dataset.import_formats import (
+    SEPARATOR,
     Format,
     ImportedStory,
     ImportFormatError,
@@ -93,6 +95,13 @@ def story_row(item: ImportedStory, source: str, normalized: str | None = None) -
         "text_hash": text_hash(item.text) if normalized is None else normalized_hash(normalized),
         "source": source,
     }
+
+
+def holds_separator(item: ImportedStory) -> bool:
+    """Whether a field the release text files carry holds ``<|endoftext|>``: written there, it
+    would end the story early and make the rest of it a story of its own."""
+    fields = (item.text, item.summary, item.instruction_text, *item.words, *item.features)
+    return any(SEPARATOR in f for f in fields if f)
 
 
 def _identify(path: str | os.PathLike[str], fmt: Format | None) -> tuple[Path, Format, int, str]:
@@ -187,6 +196,9 @@ async def import_file(
                 continue
             if len(item.text) > max_chars:
                 out.reject(f"longer than {max_chars} characters", item.line_or_record_no)
+                continue
+            if holds_separator(item):
+                out.reject(f"holding the {SEPARATOR} separator", item.line_or_record_no)
                 continue
             batch.append(item)
             if len(batch) >= batch_size:

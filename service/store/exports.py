@@ -17,7 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 EXPORT_COLUMNS = (
     "id, text, summary, instruction, verb, noun, adjective, features, model, provider, "
-    "source, cost_usd, dedup_cluster_id, text_hash, prompt, accepted, rejection_reasons"
+    "source, cost_usd, dedup_cluster_id, text_hash, prompt, accepted, rejection_reasons, "
+    "dedup_status, "
+    # The text hash of a duplicate's cluster root (by primary key; NULL for other stories): the
+    # export splits a cluster by it, so its members stay on one side.
+    "(SELECT r.text_hash FROM stories r WHERE r.id = stories.dedup_cluster_id) AS cluster_hash"
 )
 
 
@@ -94,6 +98,8 @@ def stream_rows(conn: Any, options: dict[str, Any], *, itersize: int = 2_000) ->
                 "source": row["source"],
                 "cost_usd": float(row["cost_usd"] or 0),
                 "dedup_cluster": row["dedup_cluster_id"],
+                "dedup_status": row["dedup_status"],
+                "cluster_hash": row["cluster_hash"],
                 "story_hash": row["text_hash"],
                 "prompt": row["prompt"],
                 "accepted": row["accepted"],

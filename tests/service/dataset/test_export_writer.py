@@ -44,6 +44,7 @@ def make_rows(stories: list[str]) -> list[dict]:
                 "source": "generated",
                 "cost_usd": 0.002,
                 "dedup_cluster": "s0" if i == 5 else None,
+                "dedup_status": "near_duplicate" if i == 5 else "unique",
                 "story_hash": text_hash(s),
                 "prompt": f"Write a short story {i}",
             }
@@ -71,7 +72,7 @@ def export(tmp_path_factory, real):
     ).write(
         iter(rows),
         total=len(rows),
-        metadata={"template_version": "tinystories-v1", "dedup": {"threshold": 0.3}},
+        metadata={"template_versions": ["v1"], "dedup": {"threshold": 0.3}},
     )
     return out, res, progress
 
@@ -171,7 +172,7 @@ def test_card_and_manifest(export):
     assert front["dedup"]["near_duplicates_exported"] == 1 and front["dedup"]["threshold"] == 0.3
     words = front["token_stats"]["words_per_story"]
     assert 100 < words["mean"] < 300 and words["min"] <= words["median"] <= words["max"]
-    assert front["template_version"] == "tinystories-v1"
+    assert front["template_versions"] == ["v1"]
     assert progress[0] == (100, 301) and progress[-1] == (301, 301)
 
 

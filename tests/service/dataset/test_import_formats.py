@@ -147,3 +147,43 @@ def test_streaming_memory_is_bounded(tmp_path: Path):
     tracemalloc.stop()
     assert n == 8000
     assert peak < 1_000_000  # a few chunks, never the whole 7 MB file
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("source", ["text", "instruct", "jsonl", "json"])
+def test_byte_order_mark_is_skipped_and_offsets_stay_file_offsets(
+    source: str, shard: Path, tmp_path: Path
+):
+    """A file saved "UTF-8 with BOM" reads as the same records as without it; the offsets a
+    resumed import seeks to are those of the file, BOM included."""
+    plain = {"text": TRAIN, "instruct": INSTRUCT, "jsonl": RECORDS, "json": shard}[source]
+    marked = tmp_path / f"bom{plain.suffix}"
+    marked.write_bytes(BOM + plain.read_bytes())
+    assert detect_format(marked) == detect_format(plain) == source
+    want, got = list(iter_stories(plain)), list(iter_stories(marked))
+    assert [s.text for s in got] == [s.text for s in want] and len(got) >= 2
+    assert not got[0].text.startswith("\ufeff")
+    assert [(s.words, s.summary, s.instruction_text) for s in got] == [
+        (s.words, s.summary, s.instruction_text) for s in want
+    ]
+    if source in ("text", "instruct", "jsonl"):  # byte-seekable: resume after record 0
+        assert [s.end_offset for s in got] == [s.end_offset + len(BOM) for s in want]
+        rest = list(iter_stories(marked, start_record=1, start_offset=got[0].end_offset))
+        assert rest == got[1:]
+    else:
+        assert list(iter_stories(marked, start_record=1)) == got[1:]
+
+
+def test_byte_order_mark_only_at_the_start(tmp_path: Path):
+    """Only byte 0 is a BOM: one inside a story is the story's, an empty file stays empty."""
+    a, b = TRAIN.read_bytes().split(b"<|endoftext|>")[:2]
+    path = tmp_path / "train.txt"
+    path.write_bytes(BOM + a.strip() + b"\n<|endoftext|>\n" + BOM + b.strip() + b"\n")
+    got = [s.text for s in iter_stories(path)]
+    assert got == [a.decode().strip(), "\ufeff" + b.decode().strip()]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(BOM + b"\n")
+    with pytest.raises(ImportFormatError, match="file is empty"):
+        detect_format(empty)
