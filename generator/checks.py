@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -14,6 +16,7 @@ logger = logging.getLogger(__name__)
 
 CHECK_NAMES: tuple[str, ...] = (
     "empty",
+    "separator",
     "refusal",
     "truncated",
     "too_short",
@@ -21,6 +24,8 @@ CHECK_NAMES: tuple[str, ...] = (
     "missing_words",
     "out_of_vocabulary",
 )
+
+SEPARATOR = "<|endoftext|>"  # between stories in the TinyStories release files
 
 # Refusals say so in their first sentence ("I'm sorry, but I can't ...") or talk about being an
 # AI. A story's own "I'm sorry" sits inside quotes and is removed before matching.
@@ -100,6 +105,34 @@ class CheckResult:
 
 
 _WORD_RE = re.compile(r"[A-Za-z]+(?:['’-][A-Za-z]+)*")
+
+
+@lru_cache(maxsize=1)
+def _unicode_word_re() -> re.Pattern[str]:
+    """_WORD_RE for letters of any script: Python's `re` has no \\p{M}, and without the
+    combining marks a Devanagari word would split at every vowel sign."""
+    marks: list[str] = []
+    start = None
+    # Marks lie in planes 0-1 and in plane 14's variation selectors; ~30 ms, once.
+    for cp in [*range(0x20000), *range(0xE0000, 0xE1000), sys.maxunicode + 1]:
+        is_mark = cp <= sys.maxunicode and unicodedata.category(chr(cp)).startswith("M")
+        if is_mark and start is None:
+            start = cp
+        elif not is_mark and start is not None:
+            marks.append(f"\\U{start:08x}-\\U{cp - 1:08x}")
+            start = None
+    # [^\W\d_]: a letter (a few numeric signs such as '²' too, harmless in a story).
+    part = rf"[^\W\d_](?:[^\W\d_]|[{''.join(marks)}])*"
+    return re.compile(rf"{part}(?:['’-]{part})*")
+
+
+def story_words(text: str) -> list[str]:
+    """The words of a story, in NFC; English text takes the ASCII pattern (the fast path)."""
+    if text.isascii():
+        return _WORD_RE.findall(text)
+    return _unicode_word_re().findall(unicodedata.normalize("NFC", text))
+
+
 _QUOTED_RE = re.compile(r"\"[^\"]*\"|“[^”]*”")
 # Irregular forms lemminflect misses or that child stories spell their own way.
 _IRREGULAR: dict[str, tuple[str, ...]] = {
@@ -127,6 +160,8 @@ _IRREGULAR: dict[str, tuple[str, ...]] = {
 
 
 def _normalize(word: str) -> str:
+    if not word.isascii():
+        word = unicodedata.normalize("NFC", word)
     word = word.lower().replace("’", "'")
     if word.endswith("'s"):
         word = word[:-2]
@@ -197,12 +232,14 @@ class StoryChecker:
 
         if finish_reason in config.truncated_reasons:
             reject("truncated")
-        tokens = _WORD_RE.findall(text)
+        tokens = story_words(text)
         details["word_count"] = len(tokens)
         if not tokens:
             reject("empty")
             return CheckResult(not rejections, tuple(_ordered(rejections)), details)
 
+        if SEPARATOR in text:  # a local model's end-of-text token: the release files split on it
+            reject("separator")
         refusal = self._refusal(text)
         if refusal is not None:
             details["refusal_match"] = refusal

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -130,11 +131,19 @@ def generate(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the stories of an earlier run in OUT."
     ),
+    vocab: Path | None = typer.Option(
+        None,
+        "--vocab",
+        help="Your own vocabulary (txt/tsv, yaml or json, as `vocab stats --file` reads): "
+        "recipes are drawn from it and stories checked against it.",
+    ),
 ) -> None:
     """Generate N stories into OUT/stories.jsonl and OUT/requests.jsonl.
 
     Refuses an OUT that holds an earlier run's stories (paid for) unless --overwrite.
     Exits 1, saying why, when no story was accepted."""
+    from vocab import VocabError, default_vocabulary, load_vocabulary
+
     if n <= 0:
         raise _fail(f"--n must be a positive number of stories, got {n}")
     if (price_input is None) != (price_output is None):
@@ -153,6 +162,10 @@ def generate(
     ):
         if value is not None and value <= 0:
             raise _fail(f"{name} must be positive, got {value}")
+    try:  # before anything is written or started: a bad file is one line
+        vocabulary = load_vocabulary(vocab) if vocab is not None else default_vocabulary()
+    except VocabError as exc:
+        raise _fail(str(exc)) from None
     earlier = out / "stories.jsonl"
     if not overwrite and earlier.is_file() and earlier.stat().st_size > 0:
         raise _fail(
@@ -178,6 +191,7 @@ def generate(
         timeout=timeout,
         max_attempts=max_attempts,
         prices=None if price_input is None or price_output is None else (price_input, price_output),
+        vocabulary=vocabulary,
     )
 
 
@@ -194,6 +208,7 @@ def _run_generate(
     timeout: float,
     max_attempts: int,
     prices: tuple[float, float] | None,
+    vocabulary: Any,
 ) -> None:
     import asyncio
     import contextlib
@@ -208,7 +223,7 @@ def _run_generate(
     from generator.ratelimit import ModelLimits
     from generator.retry import RetryPolicy
     from generator.simulator import SimulatorConfig, run_simulator
-    from vocab import RecipeSampler
+    from vocab import RecipeSampler, default_vocabulary
 
     console = Console(stderr=True)
     use_simulator = not os.environ.get("OPENAI_API_KEY") and not os.environ.get("OPENAI_BASE_URL")
@@ -223,7 +238,14 @@ def _run_generate(
     except (PricingError, LookupError, OSError) as exc:
         raise _fail(str(exc)) from None
 
-    sampler = RecipeSampler()
+    sampler = RecipeSampler(vocabulary)
+    if vocabulary is not default_vocabulary():
+        size = vocabulary.identity()
+        console.print(
+            f"vocabulary {vocabulary.name} ({vocabulary.source}): {size['noun']} nouns, "
+            f"{size['verb']} verbs, {size['adjective']} adjectives, sha256 {vocabulary.sha256}",
+            highlight=False,
+        )
     recipes = [sampler.recipe(seed, i) for i in range(n)]
     limits = ModelLimits(rpm=rpm, tpm=tpm) if (rpm or tpm) else None
 
@@ -261,7 +283,7 @@ def _run_generate(
                     client_config=client_config,
                     model=model,
                     pricing=pricing,
-                    checker=StoryChecker(),
+                    checker=StoryChecker(vocabulary),
                     concurrency=concurrency,
                     limits=limits,
                     max_tokens=max_tokens,
@@ -271,7 +293,7 @@ def _run_generate(
             )
         # The bar and the summary state one rate: the work done over the whole run.
         summary.elapsed_s = progress.elapsed_s()
-    typer.echo(f"{summary.line()} out={out}")
+    typer.echo(f"{summary.line()} out={out} vocabulary={vocabulary.name}")
     why = summary.nothing_accepted()
     if why is not None:
         raise _fail(why, 1)

@@ -74,8 +74,10 @@ class StoryEngine:
         estimator: TokenEstimator | None = None,
         accounting: TokenAccounting | None = None,
         adaptive: AdaptiveController | None = None,
+        features: tuple[Any, ...] | None = None,
     ) -> None:
         from generator.prompts import DEFAULT_TEMPLATE_VERSION
+        from vocab import FEATURES
 
         self.client = client
         self.limiter = limiter
@@ -91,6 +93,10 @@ class StoryEngine:
         # Concurrency and timeouts learned per model; by default shared by all engines on `client`.
         self.adaptive = adaptive if adaptive is not None else shared_controller(client)
         self._usage_warned: set[str] = set()  # models whose answers lack usage (warned once)
+        # The features recipes may name: by default those of the vocabulary the stories are
+        # checked against (a custom vocabulary may bring its own, with their phrasings).
+        vocabulary = getattr(checker, "vocabulary", None)
+        self.features = features or getattr(vocabulary, "features", None) or FEATURES
 
     def story_reservation(self, recipe: Any, *, model: str, max_tokens: int = 1024) -> float:
         """USD that `story()`'s first attempt reserves: its prompt estimate at the full
@@ -101,7 +107,8 @@ class StoryEngine:
     def _story_messages(self, recipe: Any) -> list[dict]:
         from generator.prompts import render_story_prompt
 
-        return [{"role": "user", "content": render_story_prompt(recipe, self.template_version)}]
+        prompt = render_story_prompt(recipe, self.template_version, features=self.features)
+        return [{"role": "user", "content": prompt}]
 
     async def story(
         self, recipe: Any, *, model: str, max_tokens: int = 1024, temperature: float = 1.0

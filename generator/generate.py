@@ -1,7 +1,8 @@
 """The `tinystories generate` job: N recipes -> stories (client, limiter, retries) -> JSONL.
 
 Writes `stories.jsonl` (one row per story: recipe, prompt, text, model, provider, usage, cost,
-latency, finish_reason, checks, accepted) and `requests.jsonl` (one row per attempt).
+latency, finish_reason, checks, accepted, vocabulary), `requests.jsonl` (one row per attempt)
+and `vocabulary.json` (the vocabulary recipes came from and stories were checked against).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
@@ -108,10 +109,19 @@ async def generate_stories(
     template_version: str | None = None,
     on_story: Callable[[StoryOutcome], None] | None = None,
     adaptive: AdaptiveConfig | None = None,
+    vocabulary: Any = None,
 ) -> GenerateSummary:
     """One story per recipe, at most `concurrency` requests in flight (fewer while the server
-    queues: `adaptive`, by default on); one failure never stops the rest."""
+    queues: `adaptive`, by default on); one failure never stops the rest.
+
+    `vocabulary` (by default the checker's): recorded in `vocabulary.json` with its words,
+    and by name and content hash on every story row."""
     summary = GenerateSummary()
+    vocabulary = vocabulary if vocabulary is not None else getattr(checker, "vocabulary", None)
+    used: dict[str, str] = {}
+    if vocabulary is not None:
+        used = {"name": vocabulary.name, "sha256": vocabulary.sha256}
+        write_vocabulary(out_dir / "vocabulary.json", vocabulary)
     limiter = LocalRateLimiter({model: limits} if limits else None, max_concurrency=concurrency)
     adaptive = adaptive or AdaptiveConfig()
     controller = AdaptiveController(
@@ -146,6 +156,8 @@ async def generate_stories(
             for index in next_index:
                 outcome = await engine.story(recipes[index], model=model, max_tokens=max_tokens)
                 row = {"index": index, **outcome.to_dict()}
+                if used:
+                    row["vocabulary"] = used
                 _write(stories_file, row)
                 summary.add(outcome)
                 if on_story is not None:
@@ -158,3 +170,20 @@ async def generate_stories(
     summary.elapsed_s = time.perf_counter() - started
     log.info("generate_done %s", summary.line())
     return summary
+
+
+def write_vocabulary(path: Path, vocabulary: Any) -> None:
+    """The run's vocabulary, as a json vocabulary file (`generate --vocab` reads it back, to
+    repeat the run): name and words, and as notes its content hash, sizes and source."""
+    identity = vocabulary.identity()
+    data = {
+        "name": vocabulary.name,
+        "_sha256": identity["sha256"],
+        "_size": {role: identity[role] for role in ("noun", "verb", "adjective")},
+        "_source": vocabulary.source,
+        "nouns": list(vocabulary.nouns),
+        "verbs": list(vocabulary.verbs),
+        "adjectives": list(vocabulary.adjectives),
+        "features": [{"name": f.name, "phrase": f.phrase} for f in vocabulary.features],
+    }
+    path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")

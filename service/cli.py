@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -112,6 +113,12 @@ def jobs_submit(
     deadline_hours: float | None = typer.Option(
         None, "--deadline-hours", min=0.01, help="When the stories are needed (auto mode)."
     ),
+    vocab: Path | None = typer.Option(
+        None,
+        "--vocab",
+        help="Your own vocabulary (txt/tsv, yaml or json, as `vocab stats --file` reads): "
+        "the job's recipes are drawn from it and its stories checked against it.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the job as JSON."),
     # Spellings of earlier releases, still accepted.
     n_alias: int | None = typer.Option(None, "--n-stories", min=1, hidden=True),
@@ -151,6 +158,8 @@ def jobs_submit(
         usage_error("give --price-input and --price-output together (USD per 1M tokens)")
     if price_input is not None:
         body["price"] = {"input": price_input, "output": price_output}
+    if vocab is not None:
+        body["vocabulary"] = vocabulary_body(vocab)
     if len(model) == 1 and "=" not in model[0]:
         body["model"] = model[0]
     elif model:
@@ -172,10 +181,46 @@ def jobs_submit(
             f"provider={job['provider']} mode={job.get('mode', 'online')}"
             + (f" ({job['mode_reason']})" if job.get("mode_reason") else "")
         )
+        if vocab is not None:
+            typer.echo(vocabulary_line(job))
     if wait:
         from service.supervise import follow_job
 
         follow_job(client, job["id"])
+
+
+def vocabulary_body(path: Path) -> dict[str, Any]:
+    """A vocabulary file as POST /v1/jobs takes it; a file a job cannot use is one line,
+    exit 2, before the API is called."""
+    from service.api.schemas import MAX_VOCABULARY_WORDS
+    from vocab import FEATURES, ROLES, VocabError, load_vocabulary
+
+    try:
+        vocabulary = load_vocabulary(path)
+    except VocabError as exc:
+        usage_error(str(exc))
+    if vocabulary.features != FEATURES:
+        usage_error(
+            f"{path}: jobs use the six standard features (set their probabilities with "
+            "feature_probs); remove `features` from the file, or use it with "
+            "`tinystories generate --vocab`"
+        )
+    words = {role: list(vocabulary.by_role(role)) for role in ROLES}
+    for role, listed in words.items():
+        if len(listed) > MAX_VOCABULARY_WORDS:
+            usage_error(
+                f"{path}: {len(listed)} {role}s, a job takes at most {MAX_VOCABULARY_WORDS}"
+            )
+    return {"name": vocabulary.name[:100], "words": words}
+
+
+def vocabulary_line(job: dict[str, Any]) -> str:
+    """`vocabulary NAME: 3 nouns, 3 verbs, 3 adjectives, sha256 ...`."""
+    v = job["vocabulary"]
+    return (
+        f"vocabulary {v['name']}: {v['noun']} nouns, {v['verb']} verbs, "
+        f"{v['adjective']} adjectives, sha256 {v['sha256']}"
+    )
 
 
 @jobs_app.command("list")
@@ -214,6 +259,8 @@ def jobs_show(
         f"{job['failed']} failed ({done}/{job['n_stories']})"
     )
     typer.echo(f"  cost ${job['cost_usd']:.4f} of ${job['budget_usd']:.4f}")
+    if job.get("vocabulary"):
+        typer.echo("  " + vocabulary_line(job))
     if job.get("mode") == "batch" and job.get("batches"):
         b = job["batches"]
         typer.echo(

@@ -2,7 +2,7 @@
 
 The commands are read from the README itself (code blocks and inline code), so a renamed flag
 or subcommand fails here. What the test changes, and nothing else: placeholders (ID, PATH,
-EXPORT_DIR, DIR, my.yaml) become real values made by earlier commands; `a | b ID | c ID`
+EXPORT_DIR, DIR, my.yaml, farm.txt) become real values made by earlier commands; `a | b ID | c ID`
 alternatives each run; an optional `[...]` part is kept; sizes shrink (SMALLER) so the suite
 stays fast; the API listens on a free port instead of 8000 (TINYSTORIES_PORT, as a user
 would set it). Long-running commands (serve, worker) are started, checked, and stopped.
@@ -144,6 +144,8 @@ class Session:
         self.values: dict[str, str] = {
             "PATH": str(SAMPLE),
             "my.yaml": str(self.vocabulary_file(tmp)),
+            # Words only: a job takes the six standard features.
+            "farm.txt": str(self.words_file(tmp)),
             "DIR": "exports/readme",
             "EXPORT_DIR": "exports/readme",
             # The guide grades a 1M and an 8M model; this session trains the 8M one.
@@ -158,6 +160,12 @@ class Session:
             "nouns: [dog, ball, tree]\nverbs: [run, jump]\nadjectives: [happy, big]\n"
             "features:\n  - {name: Dialogue, phrase: should contain at least one dialogue}\n"
         )
+        return path
+
+    @staticmethod
+    def words_file(tmp: Path) -> Path:
+        path = tmp / "farm.txt"
+        path.write_text("cow\tnoun\nhen\tnoun\nmilk\tverb\nfeed\tverb\nmuddy\tadjective\n")
         return path
 
     def argv(self, command: str) -> list[str]:

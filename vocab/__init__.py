@@ -10,7 +10,9 @@ from vocab.vocabulary import (
     default_vocabulary,
     load_vocabulary,
     parse_vocabulary,
+    vocabulary_from_words,
 )
+from vocab.word_rules import normalize_word, word_problem
 
 __all__ = [
     "DEFAULT_FEATURE_PROBS",
@@ -26,5 +28,8 @@ __all__ = [
     "default_vocabulary",
     "feature_by_name",
     "load_vocabulary",
+    "normalize_word",
     "parse_vocabulary",
+    "vocabulary_from_words",
+    "word_problem",
 ]

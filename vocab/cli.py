@@ -33,6 +33,7 @@ def stats(
         f"{data['noun']} nouns, {data['verb']} verbs, {data['adjective']} adjectives; "
         f"features: {', '.join(data['features'])}"
     )
+    typer.echo(f"name {vocabulary.name}, sha256 {vocabulary.sha256}")
 
 
 @vocab_app.command("sample")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from vocab.features import FEATURES, Feature
+from vocab.word_rules import normalize_word, word_problem
 
 ROLES: tuple[str, ...] = ("noun", "verb", "adjective")
 # Plural spellings accepted in yaml/json files ({"nouns": [...]}) and in txt role columns.
@@ -28,8 +30,6 @@ _ROLE_ALIASES = {
     "adj": "adjective",
     "a": "adjective",
 }
-# Letters, with inner hyphens or apostrophes (ice-cream, x-ray); no spaces or digits.
-_WORD_RE = re.compile(r"^[A-Za-z]+(?:[-'][A-Za-z]+)*$")
 _DEFAULT_DATA = "words.tsv"
 
 
@@ -53,6 +53,8 @@ class Vocabulary:
     adjectives: tuple[str, ...]
     features: tuple[Feature, ...] = FEATURES
     source: str = field(default="default", compare=False)
+    # What runs and jobs call it (a file's `name`, else its stem); not part of its identity.
+    name: str = field(default="default", compare=False)
 
     @property
     def words(self) -> frozenset[str]:
@@ -73,6 +75,30 @@ class Vocabulary:
             raise ValueError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         return {"noun": self.nouns, "verb": self.verbs, "adjective": self.adjectives}[role]
 
+    @cached_property
+    def sha256(self) -> str:
+        """Hash of what recipes are drawn from: the distinct words of each role and the
+        features in order. Word order and the file's format do not change it (the sampler
+        sorts), so a file and the same words sent to the API hash alike."""
+        canonical = {
+            "noun": sorted(set(self.nouns)),
+            "verb": sorted(set(self.verbs)),
+            "adjective": sorted(set(self.adjectives)),
+            "features": [[f.name, f.phrase] for f in self.features],
+        }
+        text = json.dumps(canonical, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    def identity(self) -> dict[str, Any]:
+        """Name, content hash and size: what a run or a job records about its vocabulary."""
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "noun": len(set(self.nouns)),
+            "verb": len(set(self.verbs)),
+            "adjective": len(set(self.adjectives)),
+        }
+
     def stats(self) -> dict[str, Any]:
         """Counts per role and the feature names, as `tinystories vocab stats --json` prints."""
         return {
@@ -92,6 +118,7 @@ class _Builder:
         self.order: dict[str, list[str]] = {role: [] for role in ROLES}
         self.features: list[Feature] = []
         self._feature_lines: dict[str, int] = {}
+        self.name: str | None = None
 
     def error(self, line: int | None, problem: str) -> VocabError:
         return VocabError(self.file, line, problem)
@@ -99,11 +126,12 @@ class _Builder:
     def add_word(self, word: Any, role: str, line: int | None) -> None:
         if not isinstance(word, str):
             raise self.error(line, f"a {role} must be a string, got {word!r}")
-        word = word.strip()
+        word = normalize_word(word)
         if not word:
             raise self.error(line, f"empty word in the {role} list")
-        if not _WORD_RE.match(word):
-            raise self.error(line, f"{word!r} is not a single word (letters, '-' or ''' only)")
+        problem = word_problem(word)
+        if problem is not None:
+            raise self.error(line, problem)
         seen = self.by_role[role]
         if word.lower() in seen:
             first = seen[word.lower()]
@@ -165,6 +193,7 @@ class _Builder:
             adjectives=tuple(order["adjective"]),
             features=features,
             source=self.file,
+            name=self.name or Path(self.file).stem or "custom",
         )
 
 
@@ -207,6 +236,12 @@ def _parse_structured(node: yaml.Node | None, builder: _Builder) -> None:
         line = _node_line(key_node)
         if key.startswith("_"):  # notes such as "_note" or "_origin"
             continue
+        if key == "name":
+            name = value_node.value if isinstance(value_node, yaml.ScalarNode) else None
+            if not isinstance(name, str) or not name.strip():
+                raise builder.error(line, "name must be a non-empty text")
+            builder.name = name.strip()
+            continue
         if key == "features":
             if not isinstance(value_node, yaml.SequenceNode):
                 raise builder.error(line, "features must be a list")
@@ -216,7 +251,8 @@ def _parse_structured(node: yaml.Node | None, builder: _Builder) -> None:
         role = _ROLE_ALIASES.get(key)
         if role is None:
             raise builder.error(
-                line, f"unknown role {key_node.value!r} (roles: {', '.join(ROLES)}, or features)"
+                line,
+                f"unknown role {key_node.value!r} (roles: {', '.join(ROLES)}, features or name)",
             )
         if not isinstance(value_node, yaml.SequenceNode):
             raise builder.error(line, f"{key_node.value} must be a list of words")
@@ -266,7 +302,8 @@ def load_vocabulary(path: str | Path) -> Vocabulary:
     path = Path(path)
     fmt = _format_of(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: Windows editors start UTF-8 files with a byte-order mark.
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise VocabError(path, None, "file not found") from None
     except UnicodeDecodeError as exc:
@@ -287,6 +324,32 @@ def default_vocabulary() -> Vocabulary:
         adjectives=vocabulary.adjectives,
         features=FEATURES,
         source="default",
+    )
+
+
+def vocabulary_from_words(
+    words: Mapping[str, Sequence[str]], *, name: str, features: tuple[Feature, ...] = FEATURES
+) -> Vocabulary:
+    """A vocabulary from words by role ({"noun": [...], "verb": [...], "adjective": [...]}),
+    normalised as a file's are (NFC, repeats dropped); ValueError naming role and item."""
+    by_role: dict[str, tuple[str, ...]] = {}
+    for role in ROLES:
+        given = words.get(role) or ()
+        if not given:
+            raise ValueError(f"{role}: a vocabulary needs at least one {role}")
+        normalised = [normalize_word(str(w)) for w in given]
+        for i, word in enumerate(normalised):
+            problem = word_problem(word)
+            if problem is not None:
+                raise ValueError(f"{role}.{i}: {problem}")
+        by_role[role] = tuple(dict.fromkeys(normalised))
+    return Vocabulary(
+        nouns=by_role["noun"],
+        verbs=by_role["verb"],
+        adjectives=by_role["adjective"],
+        features=features,
+        source=name,
+        name=name,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Any, Literal
 
@@ -11,12 +12,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import store
 from service.api.deps import not_found, require_token, session_dep
 from service.api.idempotency import IDEMPOTENCY_HEADER, earlier_result, record_result, request_hash
-from service.api.schemas import JobCreate, JobList, JobOut, JobUpdate, StoryOut, StoryPage
+from service.api.schemas import (
+    JobCreate,
+    JobList,
+    JobOut,
+    JobUpdate,
+    StoryOut,
+    StoryPage,
+    VocabularyOut,
+)
 from service.store.batches import batch_summary
 from service.store.jobs import money
 from service.store.models import Job
 from service.store.rollups import duplicates_by_model
 from service.store.task_plan import sampler_for
+from service.store.vocabularies import save_vocabulary
 
 JobStatus = Literal[
     "queued", "running", "paused", "completed", "cancelled", "failed", "budget_exhausted"
@@ -92,6 +102,20 @@ def job_prices(body: JobCreate, used: list[str]) -> dict[str, dict[str, float]]:
     return prices
 
 
+@functools.cache
+def _default_vocabulary_out() -> VocabularyOut:
+    from vocab import default_vocabulary
+
+    return VocabularyOut(**default_vocabulary().identity(), custom=False)
+
+
+def vocabulary_out(job: Job) -> VocabularyOut:
+    """The job's vocabulary as the API shows it: name, content hash, words per role."""
+    if job.vocabulary is not None:
+        return VocabularyOut(**job.vocabulary, custom=True)
+    return _default_vocabulary_out()
+
+
 def job_out(request: Request, job: Job, rates: store.jobs.JobRates | None) -> JobOut:
     """A job row as the API shows it."""
     done = job.completed + job.rejected + job.failed
@@ -115,6 +139,7 @@ def job_out(request: Request, job: Job, rates: store.jobs.JobRates | None) -> Jo
         prices=job.prices,
         mode=job.mode,
         mode_reason=job.mode_reason,
+        vocabulary=vocabulary_out(job),
         instruct=job.instruct,
         summary_model=job.summary_model,
         template_version=job.template_version,
@@ -216,10 +241,19 @@ async def submit_job(
     mode, mode_reason = choose_mode(
         body, saving_usd=saving, min_saving_usd=settings.auto_batch_min_saving_usd
     )
+    try:  # the schema checked every word; this builds it (NFC, hash) for the sampler
+        vocabulary = body.vocabulary.build() if body.vocabulary is not None else None
+    except ValueError as exc:
+        raise _unprocessable("vocabulary.words", str(exc)) from None
     try:
-        sampler_for(body.feature_probs)
+        sampler_for(body.feature_probs, vocabulary)
     except ValueError as exc:
         raise _unprocessable("feature_probs", str(exc)) from None
+    vocabulary_info = (
+        await save_vocabulary(session=session, vocabulary=vocabulary)
+        if vocabulary is not None
+        else None
+    )
     job = await store.create_job(
         session=session,
         job_id=uuid.uuid4(),
@@ -232,6 +266,7 @@ async def submit_job(
             "prices": prices or None,
             "mode": mode,
             "mode_reason": mode_reason,
+            "vocabulary": vocabulary_info,
             "instruct": body.instruct,
             "summary_model": summary_model,
             "max_tokens": max_tokens,

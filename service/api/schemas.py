@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from service.store.jobs import MIN_BUDGET_USD
 from service.store.storable import refuse_lone_surrogates
@@ -24,6 +34,87 @@ class PriceIn(BaseModel):
 
     input: float = Field(ge=0, le=10_000, description="USD per 1M prompt tokens")
     output: float = Field(ge=0, le=10_000, description="USD per 1M completion tokens")
+
+
+# Words per role of a job's own vocabulary: the packaged list has 1,096 nouns; a request body
+# stays under TINYSTORIES_MAX_REQUEST_BYTES (1 MiB) only with short words at this many.
+MAX_VOCABULARY_WORDS = 10_000
+MAX_WORD_CHARS = 64
+# vocab.word_problem's rule in JSON Schema (Unicode property escapes, as ECMA-262 with the u
+# flag reads them): letters of any script, marks after a letter, parts joined by - or '.
+WORD_PATTERN = r"^\p{L}[\p{L}\p{M}]*(?:['-]\p{L}[\p{L}\p{M}]*)*$"
+
+
+def _one_word(value: str) -> str:
+    from vocab import word_problem
+
+    word = unicodedata.normalize("NFC", value)  # "cafe\u0301" is "café"
+    problem = word_problem(word)
+    if problem is not None:
+        raise ValueError(problem)
+    return word
+
+
+def _no_repeats(words: list[str]) -> list[str]:
+    first: dict[str, int] = {}
+    for i, word in enumerate(words):
+        if word in first:
+            raise ValueError(f"{word!r} is listed twice (items {first[word]} and {i})")
+        first[word] = i
+    return words
+
+
+Word = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_WORD_CHARS),
+    AfterValidator(_one_word),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": MAX_WORD_CHARS, "pattern": WORD_PATTERN}
+    ),
+]
+WordList = Annotated[
+    list[Word],
+    Field(min_length=1, max_length=MAX_VOCABULARY_WORDS, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_no_repeats),
+]
+
+
+class VocabularyWordsIn(BaseModel):
+    """The words recipes are drawn from, by role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    noun: WordList
+    verb: WordList
+    adjective: WordList
+
+
+class VocabularyIn(BaseModel):
+    """A job's own vocabulary: recipes come from it and stories are checked against it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        default="custom", min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$"
+    )
+    words: VocabularyWordsIn
+
+    def build(self) -> Any:
+        """The vocab.Vocabulary (the six standard features)."""
+        from vocab import vocabulary_from_words
+
+        return vocabulary_from_words(self.words.model_dump(), name=self.name)
+
+
+class VocabularyOut(BaseModel):
+    """Which vocabulary a job draws from: its name, content hash and words per role."""
+
+    name: str
+    sha256: str = Field(description="what `tinystories vocab stats --file` prints for the file")
+    noun: int
+    verb: int
+    adjective: int
+    custom: bool = Field(description="false: the packaged default vocabulary")
 
 
 class JobCreate(BaseModel):
@@ -67,6 +158,12 @@ class JobCreate(BaseModel):
     )
     deadline_hours: float | None = Field(
         default=None, gt=0, le=24 * 365, description="when the stories are needed (auto mode)"
+    )
+    vocabulary: VocabularyIn | None = Field(
+        default=None,
+        description="your own words (`tinystories jobs submit --vocab FILE` sends a file's): "
+        f"1 to {MAX_VOCABULARY_WORDS} distinct words per role; the job uses the six standard "
+        "features. Absent: the packaged child vocabulary",
     )
 
     @field_validator("*", mode="before")
@@ -135,6 +232,9 @@ class JobOut(BaseModel):
     )
     mode: str = Field(default="online", description="online or batch")
     mode_reason: str | None = Field(default=None, description="why auto mode chose `mode`")
+    vocabulary: VocabularyOut | None = Field(
+        default=None, description="the vocabulary recipes are drawn from"
+    )
     batches: dict[str, Any] | None = Field(
         default=None,
         description="batch jobs: batches by state, their cost, the money saved vs online, "

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.store.batch_report import COUNTS, batch_members, figures
 from service.store.models_batch import ProviderBatch
 from service.store.queue import ClaimedTask
+from service.store.vocabularies import vocabularies_by_sha
 
 # Batch tasks are leased to this owner (not a worker: the reaper leaves them to their lease,
 # which outlives the provider's 24 h window) and finished under it by whichever process polls.
@@ -64,7 +65,8 @@ async def set_batch(*, session: AsyncSession, batch_id: int, **fields: Any) -> N
 _BATCH_TASKS = text(
     """
     SELECT t.id, t.job_id, t.index, t.recipe, t.model, t.attempts, j.template_version,
-           j.instruct, j.summary_model, j.max_tokens, j.seed, t.reserved_usd, j.prices
+           j.instruct, j.summary_model, j.max_tokens, j.seed, t.reserved_usd, j.prices,
+           j.vocabulary ->> 'sha256'
     FROM tasks t JOIN jobs j ON j.id = t.job_id
     WHERE t.id = ANY(:ids) AND t.status = 'running' AND t.lease_owner = :owner
     ORDER BY t.id
@@ -74,8 +76,18 @@ _BATCH_TASKS = text(
 
 async def batch_tasks(*, session: AsyncSession, task_ids: list[int]) -> list[ClaimedTask]:
     """The batch's tasks still leased to it (a task the reaper took back is not among them)."""
-    rows = await session.execute(_BATCH_TASKS, {"ids": task_ids, "owner": BATCH_OWNER})
-    return [ClaimedTask(*row[:11], prepaid=Decimal(row[11]), prices=row[12]) for row in rows.all()]
+    rows = (await session.execute(_BATCH_TASKS, {"ids": task_ids, "owner": BATCH_OWNER})).all()
+    # The stories are checked against their job's vocabulary when the batch comes back.
+    vocabularies = await vocabularies_by_sha(session=session, shas=[row[13] for row in rows])
+    return [
+        ClaimedTask(
+            *row[:11],
+            prepaid=Decimal(row[11]),
+            prices=row[12],
+            vocabulary=vocabularies.get(row[13] or ""),
+        )
+        for row in rows
+    ]
 
 
 async def open_batches(*, session: AsyncSession, job_id: uuid.UUID) -> int:

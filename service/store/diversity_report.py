@@ -110,6 +110,7 @@ async def diversity_report(
     *, session: AsyncSession, job_id: uuid.UUID | None = None
 ) -> dict[str, Any]:
     """Every diversity figure of one job (or of all stories when job_id is None)."""
+    from service.store.vocabularies import job_vocabulary
     from vocab import default_vocabulary
 
     scope = job_id or ALL_STORIES
@@ -123,7 +124,9 @@ async def diversity_report(
             {"text": t, "count": n, "share": _share(n, sketch.stories)} for t, n in top_openings
         ],
     }
-    vocabulary = default_vocabulary()
+    # A job's coverage is of the words it drew from: its own vocabulary when it has one.
+    custom = await job_vocabulary(session=session, job_id=job_id) if job_id else None
+    vocabulary = custom or default_vocabulary()
     coverage = {}
     for role in RECIPE_ROLES:
         words = {w.lower() for w in vocabulary.by_role(role)}

@@ -101,12 +101,27 @@ class Job(Base):
     prices: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     mode: Mapped[str] = mapped_column(String(16), nullable=False, server_default="online")
     mode_reason: Mapped[str | None] = mapped_column(Text)
+    # A custom vocabulary: {"name", "sha256", "noun", "verb", "adjective"} (word counts); its
+    # words are in `vocabularies` under the sha256. NULL: the packaged default vocabulary.
+    vocabulary: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_jobs_status_priority", "status", "priority"),)
+
+
+class VocabularyWords(Base):
+    """The words of a custom vocabulary, stored once by content hash for every job using it:
+    claims re-derive recipes from (seed, index) and these words."""
+
+    __tablename__ = "vocabularies"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # {"noun": [...], "verb": [...], "adjective": [...]}
+    words: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = _now()
 
 
 class Task(Base):

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.store.models import RequestRow
 from service.store.rollups import RollupBatch, rollup_statements
 from service.store.task_plan import make_tasks_if_short, plan_task, save_plans
+from service.store.vocabularies import vocabularies_by_sha
 
 # Key of the advisory lock that lets one reaper run at a time across all processes.
 REAPER_LOCK_KEY = 0x7453_5245_4150  # "tSREAP"
@@ -39,6 +40,9 @@ class ClaimedTask:
     mean_completion: float | None = None
     # The job's own prices ({model: {"input": usd_per_1m, "output": usd_per_1m}}), if any.
     prices: dict[str, Any] | None = None
+    # The job's custom vocabulary (a vocab.Vocabulary: recipes came from it, stories are
+    # checked against it); None: the packaged default.
+    vocabulary: Any = None
 
 
 # Stories a job makes before its mean completion length sizes its reservations.
@@ -81,23 +85,29 @@ _CLAIM = text(
               j.instruct, j.summary_model, j.max_tokens, j.seed,
               CASE WHEN j.completed + j.rejected >= :learn_after
                    THEN j.completion_tokens::float8 / (j.completed + j.rejected) END,
-              j.feature_probs, j.models, j.prices
+              j.feature_probs, j.models, j.prices, j.vocabulary ->> 'sha256'
     """
 )
 
 
-def _with_plan(row: Any) -> tuple[ClaimedTask, bool]:
+def _with_plan(row: Any, vocabulary: Any) -> tuple[ClaimedTask, bool]:
     """The claimed task, its recipe and model derived when the database left them NULL."""
-    values = list(row[:-4])
-    mean_completion, feature_probs, models, prices = row[-4:]
+    values = list(row[:-5])
+    mean_completion, feature_probs, models, prices, _ = row[-5:]
     planned = values[3] is None or values[4] is None
     if planned:
         recipe, model = plan_task(
-            seed=values[10], index=values[2], feature_probs=feature_probs, models=models
+            seed=values[10],
+            index=values[2],
+            feature_probs=feature_probs,
+            models=models,
+            vocabulary=vocabulary,
         )
         values[3] = values[3] if values[3] is not None else recipe
         values[4] = values[4] if values[4] is not None else model
-    task = ClaimedTask(*values, mean_completion=mean_completion, prices=prices)
+    task = ClaimedTask(
+        *values, mean_completion=mean_completion, prices=prices, vocabulary=vocabulary
+    )
     return task, planned
 
 
@@ -129,7 +139,9 @@ async def claim_tasks(
         if unmade:
             await make_tasks_if_short(session=session, job_id=job_id, wanted=params["limit"])
         rows = (await session.execute(_CLAIM, params)).all()
-        made = [_with_plan(row) for row in rows]
+        sha = rows[0][-1] if rows else None  # one job: one vocabulary
+        vocabulary = (await vocabularies_by_sha(session=session, shas=[sha])).get(sha or "")
+        made = [_with_plan(row, vocabulary) for row in rows]
         await save_plans(
             session=session, plans=[(t.id, t.recipe, t.model) for t, planned in made if planned]
         )

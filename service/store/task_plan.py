@@ -11,13 +11,13 @@ import hashlib
 import json
 import random
 import uuid
-from functools import lru_cache
+from collections import OrderedDict
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vocab import RecipeSampler
+from vocab import RecipeSampler, Vocabulary
 
 _FEW_PENDING = text(
     "SELECT count(*) < :wanted FROM (SELECT 1 FROM tasks "
@@ -62,22 +62,41 @@ def pick_model(models: list[dict[str, Any]], seed: int, index: int) -> str:
     return str(rng.choices([m["model"] for m in models], [m["weight"] for m in models])[0])
 
 
-@lru_cache(maxsize=64)
-def _sampler(feature_key: tuple[tuple[str, float], ...] | None) -> RecipeSampler:
-    return RecipeSampler(feature_probs=dict(feature_key) if feature_key is not None else None)
+# Samplers by (feature probabilities, vocabulary sha256): built once, used by every claim.
+_SAMPLERS: OrderedDict[tuple[Any, str | None], RecipeSampler] = OrderedDict()
+SAMPLER_CACHE_SIZE = 64
 
 
-def sampler_for(feature_probs: dict[str, float] | None) -> RecipeSampler:
-    """A (cached) sampler for a job's feature probabilities; ValueError when they are invalid."""
-    key = None if feature_probs is None else tuple(sorted(feature_probs.items()))
-    return _sampler(key)
+def sampler_for(
+    feature_probs: dict[str, float] | None, vocabulary: Vocabulary | None = None
+) -> RecipeSampler:
+    """A (cached) sampler for a job's feature probabilities over its vocabulary (None: the
+    packaged default); ValueError when the probabilities are invalid."""
+    features = None if feature_probs is None else tuple(sorted(feature_probs.items()))
+    # Keyed by content hash: hashing the vocabulary itself would walk every word per task.
+    key = (features, vocabulary.sha256 if vocabulary is not None else None)
+    sampler = _SAMPLERS.get(key)
+    if sampler is None:
+        sampler = RecipeSampler(vocabulary, feature_probs=feature_probs)
+        _SAMPLERS[key] = sampler
+        while len(_SAMPLERS) > SAMPLER_CACHE_SIZE:
+            _SAMPLERS.popitem(last=False)
+    else:
+        _SAMPLERS.move_to_end(key)
+    return sampler
 
 
 def plan_task(
-    *, seed: int, index: int, feature_probs: dict[str, float] | None, models: list[dict[str, Any]]
+    *,
+    seed: int,
+    index: int,
+    feature_probs: dict[str, float] | None,
+    models: list[dict[str, Any]],
+    vocabulary: Vocabulary | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """(recipe as a dict, model) of task `index` of a job."""
-    recipe = sampler_for(feature_probs).recipe(seed, index).to_dict()
+    """(recipe as a dict, model) of task `index` of a job (recipes from `vocabulary`, the
+    job's own, or the packaged default when None)."""
+    recipe = sampler_for(feature_probs, vocabulary).recipe(seed, index).to_dict()
     return recipe, pick_model(models, seed, index)
 
 

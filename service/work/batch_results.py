@@ -26,7 +26,7 @@ async def task_results(
     async def one(task: Any) -> tuple[Any, Any]:
         nonlocal online
         result = results.results.get(str(task.id))
-        engine = processor.engines(task.template_version, task.prices)
+        engine = processor.engines.for_task(task)
         if isinstance(result, BatchSuccess):
             online += engine.pricing.cost(
                 task.model, result.prompt_tokens, result.completion_tokens

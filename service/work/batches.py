@@ -122,7 +122,7 @@ class BatchRunner:
         from generator.ratelimit import estimate_prompt_tokens
         from vocab import Recipe
 
-        engine = self.processor.engines(task.template_version, task.prices)
+        engine = self.processor.engines.for_task(task)
         prompt = render_story_prompt(Recipe.from_dict(task.recipe), task.template_version)
         tokens = estimate_prompt_tokens([{"role": "user", "content": prompt}])
         usd = engine.pricing.cost(task.model, tokens, task.max_tokens, batch=True)

@@ -35,7 +35,7 @@ class StoryProcessor:
         """
         from vocab import Recipe
 
-        engine = self.engines(task.template_version, task.prices)
+        engine = self.engines.for_task(task)
         recipe = Recipe.from_dict(task.recipe)
         worst = float(
             engine.story_reservation(recipe, model=task.model, max_tokens=task.max_tokens)
@@ -62,7 +62,7 @@ class StoryProcessor:
         asking for: the engine's running mean of answered completions, with a margin)."""
         from vocab import Recipe
 
-        engine = self.engines(task.template_version, task.prices)
+        engine = self.engines.for_task(task)
         recipe = Recipe.from_dict(task.recipe)
         base = engine.story_reservation(recipe, model=task.model, max_tokens=0)
         per_token = engine.story_reservation(recipe, model=task.model, max_tokens=1) - base
@@ -77,7 +77,7 @@ class StoryProcessor:
         """
         from vocab import Recipe
 
-        engine = self.engines(task.template_version, task.prices)
+        engine = self.engines.for_task(task)
         recipe = Recipe.from_dict(task.recipe)
         outcome = await engine.story(
             recipe, model=task.model, max_tokens=min(max_tokens or task.max_tokens, task.max_tokens)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+from collections import OrderedDict
 from typing import Any
 
 from service.settings import Settings
@@ -16,25 +17,48 @@ logger = logging.getLogger(__name__)
 
 
 class EngineCache:
-    """One StoryEngine per prompt template version and job prices, sharing client, limiter
-    and budget."""
+    """One StoryEngine per prompt template version, job prices and job vocabulary, sharing
+    client, limiter and budget."""
+
+    # Engines kept: one per (template, prices, vocabulary) in use; the oldest unused goes.
+    MAX_ENGINES = 64
 
     def __init__(self, **parts: Any) -> None:
         self.parts = parts
-        self._engines: dict[tuple[str, str], Any] = {}
+        self._engines: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
 
-    def __call__(self, template_version: str, prices: dict[str, Any] | None = None) -> Any:
-        key = (template_version, json.dumps(prices, sort_keys=True) if prices else "")
+    def __call__(
+        self, template_version: str, prices: dict[str, Any] | None = None, vocabulary: Any = None
+    ) -> Any:
+        """The engine of a task; `vocabulary` (the job's own, None: the default) is what its
+        stories are checked against."""
+        key = (
+            template_version,
+            json.dumps(prices, sort_keys=True) if prices else "",
+            vocabulary.sha256 if vocabulary is not None else "",
+        )
         engine = self._engines.get(key)
         if engine is None:
+            from generator.checks import StoryChecker
             from generator.engine import StoryEngine
 
             parts = dict(self.parts)
             if prices:
                 parts["pricing"] = parts["pricing"].with_prices(prices)
+            if vocabulary is not None:
+                config = getattr(parts.get("checker"), "config", None)
+                parts["checker"] = StoryChecker(vocabulary, config)
             engine = StoryEngine(template_version=template_version, **parts)
             self._engines[key] = engine
+            while len(self._engines) > self.MAX_ENGINES:
+                self._engines.popitem(last=False)
+        else:
+            self._engines.move_to_end(key)
         return engine
+
+    def for_task(self, task: Any) -> Any:
+        """The engine of a claimed task: its job's template, prices and vocabulary."""
+        return self(task.template_version, task.prices, getattr(task, "vocabulary", None))
 
 
 def batch_loop_for(

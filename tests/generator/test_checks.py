@@ -46,6 +46,13 @@ def test_empty(checker):
         assert not result.accepted
 
 
+def test_a_story_holding_the_release_separator_is_rejected(checker):
+    # A local model that writes its end-of-text token and goes on: the release files split there.
+    two = STORY + "<|endoftext|>Once upon a time, a cat sat on a mat."
+    result = checker.check(two, finish_reason="stop", required_words=["hang", "foot", "cute"])
+    assert result.rejections == ("separator",) and not result.accepted
+
+
 @pytest.mark.parametrize(
     "text",
     [
