@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import httpx2
 import orjson
 
-from generator.endpoint import Endpoint, rejects_classic_params, sampling_params
+from generator.endpoint import Endpoint, env_proxy, rejects_classic_params, sampling_params
 from generator.errors import (
     GATEWAY_TIMEOUTS,
     ProviderError,
@@ -121,6 +121,7 @@ class ChatClient:
         self._reasoning: set[str] = set()
         self._max_connections = max_connections
         self._session: Any = None  # aiohttp session, opened in the loop that uses it
+        self._proxy = env_proxy(self._url)
         self._api_key = api_key
         # Built on the first typed request: importing the SDK takes a second or more, which
         # every worker start would pay for a path the default configuration never takes.
@@ -169,7 +170,6 @@ class ChatClient:
                     total=self.timeout_s, sock_connect=min(self.timeout_s, 10.0)
                 ),
                 json_serialize=lambda v: orjson.dumps(v).decode(),
-                trust_env=True,  # HTTPS_PROXY / NO_PROXY, as the SDK's httpx client reads them
             )
         return self._session
 
@@ -189,6 +189,7 @@ class ChatClient:
                 self._url,
                 data=body,
                 headers={**self._auth, "Content-Type": "application/json", **headers},
+                proxy=self._proxy,
                 **per_request,
             ) as response:
                 content = await response.read()
