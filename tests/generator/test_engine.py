@@ -24,8 +24,9 @@ def make_engine(url: str, **kwargs) -> tuple[StoryEngine, list[RequestRecord]]:
     async def on_request(record: RequestRecord) -> None:
         seen.append(record)
 
+    client = kwargs.pop("client", None)  # another client (a pool, other timeouts) than url's
     engine = StoryEngine(
-        client=ChatClient(base_url=url, api_key="k", provider="simulator", timeout_s=5),
+        client=client or ChatClient(base_url=url, api_key="k", provider="simulator", timeout_s=5),
         limiter=LocalRateLimiter(),
         pricing=PriceTable.load(),
         retry=kwargs.pop("retry", FAST_RETRY),

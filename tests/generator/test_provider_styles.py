@@ -15,15 +15,14 @@ import httpx
 import pytest
 
 from generator.adaptive import AdaptiveConfig, AdaptiveController
-from generator.checks import StoryChecker
 from generator.client import ChatClient
 from generator.engine import RequestRecord, StoryEngine
 from generator.errors import ProviderError, redact
 from generator.pool import CLOSED, OPEN, BreakerPolicy, MemberConfig, ProviderPool, ProviderPools
 from generator.pricing import PriceTable
-from generator.ratelimit import LocalRateLimiter
 from generator.retry import RetryPolicy
 from generator.simulator import SimulatorConfig
+from tests.generator.test_engine import make_engine
 from vocab import Recipe
 
 MESSAGES = [{"role": "user", "content": "Write a story about a red ball."}]
@@ -75,21 +74,7 @@ def fake_provider() -> Iterator[Callable[[Answer], tuple[str, list[dict[str, Any
 
 
 def engine_for(client: Any, **kwargs: Any) -> tuple[StoryEngine, list[RequestRecord]]:
-    records: list[RequestRecord] = []
-
-    async def on_request(record: RequestRecord) -> None:
-        records.append(record)
-
-    engine = StoryEngine(
-        client=client,
-        limiter=LocalRateLimiter(),
-        pricing=PriceTable.load(),
-        retry=kwargs.pop("retry", NO_RETRY),
-        checker=StoryChecker(),
-        on_request=on_request,
-        **kwargs,
-    )
-    return engine, records
+    return make_engine("", client=client, retry=kwargs.pop("retry", NO_RETRY), **kwargs)
 
 
 @pytest.mark.parametrize("typed", [False, True])

@@ -13,11 +13,11 @@ from pathlib import Path
 import datasets
 import pytest
 from sqlalchemy import text
-from typer.testing import CliRunner
 
 from service.dataset.export_writer import ExportError
 from service.dataset.exporter import ExportOptions, run_export
 from service.dataset.importer import import_file
+from tests.service.dataset.cli_runner import dataset_cli
 
 DATA = Path(__file__).parents[1] / "data"
 JOB_ID = uuid.UUID("00000000-0000-4000-8000-000000000001")
@@ -61,21 +61,9 @@ def seeded(database_url: str, tmp_path: Path) -> str:
     return database_url
 
 
-def _cli(url: str, monkeypatch: pytest.MonkeyPatch, *args: str):
-    import typer
-
-    from service.dataset import cli as dataset_cli
-
-    monkeypatch.setenv("DATABASE_URL", url)
-    app = typer.Typer()
-    dataset_cli.register(app)
-    app.command("noop", hidden=True)(lambda: None)
-    return CliRunner().invoke(app, list(args))
-
-
 def test_cli_export_is_loadable_and_stable(seeded: str, tmp_path: Path, monkeypatch) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    r = _cli(seeded, monkeypatch, "export", "--out", str(a), "--validation-fraction", "0.2")
+    r = dataset_cli(seeded, monkeypatch, "export", "--out", str(a), "--validation-fraction", "0.2")
     assert r.exit_code == 0, r.output
     assert "exported 302 stories" in r.output  # 301 unique + 2 accepted job stories - 1 dup
     dd = datasets.load_from_disk(str(a))
@@ -90,7 +78,7 @@ def test_cli_export_is_loadable_and_stable(seeded: str, tmp_path: Path, monkeypa
     assert manifest["dedup"]["exact_duplicates"] == 1 and manifest["dedup"]["params"]["bands"]
     assert manifest["provenance"]["jobs"] == [str(JOB_ID)]
     # Re-export: same split, same fingerprint.
-    r2 = _cli(seeded, monkeypatch, "export", "--out", str(b), "--validation-fraction", "0.2")
+    r2 = dataset_cli(seeded, monkeypatch, "export", "--out", str(b), "--validation-fraction", "0.2")
     assert r2.exit_code == 0, r2.output
     dd2 = datasets.load_from_disk(str(b))
     assert sorted(dd2["validation"]["id"]) == sorted(dd["validation"]["id"])
@@ -98,11 +86,11 @@ def test_cli_export_is_loadable_and_stable(seeded: str, tmp_path: Path, monkeypa
 
 
 def test_cli_export_bad_input(seeded: str, tmp_path: Path, monkeypatch) -> None:
-    r = _cli(
+    r = dataset_cli(
         seeded, monkeypatch, "export", "--out", str(tmp_path / "x"), "--job", str(uuid.uuid4())
     )
     assert r.exit_code == 2 and "jobs" in r.output and r.output.count("\n") == 1
-    r = _cli(
+    r = dataset_cli(
         seeded, monkeypatch, "export", "--out", str(tmp_path / "y"), "--validation-fraction", "1"
     )
     assert r.exit_code == 2 and "validation_fraction" in r.output
@@ -206,7 +194,7 @@ def test_export_of_rejected_stories_only_names_the_real_cause(
         + [(False, ["too_short", "repetition"])] * 3
         + [(False, ["out_of_vocabulary"])] * 2,
     )
-    r = _cli(seeded, monkeypatch, "export", "--out", str(tmp_path / "x"), "--job", job)
+    r = dataset_cli(seeded, monkeypatch, "export", "--out", str(tmp_path / "x"), "--job", job)
     assert r.exit_code == 1
     assert r.output.strip().splitlines()[-1] == (
         "error: no accepted stories: all 12 were rejected (repetition 10, too_short 3, "
@@ -214,7 +202,7 @@ def test_export_of_rejected_stories_only_names_the_real_cause(
     )
     assert not (tmp_path / "x").exists()
     # Changing validation_fraction is no help, and the message does not suggest it.
-    r = _cli(
+    r = dataset_cli(
         seeded, monkeypatch, "export", "--out", str(tmp_path / "y"), "--job", job,
         "--validation-fraction", "0.5",
     )  # fmt: skip
@@ -237,7 +225,7 @@ def test_include_rejected_carries_accepted_and_rejections_in_every_format(
     checks = [(True, []), (False, ["repetition"]), (True, []), (False, ["too_short", "empty"])]
     job = _job_with(seeded, checks * 3)
     out = tmp_path / "with-checks"
-    r = _cli(
+    r = dataset_cli(
         seeded, monkeypatch, "export", "--out", str(out), "--job", job, "--include-rejected",
         "--validation-fraction", "0.4",
     )  # fmt: skip

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from sqlalchemy import text
-from typer.testing import CliRunner
 
 from service.dataset.export_writer import split_of
 from service.dataset.exporter import ExportOptions, run_export
 from service.dataset.import_formats import detect_format, iter_stories
 from service.dataset.minhash import text_hash
 from tests.service.conftest import new_database
+from tests.service.dataset.cli_runner import dataset_cli
 from tests.service.dataset.test_round_trip import _import, files_of
 
 DATA = Path(__file__).parents[1] / "data"
@@ -78,18 +78,6 @@ async def _job_stories(url: str, stories: list[str]) -> None:
     await engine.dispose()
 
 
-def cli(url: str, monkeypatch: pytest.MonkeyPatch, *args: str):
-    import typer
-
-    from service.dataset import cli as dataset_cli
-
-    monkeypatch.setenv("DATABASE_URL", url)
-    app = typer.Typer()
-    dataset_cli.register(app)
-    app.command("noop", hidden=True)(lambda: None)
-    return CliRunner().invoke(app, list(args))
-
-
 def test_import_skips_a_story_holding_the_separator(database_url, tmp_path, monkeypatch) -> None:
     stories = real(4)
     glued = "Anna had a boat. She sailed far away.<|endoftext|>Once upon a time, a cat sat."
@@ -102,7 +90,7 @@ def test_import_skips_a_story_holding_the_separator(database_url, tmp_path, monk
             *({"story": s, "model": "x"} for s in stories[2:]),
         ],
     )
-    r = cli(database_url, monkeypatch, "import", str(path))
+    r = dataset_cli(database_url, monkeypatch, "import", str(path))
     assert r.exit_code == 0, r.output
     assert f"skipped stories holding the {SEP} separator (records 0, 2...)" in r.output
     assert "imported 3 stories" in r.output and "skipped 2" in r.output
@@ -118,7 +106,7 @@ def test_export_never_writes_a_separator_inside_a_story(database_url, tmp_path, 
     asyncio.run(_job_stories(database_url, [stories[10], f"{stories[11]}{SEP}The end."]))
     out = tmp_path / "out"
     args = ("--validation-fraction", "0.3", "--seed", "3", "--no-decontaminate")
-    r = cli(database_url, monkeypatch, "export", "--out", str(out), *args)
+    r = dataset_cli(database_url, monkeypatch, "export", "--out", str(out), *args)
     assert r.exit_code == 0, r.output
     assert "exported 11 stories" in r.output and f"left out for holding {SEP} 1)" in r.output
     rows = rows_by_split(out)

@@ -9,22 +9,15 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from typer.testing import CliRunner
+
+from tests.service.dataset.cli_runner import dataset_cli
 
 DATA = Path(__file__).parents[1] / "data"
 
 
 @pytest.fixture
 def run(database_url: str, monkeypatch: pytest.MonkeyPatch):
-    import typer
-
-    from service.dataset import cli as dataset_cli
-
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    app = typer.Typer()
-    dataset_cli.register(app)
-    app.command("noop", hidden=True)(lambda: None)
-    return lambda *a: CliRunner().invoke(app, list(map(str, a)))
+    return lambda *a: dataset_cli(database_url, monkeypatch, *map(str, a))
 
 
 def stored(database_url: str) -> int:
