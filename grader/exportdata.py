@@ -1,10 +1,10 @@
 """Reading an export directory: the service's dataset dir or release-format text files.
 
 The grader accepts what the trainer trains on (`trainer.data.load_export`): a
-`datasets.save_to_disk` directory (dataset_dict.json), or `train.txt` and `validation.txt` (or
-`valid.txt`, or the release's `TinyStories-train.txt` / `TinyStories-valid.txt`) holding plain
-stories separated by `<|endoftext|>`. Text files are read with the trainer's own reader, so
-both split a file into the same stories.
+`datasets.save_to_disk` directory (dataset_dict.json), or one pair of plain-story text files
+of the trainer's layouts (`train.txt` + `validation.txt`, the release's names, ...) separated by
+`<|endoftext|>`. The trainer's own layout finder and reader are used, so both accept the same
+directories and split a file into the same stories.
 """
 
 from __future__ import annotations
@@ -13,20 +13,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainer.data import TEXT_FILES, TextSplit
+from trainer.config import TrainerError
+from trainer.data import TEXT_LAYOUTS, TextSplit, read_text_split, text_layouts
 
-# The TinyStories release's own file names. Listed here as well as taken from the trainer so
-# the grader reads a downloaded release whether or not trainer.data lists them.
-_RELEASE_FILES = {"train": ("TinyStories-train.txt",), "validation": ("TinyStories-valid.txt",)}
+PLAIN_LAYOUTS = ", ".join(
+    f"{train} + {' or '.join(valid)}" for train, valid in TEXT_LAYOUTS["plain"]
+)
 
 
 class ExportDirError(ValueError):
     """The --data directory is not an export."""
-
-
-def text_file_names(split: str) -> tuple[str, ...]:
-    """File names a text export may use for a split, in the order they are looked for."""
-    return tuple(dict.fromkeys((*TEXT_FILES.get(split, ()), *_RELEASE_FILES[split])))
 
 
 class TextExport(Mapping):
@@ -44,10 +40,10 @@ class TextExport(Mapping):
         if split not in self.files:
             raise KeyError(split)
         if split not in self._splits:
-            try:
-                self._splits[split] = TextSplit(self.files[split])
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ExportDirError(f"{self.files[split]}: cannot read it ({exc})") from exc
+            try:  # the trainer's reader and its message (the first byte that is not UTF-8)
+                self._splits[split] = read_text_split(self.files[split])
+            except TrainerError as exc:
+                raise ExportDirError(str(exc)) from None
         return self._splits[split]
 
     def __iter__(self) -> Iterator[str]:
@@ -58,21 +54,18 @@ class TextExport(Mapping):
 
 
 def _load_text_export(p: Path) -> TextExport:
-    found = {
-        split: next((p / n for n in text_file_names(split) if (p / n).is_file()), None)
-        for split in ("train", "validation")
-    }
-    missing = [" or ".join(text_file_names(s)) for s, f in found.items() if f is None]
-    if missing:
-        # Both splits, as the trainer asks: the export a model was trained on has both.
+    layouts = text_layouts(p, "plain")  # the trainer's rule: one complete pair of files
+    if not layouts:
         raise ExportDirError(
-            f"{p} is not an export directory (no dataset_dict.json, "
-            f"nor text files {', '.join(missing)})"
+            f"{p} is not an export directory (no dataset_dict.json, nor text files: "
+            f"{PLAIN_LAYOUTS})"
         )
-    files = {s: f for s, f in found.items() if f is not None}
-    export = TextExport(files)
+    if len(layouts) > 1:
+        names = " and ".join(f"{f['train'].name} + {f['validation'].name}" for f in layouts)
+        raise ExportDirError(f"{p} holds several text layouts ({names}); keep one")
+    export = TextExport(layouts[0])
     if export["validation"].num_rows == 0:
-        raise ExportDirError(f"{p}: {files['validation'].name} holds no stories")
+        raise ExportDirError(f"{p}: {layouts[0]['validation'].name} holds no stories")
     return export
 
 

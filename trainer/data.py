@@ -85,8 +85,9 @@ def text_batches(split: Any, column: str, size: int) -> Iterator[list[str]]:
         yield texts_only[i : i + size][column]
 
 
-def _text_layouts(p: Path, fmt: str) -> list[dict[str, Path]]:
-    """The complete (train and validation) text layouts of `fmt` found in `p`."""
+def text_layouts(p: Path, fmt: str) -> list[dict[str, Path]]:
+    """The complete (train and validation) text layouts of `fmt` found in `p` (the grader
+    reads text exports through it too)."""
     found = []
     for train, valids in TEXT_LAYOUTS[fmt]:
         valid = next((p / v for v in valids if (p / v).is_file()), None)
@@ -110,10 +111,10 @@ def read_text_split(path: Path) -> TextSplit:
 
 
 def _load_text_export(p: Path, fmt: str) -> dict[str, TextSplit]:
-    layouts = _text_layouts(p, fmt)
+    layouts = text_layouts(p, fmt)
     if not layouts:
         other = next(f for f in TEXT_LAYOUTS if f != fmt)
-        if _text_layouts(p, other):
+        if text_layouts(p, other):
             raise TrainerError(f"{p}: its text files hold {other} stories; use --format {other}")
         raise TrainerError(
             f"{p} is not an export directory (no dataset_dict.json, "
