@@ -33,6 +33,10 @@ RUN pip install '.[train]'
 USER tinystories
 
 FROM python AS train-gpu
+# torch.compile's Triton kernels are built with the host C compiler at run time: without one,
+# compile fails and training falls back to eager (2.6-2.8x slower on an H100).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 # PyPI's wheel of the same version is the CUDA build.
 RUN pip install torch==2.13.0
 COPY --from=source /app /app

@@ -59,13 +59,16 @@ class ApiClient:
                 f"no admin token: set TINYSTORIES_ADMIN_TOKEN or start the server once "
                 f"(it writes {settings.admin_token_path})"
             )
-        return cls(settings.api_url, token)
+        return cls(settings.api_base, token)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(f"cannot reach the API at {self._http.base_url}: {exc}") from None
+            raise ApiError(
+                f"cannot reach the API at {self._http.base_url}: {exc} (set TINYSTORIES_API_URL, "
+                "or TINYSTORIES_PORT for a server on this machine)"
+            ) from None
         if response.status_code >= 400:
             raise ApiError(f"HTTP {response.status_code}: {error_text(response)}")
         try:

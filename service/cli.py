@@ -20,7 +20,10 @@ db_app = typer.Typer(help="Database: migrations and the embedded server.", no_ar
 def _logging() -> None:
     from service.logformat import configure_from_env
 
-    configure_from_env()
+    try:
+        configure_from_env()
+    except ValueError as exc:
+        fail(str(exc))
 
 
 def serve(

@@ -13,6 +13,7 @@ LOG_FORMAT_ENV = "TINYSTORIES_LOG_FORMAT"
 LOG_LEVEL_ENV = "TINYSTORIES_LOG_LEVEL"
 ENV_VARS = (LOG_FORMAT_ENV, LOG_LEVEL_ENV)
 FORMATS = ("text", "json")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is kept.
@@ -48,8 +49,12 @@ def configure_logging(fmt: str, level: int | str = logging.INFO) -> None:
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+    if isinstance(level, str):
+        if not isinstance(logging.getLevelName(level.strip().upper()), int):
+            raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
+        level = level.strip().upper()
     root.addHandler(handler)
-    root.setLevel(level.upper() if isinstance(level, str) else level)
+    root.setLevel(level)
     if root.level > logging.DEBUG:
         # One INFO line per HTTP request of the clients (simulator probes, uploads) is noise.
         for name in ("httpx", "httpx2", "httpcore"):
@@ -57,10 +62,18 @@ def configure_logging(fmt: str, level: int | str = logging.INFO) -> None:
 
 
 def configure_from_env(default_level: int | str = logging.INFO) -> None:
-    """configure_logging from TINYSTORIES_LOG_FORMAT and TINYSTORIES_LOG_LEVEL."""
-    configure_logging(
-        os.environ.get(LOG_FORMAT_ENV, "text"), os.environ.get(LOG_LEVEL_ENV) or default_level
-    )
+    """configure_logging from TINYSTORIES_LOG_FORMAT and TINYSTORIES_LOG_LEVEL, in the
+    environment or in ./.env as the other settings are; ValueError naming the variable."""
+    from dotenv import dotenv_values
+
+    dotenv = dotenv_values(".env") if os.path.isfile(".env") else {}
+    fmt = os.environ.get(LOG_FORMAT_ENV) or dotenv.get(LOG_FORMAT_ENV) or "text"
+    level = os.environ.get(LOG_LEVEL_ENV) or dotenv.get(LOG_LEVEL_ENV) or default_level
+    try:
+        configure_logging(fmt, level)
+    except ValueError as exc:
+        name = LOG_LEVEL_ENV if "level" in str(exc) else LOG_FORMAT_ENV
+        raise ValueError(f"setting {name}: {exc}") from None
 
 
 # Requests that pollers make every few seconds: the dashboard's data endpoints and static

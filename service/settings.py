@@ -46,7 +46,8 @@ class Settings(BaseSettings):
         default=Path(".tinystories"), validation_alias=AliasChoices("TINYSTORIES_HOME")
     )
 
-    api_url: str = "http://127.0.0.1:8000"
+    # Where the CLI finds the API; unset: this machine at TINYSTORIES_PORT (`api_base`).
+    api_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     # Unset: the simulator's models without a provider, else gpt-4o / gpt-4o-mini.
@@ -114,6 +115,14 @@ class Settings(BaseSettings):
             value = json.loads(value) if value.strip() else {}
         return value
 
+    @field_validator("openai_api_key", "openai_base_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # `OPENAI_API_KEY=" "` is as unset as an empty one: it must not switch the simulator off.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
     @field_validator("openai_api_key", "admin_token", mode="after")
     @classmethod
     def _kept_out_of_messages(cls, value: SecretStr | None) -> SecretStr | None:
@@ -171,6 +180,14 @@ class Settings(BaseSettings):
         if self.default_summary_model:
             return self.default_summary_model
         return DEFAULT_SUMMARY_MODEL if self.uses_simulator else "gpt-4o-mini"
+
+    @property
+    def api_base(self) -> str:
+        """TINYSTORIES_API_URL, or the API this machine's `serve` runs (host and port)."""
+        if self.api_url:
+            return self.api_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
 
     @property
     def admin_token_path(self) -> Path:

@@ -309,9 +309,12 @@ async def jobs(*, session: AsyncSession) -> dict[str, Any]:
     for job in await reads.dashboard_jobs(session=session, rate_minutes=RATE_MINUTES):
         done = job["completed"] + job["rejected"] + job["failed"]
         remaining = max(job["n_stories"] - done, 0)
+        # A finished job has no rates: its recent minutes are history, not speed.
+        rates = {k: None for k in job if k.endswith("_per_minute")}
         out.append(
             {
                 **job,
+                **(rates if job["status"] in FINAL_STATUSES else {}),
                 "id": str(job["id"]),
                 "created_at": job["created_at"].isoformat() if job["created_at"] else None,
                 "started_at": job["started_at"].isoformat() if job["started_at"] else None,
@@ -320,10 +323,6 @@ async def jobs(*, session: AsyncSession) -> dict[str, Any]:
                 "remaining": remaining,
                 "progress": done / job["n_stories"] if job["n_stories"] else 1.0,
                 "eta_seconds": _eta(job, remaining),
-                # A finished job has no rate: its recent requests are history, not speed.
-                "requests_per_minute": None
-                if job["status"] in FINAL_STATUSES
-                else job["requests_per_minute"],
                 "actions": list(ACTIONS.get(job["status"], ())),
             }
         )

@@ -19,6 +19,7 @@ from service.api.deps import session_dep
 from service.dashboard.access import authorized, login_page, templates
 from service.store import browse
 from service.store.storable import has_nul
+from vocab.word_rules import normalize_word, word_problem
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 FILTERS = ("job", "status", "check", "dup", "feature", "word", "q", "before", "after", "limit")
@@ -78,8 +79,10 @@ def parse_filters(params: dict[str, str]) -> tuple[browse.StoryFilter, dict[str,
     if feature is not None and feature not in features:
         raise BadFilter("feature", f"{feature!r} is not a feature ({', '.join(features)})")
     word = get.get("word")
-    if word is not None and not _WORD.match(word):
-        raise BadFilter("word", "a recipe word is letters (with - or ') up to 100 characters")
+    if word is not None:
+        word = normalize_word(word)  # stored recipe words are NFC, of any script
+        if len(word) > 100 or (word_problem(word) is not None and not _WORD.match(word)):
+            raise BadFilter("word", "a recipe word is letters (with - or ') up to 100 characters")
     search = get.get("q")
     if search is not None and not 2 <= len(search) <= 200:
         raise BadFilter("q", "search text must be 2 to 200 characters")

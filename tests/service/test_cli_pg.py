@@ -114,6 +114,11 @@ def test_serve_and_job_commands_refuse_bad_values_in_one_line(home: Path) -> Non
     nan = _run(["jobs", "submit", "--n", "3", "--budget-usd", "nan"], env)
     one_line(nan, 2, "--budget-usd must be a finite number")
     one_line(_run(["jobs", "budget", "abc", "inf"], env), 2, "finite number")
+    # Without TINYSTORIES_API_URL the CLI looks for the API where `serve` would listen.
+    port_only = _run(
+        ["jobs", "list"], _env(home, TINYSTORIES_PORT="9", TINYSTORIES_ADMIN_TOKEN="t")
+    )
+    one_line(port_only, 1, "cannot reach the API at http://127.0.0.1:9", "TINYSTORIES_API_URL")
     # Something that is not this API (a proxy's page) answering 200.
     page = http.server.HTTPServer(("127.0.0.1", 0), _HtmlPage)
     threading.Thread(target=page.serve_forever, daemon=True).start()
@@ -129,6 +134,19 @@ def test_serve_and_job_commands_refuse_bad_values_in_one_line(home: Path) -> Non
     blocker.write_text("")
     one_line(_run(["export", "--out", str(blocker / "sub")], _env(home)), 1, "not a directory")
     one_line(_run(["import", str(home)], _env(home)), 2, "is a directory")
+    bad_log = _run(["serve"], _env(home, TINYSTORIES_LOG_FORMAT="xml"))
+    one_line(bad_log, 1, "TINYSTORIES_LOG_FORMAT", "text, json")
+    # The log settings are read from ./.env like every other setting.
+    (home / ".env").write_text("TINYSTORIES_LOG_LEVEL=VERBOSE\n")
+    from_dotenv = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        env=_env(home),
+        cwd=home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    one_line(from_dotenv, 1, "TINYSTORIES_LOG_LEVEL", "'VERBOSE'")
     gone = _run(["db", "stop"], _env(home / "typo"))
     assert gone.returncode == 0 and "no embedded database" in gone.stdout
     assert not (home / "typo").exists()

@@ -27,3 +27,20 @@ def test_documented_variables_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path
     assert settings.admin_token.get_secret_value() == "t0ken"
     assert settings.worker_concurrency == 7
     assert Settings(_env_file=None, home=tmp_path / "x").home == tmp_path / "x"
+
+
+def test_a_blank_key_is_unset_and_the_api_url_follows_the_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A key of spaces (a stray `OPENAI_API_KEY=" "` in .env) must not turn the simulator off.
+    monkeypatch.setenv("OPENAI_API_KEY", "  ")
+    monkeypatch.setenv("OPENAI_BASE_URL", " ")
+    monkeypatch.delenv("TINYSTORIES_PROVIDERS", raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.openai_api_key is None and settings.uses_simulator
+    monkeypatch.setenv("TINYSTORIES_PORT", "8123")
+    monkeypatch.delenv("TINYSTORIES_API_URL", raising=False)
+    assert Settings(_env_file=None).api_base == "http://127.0.0.1:8123"
+    assert Settings(_env_file=None, host="0.0.0.0").api_base == "http://127.0.0.1:8123"
+    monkeypatch.setenv("TINYSTORIES_API_URL", "http://api.internal:9000")
+    assert Settings(_env_file=None).api_base == "http://api.internal:9000"

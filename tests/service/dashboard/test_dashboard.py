@@ -259,6 +259,10 @@ async def test_job_actions_follow_the_api_rules(client) -> None:
     assert bad.status_code == 422 and bad.json()["field"] == "job_id"
     jobs = (await client.get("/admin/data/jobs", headers=AUTH)).json()["jobs"]
     assert jobs[0]["status"] == "cancelled" and jobs[0]["actions"] == []
+    # A finished job shows no rate of any kind: its last minutes are history, not speed.
+    rates = {k: v for k, v in jobs[0].items() if k.endswith("_per_minute")}
+    assert "requests_per_minute" in rates and "stories_per_minute" in rates
+    assert set(rates.values()) == {None}
     overview = (await client.get("/admin/data/overview", headers=AUTH)).json()
     assert overview["queue"]["pending"] == 0
     assert (await client.get("/admin/data/nope", headers=AUTH)).status_code == 404

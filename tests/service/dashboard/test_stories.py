@@ -80,3 +80,16 @@ async def test_nul_in_a_filter_is_a_400_naming_it(client: Any) -> None:
         assert f"{field}: must not contain NUL characters" in bad.text
     ok = await client.get("/admin/stories?q=ab", headers=AUTH)
     assert ok.status_code == 200
+
+
+def test_recipe_words_of_any_script_are_filters() -> None:
+    from service.dashboard.stories import BadFilter, parse_filters
+
+    # A custom vocabulary's words (README: letters of any script), decomposed accents included.
+    for given, stored in (("café", "café"), ("cafe\u0301", "café"), ("молоко", "молоко")):
+        story_filter, _ = parse_filters({"word": given})
+        assert story_filter.word == stored
+    assert parse_filters({"word": "ice-cream"})[0].word == "ice-cream"
+    for bad in ("dog!", "d0g", "x" * 101):
+        with pytest.raises(BadFilter):
+            parse_filters({"word": bad})
