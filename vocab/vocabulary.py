@@ -211,13 +211,19 @@ def _parse_txt(text: str, builder: _Builder) -> None:
             else:
                 builder.add_feature(spec, lineno)
             continue
-        parts = line.split(None, 1)
-        if len(parts) == 1:
+        # A tab ends the word (a spreadsheet's columns); otherwise the first space does.
+        parts = [p.strip() for p in line.split("\t", 1)] if "\t" in line else line.split(None, 1)
+        if len(parts) == 1 or not parts[1]:
             raise builder.error(
                 lineno, f"{parts[0]!r} has no role (write `word noun`, `word verb,noun`, ...)"
             )
         word, roles = parts
         role_list = [r for r in re.split(r"[,\s]+", roles) if r]
+        unknown = [r for r in role_list if r.lower() not in _ROLE_ALIASES]
+        if unknown and role_list[-1].lower() in _ROLE_ALIASES and "\t" not in line:
+            # `ice cream noun`: the space is inside the entry, not before its role.
+            word = " ".join([word, *role_list[: role_list.index(unknown[-1]) + 1]])
+            role_list = role_list[role_list.index(unknown[-1]) + 1 :]
         for role in role_list:
             builder.add_role_word(word, role, lineno)
 

@@ -120,3 +120,17 @@ def test_code_points_newer_than_this_python_continue_a_word():
     assert word_problem("\u0378a") is not None  # a word starts with a letter this Python knows
     assert word_problem("a\ufdd0") is not None  # noncharacters never become letters
     assert word_problem("a\ue000") is not None  # private use
+
+
+@pytest.mark.parametrize("line", ["ice cream noun", "ice cream\tnoun", "ice cream noun,verb"])
+def test_a_two_word_entry_in_a_text_file_is_named_as_such(tmp_path, line):
+    # Not "unknown role 'cream'": the space is inside the entry (a tab-separated column too).
+    path = tmp_path / "v.txt"
+    path.write_text(f"run verb\n{line}\nbig adjective\n")
+    with pytest.raises(VocabError) as caught:
+        load_vocabulary(path)
+    assert caught.value.line == 2
+    assert caught.value.problem.startswith("'ice cream' is not a single word")
+    path.write_text("run verb\ndog nuon\n")
+    with pytest.raises(VocabError, match="unknown role 'nuon'"):
+        load_vocabulary(path)

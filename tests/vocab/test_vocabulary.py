@@ -113,7 +113,7 @@ def test_load_yaml_and_json(tmp_path):
         ("bad.txt", "cow noun\ncow noun\n", 2, "duplicate noun 'cow' (first at line 1)"),
         ("bad.txt", "cow noun\nmilk\n", 2, "'milk' has no role"),
         ("bad.txt", "cow noun\nfeature: Romance\n", 2, "unknown feature 'Romance'"),
-        ("bad.txt", "big cow noun\n", 1, "unknown role 'cow'"),
+        ("bad.txt", "big cow noun\n", 1, "'big cow' is not a single word"),
         ("bad.txt", "c0w noun\n", 1, "'c0w' is not a single word"),
         ("bad.yaml", "nouns:\n  - cow\n  - ''\nverbs: [milk]\n", 3, "empty word in the noun list"),
         ("bad.yaml", "nouns: [cow]\ncolours: [red]\n", 2, "unknown role 'colours'"),
