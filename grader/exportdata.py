@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from trainer.config import TrainerError
-from trainer.data import TEXT_LAYOUTS, TextSplit, read_text_split, text_layouts
+from trainer.data import TextSplit, layout_names, read_text_split, text_layouts
 
-PLAIN_LAYOUTS = ", ".join(
-    f"{train} + {' or '.join(valid)}" for train, valid in TEXT_LAYOUTS["plain"]
-)
+PLAIN_LAYOUTS = layout_names("plain")
 
 
 class ExportDirError(ValueError):

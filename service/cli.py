@@ -196,7 +196,7 @@ def vocabulary_body(path: Path) -> dict[str, Any]:
     """A vocabulary file as POST /v1/jobs takes it; a file a job cannot use is one line,
     exit 2, before the API is called."""
     from service.api.schemas import MAX_VOCABULARY_WORDS
-    from vocab import FEATURES, ROLES, VocabError, load_vocabulary
+    from vocab import FEATURES, VocabError, load_vocabulary
 
     try:
         vocabulary = load_vocabulary(path)
@@ -208,7 +208,7 @@ def vocabulary_body(path: Path) -> dict[str, Any]:
             "feature_probs); remove `features` from the file, or use it with "
             "`tinystories generate --vocab`"
         )
-    words = {role: list(vocabulary.by_role(role)) for role in ROLES}
+    words = vocabulary.words_by_role()
     for role, listed in words.items():
         if len(listed) > MAX_VOCABULARY_WORDS:
             usage_error(

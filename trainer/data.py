@@ -44,16 +44,14 @@ TEXT_LAYOUTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     ),
     "instruct": (("TinyStoriesInstruct-train.txt", ("TinyStoriesInstruct-valid.txt",)),),
 }
-# Plain-story file names per split, in the order they are looked for (the grader reads these).
-TEXT_FILES = {
-    "train": tuple(train for train, _ in TEXT_LAYOUTS["plain"]),
-    "validation": tuple(v for _, valid in TEXT_LAYOUTS["plain"] for v in valid),
-}
-TEXT_HELP = (
-    "train.txt + validation.txt (or valid.txt), TinyStories-train.txt + TinyStories-valid.txt, "
-    "TinyStoriesV2-GPT4-train.txt + TinyStoriesV2-GPT4-valid.txt; for --format instruct "
-    "TinyStoriesInstruct-train.txt + TinyStoriesInstruct-valid.txt"
-)
+
+
+def layout_names(fmt: str) -> str:
+    """The text layouts of `fmt`, for messages: `train.txt + validation.txt or valid.txt, ...`."""
+    return ", ".join(f"{train} + {' or '.join(valid)}" for train, valid in TEXT_LAYOUTS[fmt])
+
+
+TEXT_HELP = f"{layout_names('plain')}; for --format instruct {layout_names('instruct')}"
 
 
 class TextSplit:

@@ -75,6 +75,10 @@ class Vocabulary:
             raise ValueError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
         return {"noun": self.nouns, "verb": self.verbs, "adjective": self.adjectives}[role]
 
+    def words_by_role(self) -> dict[str, list[str]]:
+        """{"noun": [...], "verb": [...], "adjective": [...]}: what a job stores and sends."""
+        return {role: list(self.by_role(role)) for role in ROLES}
+
     @cached_property
     def sha256(self) -> str:
         """Hash of what recipes are drawn from: the distinct words of each role and the

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vocab import ROLES, Vocabulary, vocabulary_from_words
+from vocab import Vocabulary, vocabulary_from_words
 
 # Vocabularies one process keeps built: a worker serves a handful of jobs at a time.
 CACHE_SIZE = 32
@@ -30,7 +30,7 @@ class VocabularyMissing(LookupError):
 async def save_vocabulary(*, session: AsyncSession, vocabulary: Vocabulary) -> dict[str, Any]:
     """Store the words (once per content hash) and return the job's `vocabulary` value:
     name, sha256 and the number of words of each role."""
-    words = {role: list(vocabulary.by_role(role)) for role in ROLES}
+    words = vocabulary.words_by_role()
     await session.execute(
         text(
             "INSERT INTO vocabularies (sha256, words) VALUES (:sha, CAST(:words AS jsonb)) "
