@@ -324,9 +324,20 @@ async def jobs(*, session: AsyncSession) -> dict[str, Any]:
                 "progress": done / job["n_stories"] if job["n_stories"] else 1.0,
                 "eta_seconds": _eta(job, remaining),
                 "actions": list(ACTIONS.get(job["status"], ())),
+                "vocabulary_label": vocabulary_label(job.get("vocabulary")),
             }
         )
     return {"jobs": out}
+
+
+def vocabulary_label(vocabulary: dict[str, Any] | None) -> str | None:
+    """'NAME: N nouns, N verbs, N adjectives' for a job with its own words; None for the
+    packaged vocabulary."""
+    if not vocabulary:
+        return None
+    counts = {role: int(vocabulary.get(role) or 0) for role in ("noun", "verb", "adjective")}
+    sizes = ", ".join(f"{n:,} {role}{'' if n == 1 else 's'}" for role, n in counts.items())
+    return f"{vocabulary.get('name') or 'custom'}: {sizes}"
 
 
 async def overview(

@@ -185,6 +185,7 @@ async def dashboard_jobs(
             "SELECT j.id, j.name, j.status, j.n_stories, j.completed, j.rejected, j.failed, "
             "j.budget_usd, j.spent_usd, j.reserved_usd, j.models, j.provider, j.n_requests, "
             "j.prompt_tokens, j.completion_tokens, j.created_at, j.started_at, j.finished_at, "
+            "j.vocabulary, "
             "COALESCE(r.requests, 0), COALESCE(r.tokens, 0), COALESCE(r.stories, 0), r.span_s "
             "FROM (SELECT * FROM jobs "
             "      ORDER BY (status = ANY(:active)) DESC, created_at DESC, id LIMIT :limit) j "
@@ -205,7 +206,8 @@ async def dashboard_jobs(
         (
             job_id, name, status, n_stories, completed, rejected, failed, budget, spent,
             reserved, models, provider, n_requests, prompt_tokens, completion_tokens,
-            created_at, started_at, finished_at, r_requests, r_tokens, r_stories, span_s,
+            created_at, started_at, finished_at, vocabulary, r_requests, r_tokens, r_stories,
+            span_s,
         )  = row  # fmt: skip
         minutes = max(float(span_s or 0.0), 60.0) / 60.0
         jobs.append(
@@ -227,6 +229,7 @@ async def dashboard_jobs(
                 "created_at": created_at,
                 "started_at": started_at,
                 "finished_at": finished_at,
+                "vocabulary": vocabulary,  # {name, sha256, noun, verb, adjective} or None
                 "requests_per_minute": float(r_requests) / minutes,
                 "tokens_per_minute": float(r_tokens) / minutes,
                 "stories_per_minute": float(r_stories) / minutes,

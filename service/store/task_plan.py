@@ -11,9 +11,9 @@ import hashlib
 import json
 import random
 import uuid
-from collections import OrderedDict
 from typing import Any
 
+from cachetools import LRUCache, cached
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -62,28 +62,25 @@ def pick_model(models: list[dict[str, Any]], seed: int, index: int) -> str:
     return str(rng.choices([m["model"] for m in models], [m["weight"] for m in models])[0])
 
 
-# Samplers by (feature probabilities, vocabulary sha256): built once, used by every claim.
-_SAMPLERS: OrderedDict[tuple[Any, str | None], RecipeSampler] = OrderedDict()
 SAMPLER_CACHE_SIZE = 64
 
 
+def _sampler_key(
+    feature_probs: dict[str, float] | None, vocabulary: Vocabulary | None = None
+) -> tuple[Any, str | None]:
+    features = None if feature_probs is None else tuple(sorted(feature_probs.items()))
+    # Keyed by content hash: hashing the vocabulary itself would walk every word per task.
+    return features, vocabulary.sha256 if vocabulary is not None else None
+
+
+# Samplers by (feature probabilities, vocabulary sha256): built once, used by every claim.
+@cached(LRUCache(maxsize=SAMPLER_CACHE_SIZE), key=_sampler_key)
 def sampler_for(
     feature_probs: dict[str, float] | None, vocabulary: Vocabulary | None = None
 ) -> RecipeSampler:
     """A (cached) sampler for a job's feature probabilities over its vocabulary (None: the
     packaged default); ValueError when the probabilities are invalid."""
-    features = None if feature_probs is None else tuple(sorted(feature_probs.items()))
-    # Keyed by content hash: hashing the vocabulary itself would walk every word per task.
-    key = (features, vocabulary.sha256 if vocabulary is not None else None)
-    sampler = _SAMPLERS.get(key)
-    if sampler is None:
-        sampler = RecipeSampler(vocabulary, feature_probs=feature_probs)
-        _SAMPLERS[key] = sampler
-        while len(_SAMPLERS) > SAMPLER_CACHE_SIZE:
-            _SAMPLERS.popitem(last=False)
-    else:
-        _SAMPLERS.move_to_end(key)
-    return sampler
+    return RecipeSampler(vocabulary, feature_probs=feature_probs)
 
 
 def plan_task(

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,7 +20,7 @@ from vocab import Vocabulary, vocabulary_from_words
 
 # Vocabularies one process keeps built: a worker serves a handful of jobs at a time.
 CACHE_SIZE = 32
-_built: OrderedDict[str, Vocabulary] = OrderedDict()
+_built: LRUCache[str, Vocabulary] = LRUCache(maxsize=CACHE_SIZE)
 
 
 class VocabularyMissing(LookupError):
@@ -38,15 +38,8 @@ async def save_vocabulary(*, session: AsyncSession, vocabulary: Vocabulary) -> d
         ),
         {"sha": vocabulary.sha256, "words": json.dumps(words, ensure_ascii=False)},
     )
-    _remember(vocabulary.sha256, vocabulary)
+    _built[vocabulary.sha256] = vocabulary
     return vocabulary.identity()
-
-
-def _remember(sha: str, vocabulary: Vocabulary) -> None:
-    _built[sha] = vocabulary
-    _built.move_to_end(sha)
-    while len(_built) > CACHE_SIZE:
-        _built.popitem(last=False)
 
 
 async def vocabularies_by_sha(
@@ -64,9 +57,7 @@ async def vocabularies_by_sha(
         )
         for sha, words in rows:
             found[sha] = vocabulary_from_words(words, name=f"sha256:{sha[:12]}")
-            _remember(sha, found[sha])
-    for sha in found:
-        _built.move_to_end(sha)
+            _built[sha] = found[sha]
     lost = sorted(wanted - set(found))
     if lost:
         raise VocabularyMissing(f"no stored words for vocabulary sha256 {', '.join(lost)}")

@@ -6,8 +6,9 @@ import asyncio
 import json
 import logging
 import os
-from collections import OrderedDict
 from typing import Any
+
+from cachetools import LRUCache
 
 from service.settings import Settings
 from service.work.task import DedupStoryProcessor
@@ -25,7 +26,7 @@ class EngineCache:
 
     def __init__(self, **parts: Any) -> None:
         self.parts = parts
-        self._engines: OrderedDict[tuple[str, str, str], Any] = OrderedDict()
+        self._engines: LRUCache[tuple[str, str, str], Any] = LRUCache(maxsize=self.MAX_ENGINES)
 
     def __call__(
         self, template_version: str, prices: dict[str, Any] | None = None, vocabulary: Any = None
@@ -50,10 +51,6 @@ class EngineCache:
                 parts["checker"] = StoryChecker(vocabulary, config)
             engine = StoryEngine(template_version=template_version, **parts)
             self._engines[key] = engine
-            while len(self._engines) > self.MAX_ENGINES:
-                self._engines.popitem(last=False)
-        else:
-            self._engines.move_to_end(key)
         return engine
 
     def for_task(self, task: Any) -> Any:

@@ -146,7 +146,12 @@
     body.replaceChildren.apply(body, j.jobs.map(function (job) {
       var tr = el("tr", { "data-job": job.id, "data-status": job.status });
       var name = el("td"); name.appendChild(el("span", { "class": "name" }, job.name || job.id.slice(0, 8)));
-      name.appendChild(el("br")); name.appendChild(el("code", {}, job.id.slice(0, 8))); tr.appendChild(name);
+      name.appendChild(el("br")); name.appendChild(el("code", {}, job.id.slice(0, 8)));
+      if (job.vocabulary_label) {
+        name.appendChild(el("br"));
+        name.appendChild(el("span", { "class": "muted small vocabulary", title: "custom vocabulary (sha256 " + job.vocabulary.sha256 + ")" }, job.vocabulary_label));
+      }
+      tr.appendChild(name);
       tr.appendChild(wrapCell(el("span", { "class": "status s-" + job.status }, job.status)));
       var prog = el("td"); var bar = el("div", { "class": "bar" });
       bar.appendChild(el("div", { style: "width:" + (100 * job.progress).toFixed(1) + "%" }));

@@ -68,6 +68,28 @@ async def test_metrics_match_the_database(client, settings, simulator_url) -> No
     assert errors == totals["errors"]
 
 
+async def test_diversity_gauges_are_rebuilt_after_their_max_age(client, settings) -> None:  # noqa: F811
+    from service.db import make_engine, make_sessionmaker
+    from service.store.diversity import record_sketch
+    from service.store.diversity_sketch import Sketch
+    from service.store.models_diversity import ALL_STORIES
+
+    def stories(text: str) -> float:
+        return _samples(text)[("tinystories_diversity_stories", ())]
+
+    assert stories((await client.get("/metrics", headers=AUTH)).text) == 0
+    engine = make_engine(settings.database_url, pool_size=1)
+    async with make_sessionmaker(engine)() as session:
+        await record_sketch(session=session, scope=ALL_STORIES, sketch=Sketch(stories=7))
+        await session.commit()
+    await engine.dispose()
+    # Within the max age the scrape reuses the report (the term tables are not read again)...
+    assert stories((await client.get("/metrics", headers=AUTH)).text) == 0
+    # ...and once it is older, the next scrape shows the new sums.
+    client._transport.app.state.metrics_diversity.max_age_s = 0.0
+    assert stories((await client.get("/metrics", headers=AUTH)).text) == 7
+
+
 def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

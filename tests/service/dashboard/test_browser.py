@@ -81,6 +81,15 @@ async def _seed(base_url: str, settings: Any, simulator_url: str) -> tuple[dict,
 
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
         done, live = await seed_jobs(client, settings, simulator_url)
+        # A job with its own words, cancelled before it ran: its row names the vocabulary.
+        words = {"noun": ["moon", "rocket"], "verb": ["fly"], "adjective": ["shiny"]}
+        body = {"n_stories": 2, "model": "simulator-story-1", "budget_usd": 0.01}
+        space = await client.post(
+            "/v1/jobs", json={**body, "vocabulary": {"name": "space", "words": words}}, headers=AUTH
+        )
+        assert space.status_code == 201, space.text
+        await client.post(f"/v1/jobs/{space.json()['id']}/cancel", headers=AUTH)
+        done["space_id"] = space.json()["id"]
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         sessionmaker = make_sessionmaker(engine)
@@ -189,6 +198,9 @@ def test_dashboard_in_chromium(settings: Any, simulator_url: str, tmp_path: Path
                 cancel.click()
                 page.wait_for_selector(f'tr[data-job="{live["id"]}"][data-status="cancelled"]')
                 assert running.locator("button").count() == 0
+                # Rendered by the script after the action, not only by the template.
+                space = page.locator(f'tr[data-job="{done["space_id"]}"] .vocabulary')
+                assert space.inner_text() == "space: 2 nouns, 1 verb, 1 adjective"
                 page.set_viewport_size({"width": 1400, "height": 1000})
 
                 # The story browser: filters, a story with its cluster, bad input.
