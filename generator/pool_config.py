@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from generator.pool import BreakerPolicy, MemberConfig, ProviderPool, ProviderPools
+from generator.breaker import BreakerPolicy
+from generator.pool import MemberConfig, ProviderPool, ProviderPools
 
 PROVIDERS_ENV = "TINYSTORIES_PROVIDERS"
 _MEMBER_KEYS = {"name", "base_url", "api_key", "api_key_env", "weight", "model", "rpm", "tpm"}

@@ -20,16 +20,18 @@ _RATES = ("requests_per_minute", "tokens_per_minute")
 
 
 async def live_snapshots(*, session: AsyncSession, stale_after_s: float) -> list[dict[str, Any]]:
-    """(worker id, pools snapshot) of running workers heard from within `stale_after_s`."""
+    """(worker id, pools snapshot, seconds since that heartbeat) of running workers heard
+    from within `stale_after_s`."""
     rows = await session.execute(
         text(
-            "SELECT id, providers FROM workers WHERE status = 'running' "
+            "SELECT id, providers, EXTRACT(EPOCH FROM (now() - heartbeat_at)) "
+            "FROM workers WHERE status = 'running' "
             "AND providers IS NOT NULL "
             "AND heartbeat_at > now() - make_interval(secs => :stale) ORDER BY id"
         ),
         {"stale": stale_after_s},
     )
-    return [{"worker": wid, "pools": pools} for wid, pools in rows]
+    return [{"worker": wid, "pools": pools, "age_s": float(age)} for wid, pools, age in rows]
 
 
 def _member_view(name: str) -> dict[str, Any]:

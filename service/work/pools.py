@@ -7,13 +7,14 @@ provider, as without pools.
 
 A member's own `rpm`/`tpm` become a shared Postgres bucket keyed `MODEL@MEMBER`
 (`share_member_limits`), drawn through the same `PostgresRateLimiter` as model limits, so a
-member's limit holds across every worker process and host. Breaker state stays in each
-process (docs/providers.md): every worker learns a member's health on its own, and the
-heartbeat stores what it learned (`snapshot`) for the API to merge.
+member's limit holds across every worker process and host. A breaker lives in its process;
+the heartbeat stores what it learned (`snapshot`) for the API to merge, and opens the members
+other live workers report open (`adopt_peers`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from typing import Any
@@ -23,8 +24,10 @@ from generator.errors import ProviderError
 from generator.pool import ProviderPools
 from generator.ratelimit import ModelLimits, Permit
 
+log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60.0  # requests/tokens per minute are measured over about this long
 POOL_PROVIDER = "pool"  # the provider of a pooled call no member could take
+MIN_ADOPTED_S = 1.0  # a peer's open state about to end is not worth taking on
 
 
 def bucket_key(model: str, member: str) -> str:
@@ -140,6 +143,34 @@ class PoolRouter:
                 m["tokens_per_minute"] = (tokens - old_tokens) / minutes if minutes else None
         self._history.append((now, counts))
         return pools
+
+    def adopt_peers(self, peers: list[dict[str, Any]]) -> list[str]:
+        """Open each closed member that another live worker reports open, for what is left
+        of that worker's cool-down (less the age of its heartbeat): a member one process saw
+        fail is down for all, and each would otherwise spend its own failed requests (and
+        timeouts) finding out. `peers`: `service.store.providers.live_snapshots` rows of the
+        other workers. Returns "MODEL/MEMBER" of each member opened."""
+        left: dict[tuple[str, str], float] = {}
+        for peer in peers:
+            age = float(peer.get("age_s") or 0.0)
+            for pool in peer.get("pools") or []:
+                for m in pool.get("members") or []:
+                    wait = float(m.get("retry_in_s") or 0.0) - age
+                    if m.get("state") == "open" and wait >= MIN_ADOPTED_S:
+                        key = (str(pool.get("model")), str(m.get("name")))
+                        left[key] = max(left.get(key, 0.0), wait)
+        opened = []
+        for (model, name), wait in sorted(left.items()):
+            pool = self.pools.pools.get(model)
+            member = next((m for m in pool.members if m.name == name), None) if pool else None
+            if member is not None and member.breaker.adopt_open(wait):
+                opened.append(f"{model}/{name}")
+                log.warning(
+                    "pool_member_breaker member=%s state=open source=peer retry_in_s=%.0f",
+                    name,
+                    wait,
+                )
+        return opened
 
     async def aclose(self) -> None:
         """Close every member's client and the single provider's."""

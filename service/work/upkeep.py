@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import store
+from service.store.providers import live_snapshots
 
 Worker = Any  # service.work.worker.Worker (which imports this module)
 
@@ -22,7 +23,8 @@ def dead_after_s(heartbeat_s: float) -> float:
 
 
 async def heartbeat_loop(worker: Worker) -> None:
-    """Extend this worker's leases and mark it alive, every heartbeat_s."""
+    """Extend this worker's leases and mark it alive, every heartbeat_s; with provider pools,
+    also store their snapshot and open the members other live workers report open."""
     while True:
         await asyncio.sleep(worker.config.heartbeat_s)
         ids = list(worker.running)
@@ -30,7 +32,7 @@ async def heartbeat_loop(worker: Worker) -> None:
 
         async def beat(
             session: AsyncSession, ids: list[int] = ids, pools: list[Any] | None = pools
-        ) -> None:
+        ) -> list[dict[str, Any]]:
             await store.extend_leases(
                 session=session,
                 worker_id=worker.worker_id,
@@ -40,10 +42,16 @@ async def heartbeat_loop(worker: Worker) -> None:
             await store.heartbeat_worker(
                 session=session, worker_id=worker.worker_id, in_flight=len(ids), providers=pools
             )
+            if pools is None:
+                return []
+            stale = dead_after_s(worker.config.heartbeat_s)
+            peers = await live_snapshots(session=session, stale_after_s=stale)
+            return [p for p in peers if p["worker"] != worker.worker_id]
 
         try:
-            await worker.db("heartbeat", beat, stoppable=True)
+            peers = await worker.db("heartbeat", beat, stoppable=True)
             touch_heartbeat_file(worker)
+            worker.adopt_peers(peers)
         except Exception as exc:
             logger.warning("heartbeat failed worker_id=%s error=%r", worker.worker_id, exc)
         log_progress(worker)

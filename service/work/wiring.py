@@ -184,6 +184,7 @@ async def run_worker(
                 ),
             )
             worker.provider_snapshot = pool_snapshot
+            worker.adopt_peers = getattr(client, "adopt_peers", worker.adopt_peers)
             if install_signals:
                 worker.install_signal_handlers()
             try:

@@ -90,6 +90,8 @@ class Worker:
         self.config = config
         self.provider_name = provider_name
         self.provider_snapshot: Any = lambda: None  # provider pools' state, sent with heartbeats
+        # Takes on the breakers other workers report open (PoolRouter.adopt_peers).
+        self.adopt_peers: Any = lambda peers: []
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.stats = WorkerStats()
         self._stopping = asyncio.Event()

@@ -9,15 +9,11 @@ import random
 import httpx
 import pytest
 
+from generator.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker
 from generator.checks import StoryChecker
 from generator.engine import StoryEngine
 from generator.errors import ProviderError
 from generator.pool import (
-    CLOSED,
-    HALF_OPEN,
-    OPEN,
-    BreakerPolicy,
-    CircuitBreaker,
     MemberConfig,
     ProviderPool,
     ProviderPools,
@@ -65,6 +61,22 @@ def test_breaker_opens_probes_and_closes() -> None:
     for _ in range(3):
         breaker.record_failure("server_error")
     assert breaker.retry_in_s() == 10, "a success resets the cool-down"
+
+
+def test_a_closed_breaker_adopts_a_peers_open_state_and_an_open_one_keeps_its_own() -> None:
+    clock = Clock()
+    policy = BreakerPolicy(failures=2, cooldown_s=10, max_cooldown_s=100)
+    breaker = CircuitBreaker(policy, clock=clock)
+    assert breaker.adopt_open(500) and breaker.state == OPEN
+    assert breaker.retry_in_s() == 100  # capped like any cool-down
+    assert breaker.opened_count == 0  # the peer that opened it counted it
+    clock.now += 100
+    assert breaker.state == HALF_OPEN and breaker.available()
+    breaker.begin()
+    breaker.record_failure("server_error")  # its own probe failed: its own back-off
+    assert breaker.state == OPEN and breaker.retry_in_s() == 100
+    assert not breaker.adopt_open(5) and breaker.retry_in_s() == 100
+    assert not CircuitBreaker(policy, clock=clock).adopt_open(0)
 
 
 def test_breaker_opens_at_once_on_auth_and_probe_answers_close_it() -> None:

@@ -4,21 +4,18 @@ timeouts, an empty account, daily limits in rate headers, proxies, keys echoed i
 
 from __future__ import annotations
 
-import http.server
-import json
 import random
-import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
 from generator.adaptive import AdaptiveConfig, AdaptiveController
+from generator.breaker import CLOSED, OPEN, BreakerPolicy
 from generator.client import ChatClient
 from generator.engine import RequestRecord, StoryEngine
 from generator.errors import ProviderError, redact
-from generator.pool import CLOSED, OPEN, BreakerPolicy, MemberConfig, ProviderPool, ProviderPools
+from generator.pool import MemberConfig, ProviderPool, ProviderPools
 from generator.pricing import PriceTable
 from generator.retry import RetryPolicy
 from generator.simulator import SimulatorConfig
@@ -28,49 +25,12 @@ from vocab import Recipe
 MESSAGES = [{"role": "user", "content": "Write a story about a red ball."}]
 NO_RETRY = RetryPolicy(max_attempts=1, base_s=0.0, max_s=0.0, jitter=0.0)
 FAST = RetryPolicy(max_attempts=6, base_s=0.0, max_s=0.0, jitter=0.0)
-Answer = Callable[[str, dict[str, str], dict[str, Any]], tuple[int, dict[str, Any] | bytes]]
 
 
 def completion(text: str = "Once upon a time.", **message: Any) -> dict[str, Any]:
     usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
     choice = {"index": 0, "message": {"role": "assistant", "content": text, **message}}
     return {"model": "m", "choices": [{**choice, "finish_reason": "stop"}], "usage": usage}
-
-
-@pytest.fixture
-def fake_provider() -> Iterator[Callable[[Answer], tuple[str, list[dict[str, Any]]]]]:
-    """An HTTP server answering with `answer(path, headers, body)`; returns (url, requests
-    seen). Stands in for behaviours of real providers the simulator does not copy."""
-    servers: list[http.server.ThreadingHTTPServer] = []
-
-    def start(answer: Answer) -> tuple[str, list[dict[str, Any]]]:
-        seen: list[dict[str, Any]] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                seen.append({"path": self.path, "headers": headers, "body": body})
-                status, payload = answer(self.path, headers, body)
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}", seen
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
 
 
 def engine_for(client: Any, **kwargs: Any) -> tuple[StoryEngine, list[RequestRecord]]:

@@ -210,6 +210,87 @@ async def test_metrics_report_member_states(api, sessionmaker) -> None:
     assert (listed["workers"], a["state"], a["workers_open"], a["requests"]) == (2, "open", 2, 14)
 
 
+async def test_a_worker_takes_on_an_open_breaker_from_a_live_peer(
+    api, settings, sessionmaker, simulator_factory, monkeypatch, tmp_path
+) -> None:
+    """Another live worker reports `broken` open: this worker opens it too, without spending
+    its own failed requests on it, and does not count it as opened by itself."""
+    for name, key in KEYS.items():
+        monkeypatch.setenv(name, key)
+    broken = simulator_factory(SimulatorConfig(rate_500=1.0, api_key=KEYS["POOL_KEY_BROKEN"]))
+    healthy = simulator_factory(SimulatorConfig(api_key=KEYS["POOL_KEY_HEALTHY"]))
+    path = tmp_path / "providers.yaml"
+    path.write_text(
+        f"""
+breaker: {{failures: {FAILURES}, cooldown_s: 600}}
+pools:
+  {MODEL}:
+    members:
+      - {{name: broken, base_url: "{broken}", api_key_env: POOL_KEY_BROKEN}}
+      - {{name: healthy, base_url: "{healthy}", api_key_env: POOL_KEY_HEALTHY}}
+"""
+    )
+    peer = [{"model": MODEL, "members": [{"name": "broken", "state": "open", "retry_in_s": 300}]}]
+    async with sessionmaker() as session, session.begin():
+        await session.execute(
+            text(
+                "INSERT INTO workers (id, host, pid, concurrency, status, providers) "
+                "VALUES ('peer', 'h', 1, 4, 'running', CAST(:p AS jsonb))"
+            ),
+            {"p": json.dumps(peer)},
+        )
+    s = settings.model_copy(update={"providers": str(path), "heartbeat_seconds": 0.2})
+    config = worker_config(s, concurrency=CONCURRENCY, claim_batch=CONCURRENCY, poll_s=0.05)
+    worker = asyncio.create_task(run_worker(s, config=config, install_signals=True))
+    try:
+        # The peer stays alive (fresh heartbeats) until this worker's snapshot shows `broken`
+        # open; the worker has no task yet, so it sent nothing to learn that.
+        mine, beats = None, set()
+        while mine is None or mine["broken"]["state"] != "open":
+            assert not worker.done(), worker
+            assert len(beats) < 10, f"ten heartbeats and `broken` still {mine}"
+            async with sessionmaker() as session, session.begin():
+                await session.execute(
+                    text("UPDATE workers SET heartbeat_at = now() WHERE id = 'peer'")
+                )
+                row = (
+                    await session.execute(
+                        text(
+                            "SELECT providers, heartbeat_at FROM workers "
+                            "WHERE id <> 'peer' AND providers IS NOT NULL"
+                        )
+                    )
+                ).first()
+            if row is not None:
+                beats.add(row.heartbeat_at)
+                mine = {m["name"]: m for m in row.providers[0]["members"]}
+            await asyncio.sleep(0.1)
+        assert mine["broken"]["requests"] == 0 and mine["broken"]["times_opened"] == 0
+        assert 290 < mine["broken"]["retry_in_s"] <= 300
+        job = (
+            await api.post(
+                "/v1/jobs",
+                json={"n_stories": 10, "model": MODEL, "seed": 5, "budget_usd": 5.0},
+            )
+        ).json()
+        await wait_for_pool(api, job["id"])
+    finally:
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            worker.cancel()
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(worker, timeout=60)
+    async with sessionmaker() as session:
+        providers = dict(
+            (
+                await session.execute(
+                    text("SELECT provider, count(*) FROM requests GROUP BY provider")
+                )
+            ).all()
+        )
+    assert providers == {"healthy": 10}  # not one request to the member the peer saw fail
+
+
 def test_a_bad_providers_file_is_one_line_without_the_key(tmp_path, monkeypatch) -> None:
     path = tmp_path / "providers.yaml"
     path.write_text(
