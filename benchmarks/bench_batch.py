@@ -70,7 +70,17 @@ def billed_usd(billed: dict, *, batch: bool) -> Decimal:
     prices = PriceTable.load()
     return sum(
         (
-            Decimal(repr(prices.cost(m, row["prompt"], row["completion"], batch=batch)))
+            Decimal(
+                repr(
+                    prices.cost(
+                        m,
+                        row["prompt"],
+                        row["completion"],
+                        batch=batch,
+                        cached_tokens=row.get("cached", 0),
+                    )
+                )
+            )
             for m, row in billed.items()
         ),
         Decimal(0),

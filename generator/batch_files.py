@@ -117,11 +117,17 @@ class BatchSuccess:
     model: str
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0  # of prompt_tokens, served from the prompt cache
 
     def cost(self, prices: PriceTable, model: str | None = None) -> float:
-        """USD at the batch price (`model` if the answer names its model differently)."""
+        """USD at the batch price (`model` if the answer names its model differently), cached
+        prompt tokens at the cached price with the batch discount on top."""
         return prices.cost(
-            model or self.model, self.prompt_tokens, self.completion_tokens, batch=True
+            model or self.model,
+            self.prompt_tokens,
+            self.completion_tokens,
+            batch=True,
+            cached_tokens=self.cached_tokens,
         )
 
 
@@ -140,6 +146,7 @@ class BatchFailure:
     retryable: bool
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
 
 BatchResult = BatchSuccess | BatchFailure
@@ -189,13 +196,11 @@ def _read_line(raw: bytes) -> BatchResult | None:
     if not isinstance(response, dict) or not isinstance(response.get("status_code"), int):
         return None
     status, body = response["status_code"], response.get("body")
-    prompt_tokens, completion_tokens = usage_of(body)
+    usage = usage_of(body)
     if status != 200:
         reason = status_class(status, body)
         message = redact(error_message(body, f"HTTP {status}"))
-        return BatchFailure(
-            custom_id, reason, message, status, RETRYABLE[reason], prompt_tokens, completion_tokens
-        )
+        return BatchFailure(custom_id, reason, message, status, RETRYABLE[reason], *usage)
     choices = body.get("choices") if isinstance(body, dict) else None
     choice = choices[0] if isinstance(choices, list) and choices else None
     message = choice.get("message") if isinstance(choice, dict) else None
@@ -206,8 +211,7 @@ def _read_line(raw: bytes) -> BatchResult | None:
             "answer has no choice with a message",
             status,
             True,
-            prompt_tokens,
-            completion_tokens,
+            *usage,
         )
     finish_reason = choice.get("finish_reason")
     if finish_reason == "content_filter":
@@ -217,16 +221,14 @@ def _read_line(raw: bytes) -> BatchResult | None:
             "the provider's content filter stopped the completion",
             status,
             False,
-            prompt_tokens,
-            completion_tokens,
+            *usage,
         )
     return BatchSuccess(
         custom_id,
         str(message.get("content") or ""),
         finish_reason,
         str(body.get("model") or ""),
-        prompt_tokens,
-        completion_tokens,
+        *usage,
     )
 
 

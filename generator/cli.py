@@ -64,6 +64,9 @@ def simulator(
     rate_no_choices: float = typer.Option(0.0, "--rate-no-choices"),
     seed: int = typer.Option(0, "--seed"),
     workers: int = typer.Option(1, "--workers", help="Server processes (only without limits)."),
+    usage_style: str = typer.Option(
+        "openai", "--usage-style", help="Cache hits in usage as openai or deepseek report them."
+    ),
 ) -> None:
     """Run the OpenAI-compatible LLM simulator (a stand-in, not a real model)."""
     from generator.simulator import SimulatorConfig, serve
@@ -90,11 +93,13 @@ def simulator(
             rate_malformed=rate_malformed,
             rate_no_choices=rate_no_choices,
             seed=seed,
+            usage_style=usage_style,
         )
         if workers > 1 and config.single_worker:
             raise ValueError("--rpm/--tpm/--capacity need --workers 1 (each enforces its own)")
     except ValueError as exc:
         message = str(exc).replace("tokens_per_s", "--tokens-per-s").replace("_s ", " ")
+        message = message.replace("usage_style", "--usage-style")
         raise _fail(message.replace("rate_", "--rate-")) from None
     typer.echo(
         f"LLM SIMULATOR (not a real model) on http://{host}:{port}/v1 "

@@ -25,6 +25,7 @@ from generator.endpoint import Endpoint, env_proxy, rejects_classic_params, samp
 from generator.errors import (
     GATEWAY_TIMEOUTS,
     ProviderError,
+    Usage,
     connection_cause,
     error_message,
     has_usage,
@@ -53,6 +54,7 @@ class ChatResult:
     headers: dict[str, str] = field(default_factory=dict)
     provider: str = "openai"
     usage_reported: bool = True  # False: the answer had no `usage`; the counts above are 0
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
 
 
 @dataclass(frozen=True)
@@ -318,7 +320,7 @@ class ChatClient:
     def _status_error(
         self, status: int, body: object, headers: dict[str, str], latency: float, fallback: str
     ) -> ProviderError:
-        prompt_tokens, completion_tokens = usage_of(body)
+        usage = usage_of(body)
         message = error_message(body, fallback)
         if status == 404 and "model" not in message.lower():  # not a missing model: the path
             message += f" from {self._url}: is the base URL right (most servers serve /v1)?"
@@ -327,8 +329,9 @@ class ChatClient:
             status=status,
             message=message,
             retry_after=parse_retry_after(headers),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached_tokens=usage.cached_tokens,
             headers=headers,
             latency_s=latency,
             maybe_billed=status in GATEWAY_TIMEOUTS,
@@ -339,13 +342,14 @@ class ChatClient:
     def _parse(
         self, content: bytes, status: int, headers: dict[str, str], latency: float
     ) -> ChatResult:
-        def malformed(problem: str, usage: tuple[int, int] = (0, 0)) -> ProviderError:
+        def malformed(problem: str, usage: Usage = Usage(0, 0)) -> ProviderError:
             return ProviderError(
                 "malformed_response",
                 status=status,
                 message=f"provider answer {problem} (first bytes: {content[:80]!r})",
-                prompt_tokens=usage[0],
-                completion_tokens=usage[1],
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
                 headers=headers,
                 latency_s=latency,
             )
@@ -373,8 +377,9 @@ class ChatClient:
                 message=f"the model refused: {refusal}"[:500]
                 if refusal
                 else "the provider's content filter stopped the completion",
-                prompt_tokens=usage[0],
-                completion_tokens=usage[1],
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_tokens=usage.cached_tokens,
                 headers=headers,
                 latency_s=latency,
             )
@@ -382,10 +387,11 @@ class ChatClient:
             model=str(body.get("model") or ""),
             text=message.get("content") or "",
             finish_reason=finish_reason,
-            prompt_tokens=usage[0],
-            completion_tokens=usage[1],
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
             latency_s=latency,
             headers=headers,
             provider=self.provider,
             usage_reported=has_usage(body),
+            cached_tokens=usage.cached_tokens,
         )

@@ -139,6 +139,7 @@ class StoryEngine:
                 provider=exc.provider or self.client.provider,
                 prompt_tokens=sum(r.prompt_tokens for r in records),
                 completion_tokens=sum(r.completion_tokens for r in records),
+                cached_tokens=sum(r.cached_tokens for r in records),
                 cost_usd=sum(r.cost_usd for r in records),
                 latency_s=sum(r.latency_s for r in records),
                 finish_reason=None,
@@ -167,6 +168,7 @@ class StoryEngine:
             provider=result.provider,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
+            cached_tokens=result.cached_tokens,
             cost_usd=sum(r.cost_usd for r in records),
             latency_s=result.latency_s,
             finish_reason=result.finish_reason,
@@ -280,7 +282,9 @@ class StoryEngine:
                 status=exc.status,
                 retry_after=exc.retry_after,
             )
-            cost = self.pricing.cost(model, exc.prompt_tokens, exc.completion_tokens)
+            cost = self.pricing.cost(
+                model, exc.prompt_tokens, exc.completion_tokens, cached_tokens=exc.cached_tokens
+            )
             note = exc.message[:500]
             if exc.maybe_billed and not billed:  # usage unknown: the worst case, not $0
                 cost = self.pricing.cost(model, prompt_est, max_tokens or est_tokens)
@@ -302,6 +306,7 @@ class StoryEngine:
                 finish_reason=None,
                 started_at=started_at,
                 error=note,
+                cached_tokens=exc.cached_tokens,
             )
             await self._record(records, record)
             log.info(
@@ -337,7 +342,12 @@ class StoryEngine:
             retry_after=None,
         )
         self.estimator.observe(model, result.completion_tokens)
-        cost = self.pricing.cost(model, result.prompt_tokens, result.completion_tokens)
+        cost = self.pricing.cost(
+            model,
+            result.prompt_tokens,
+            result.completion_tokens,
+            cached_tokens=result.cached_tokens,
+        )
         if budget_token is not None:
             await self.budget.settle(budget_token, cost)
         await self._record(
@@ -357,6 +367,7 @@ class StoryEngine:
                 finish_reason=result.finish_reason,
                 started_at=started_at,
                 error=note,
+                cached_tokens=result.cached_tokens,
             ),
         )
         return result

@@ -10,7 +10,7 @@ import email.utils
 import re
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import orjson
 
@@ -99,6 +99,7 @@ class ProviderError(Exception):
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         *,
+        cached_tokens: int = 0,
         headers: Mapping[str, str] | None = None,
         latency_s: float = 0.0,
         maybe_billed: bool = False,
@@ -112,6 +113,7 @@ class ProviderError(Exception):
         self.retry_after = retry_after
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
+        self.cached_tokens = cached_tokens  # of prompt_tokens, served from the prompt cache
         self.headers = dict(headers or {})
         self.latency_s = latency_s
         # Sent, and perhaps done (and billed) by the provider though its answer never arrived:
@@ -155,11 +157,40 @@ def has_usage(body: object) -> bool:
     return isinstance(body, dict) and isinstance(body.get("usage"), dict)
 
 
-def usage_of(body: object) -> tuple[int, int]:
+class Usage(NamedTuple):
+    """Token counts of one answer; `cached_tokens` are the part of `prompt_tokens` the provider
+    served from its prompt cache (billed at the cached input price)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+
+
+def _count(value: object) -> int:
+    """A token count as a provider wrote it; anything but a whole number >= 0 reads as 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return max(0, value)
+    if isinstance(value, float) and value.is_integer():
+        return max(0, int(value))
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return 0
+
+
+def usage_of(body: object) -> Usage:
+    """The usage an answer reports (zeros where it has none). Cached prompt tokens come as
+    OpenAI's `prompt_tokens_details.cached_tokens` or DeepSeek's `prompt_cache_hit_tokens`,
+    and never exceed the prompt."""
     usage = body.get("usage") if isinstance(body, dict) else None
     if not isinstance(usage, dict):
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        return Usage(0, 0)
+    prompt = _count(usage.get("prompt_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = cached or _count(usage.get("prompt_cache_hit_tokens"))
+    return Usage(prompt, _count(usage.get("completion_tokens")), min(cached, prompt))
 
 
 def connection_cause(exc: BaseException) -> BaseException | None:

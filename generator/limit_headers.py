@@ -37,11 +37,14 @@ def longer_than_a_minute(headers: Mapping[str, str], kind: str) -> bool:
 
     Groq sends its requests-per-day limit in `x-ratelimit-limit-requests`. The reset time tells:
     a per-minute limit L refills the (L - remaining) requests used within (L - remaining) / L
-    minutes, a daily one takes 1,440 times longer.
+    minutes, a daily one takes 1,440 times longer. A reset over a minute away settles it even
+    before anything is used (a full bucket, where the used count says nothing).
     """
     limit = int_header(headers, f"x-ratelimit-limit-{kind}")
     remaining = int_header(headers, f"x-ratelimit-remaining-{kind}")
     reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+    if reset is not None and reset > 61.0:
+        return True
     if not limit or remaining is None or reset is None or remaining >= limit:
         return False
     return reset * limit / (limit - remaining) > 120.0

@@ -1,4 +1,5 @@
-"""Request cost: USD per million input and output tokens per model, with the batch discount."""
+"""Request cost: USD per million input, cached input and output tokens per model, with the
+batch discount."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ PRICING_ENV = "TINYSTORIES_PRICING"
 LOCAL_MODELS_ENV = "TINYSTORIES_LOCAL_MODELS"
 DEFAULT_PRICING_FILE = Path(__file__).parent / "pricing.yaml"
 _PER = 1_000_000
+_SIDES = ("input", "cached_input", "output")
+_REQUIRED = {"input", "output"}
+_ALLOWED = set(_SIDES)
 # Dated snapshots ("gpt-4o-2024-08-06", "gpt-4-0613", "gpt-3.5-turbo-0125") cost what their
 # base model costs unless the table lists the snapshot itself.
 _DATE_SUFFIX = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -56,10 +60,17 @@ class UnknownModelPrice(LookupError):
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """USD per million tokens."""
+    """USD per million tokens. `cached_input` bills the prompt tokens a provider served from its
+    prompt cache; None bills them at `input` (local models, providers without a discount)."""
 
     input: float
     output: float
+    cached_input: float | None = None
+
+    @property
+    def cached(self) -> float:
+        """USD per million cached prompt tokens."""
+        return self.input if self.cached_input is None else self.cached_input
 
 
 class PriceTable:
@@ -98,7 +109,8 @@ class PriceTable:
 
     def with_prices(self, prices: Mapping[str, Mapping[str, float]]) -> PriceTable:
         """A new table where each model of `prices` ({model: {"input": usd_per_1m, "output":
-        usd_per_1m}}) costs that, over any entry it had; the batch discount is kept."""
+        usd_per_1m}}, optionally "cached_input") costs that, over any entry it had (cached
+        prompt tokens at the input price unless given); the batch discount is kept."""
         added = _parse_models({"models": dict(prices)}, "prices", required=False)
         return PriceTable({**self.models(), **added}, batch_discount=self.batch_discount)
 
@@ -128,16 +140,28 @@ class PriceTable:
         return True
 
     def cost(
-        self, model: str, prompt_tokens: int, completion_tokens: int, *, batch: bool = False
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        batch: bool = False,
+        cached_tokens: int = 0,
     ) -> float:
-        """USD for one request's usage."""
-        if prompt_tokens < 0 or completion_tokens < 0:
+        """USD for one request's usage; `cached_tokens` of the prompt (those the provider served
+        from its prompt cache, part of `prompt_tokens`) at the cached input price."""
+        if prompt_tokens < 0 or completion_tokens < 0 or cached_tokens < 0:
             raise ValueError(
                 f"token counts must be >= 0, got prompt={prompt_tokens} "
-                f"completion={completion_tokens}"
+                f"completion={completion_tokens} cached={cached_tokens}"
             )
         price = self.price(model)
-        usd = (prompt_tokens * price.input + completion_tokens * price.output) / _PER
+        cached = min(cached_tokens, prompt_tokens)  # a provider never caches more than it read
+        usd = (
+            (prompt_tokens - cached) * price.input
+            + cached * price.cached
+            + completion_tokens * price.output
+        ) / _PER
         if batch:
             usd *= 1.0 - self.batch_discount
         return usd
@@ -188,17 +212,24 @@ def _parse_models(data: Any, where: str, *, required: bool = True) -> dict[str, 
         raise PricingError(f"{where}: `models` must map model names to prices")
     prices = {}
     for name, entry in models.items():
-        if not isinstance(entry, dict) or set(entry) != {"input", "output"}:
+        if not isinstance(entry, dict) or not _REQUIRED <= set(entry) <= _ALLOWED:
             raise PricingError(
-                f"{where}: model {name!r} needs exactly `input` and `output` (USD per 1M tokens)"
+                f"{where}: model {name!r} needs `input` and `output`, optionally `cached_input` "
+                "(USD per 1M tokens), and nothing else"
             )
         values = {}
-        for side in ("input", "output"):
+        for side in (s for s in _SIDES if s in entry):
             value = entry[side]
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise PricingError(
                     f"{where}: model {name!r} {side} price must be a number >= 0, got {value!r}"
                 )
             values[side] = float(value)
+        # A cache hit that cost more than a miss is a typo (per 1K instead of per 1M, say).
+        if values.get("cached_input", 0.0) > values["input"]:
+            raise PricingError(
+                f"{where}: model {name!r} cached_input price {values['cached_input']:g} is "
+                f"above its input price {values['input']:g}"
+            )
         prices[str(name)] = ModelPrice(**values)
     return prices

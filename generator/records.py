@@ -25,6 +25,9 @@ class RequestRecord:
     finish_reason: str | None
     started_at: datetime
     error: str | None = None
+    # Of prompt_tokens, those served from the provider's prompt cache (billed lower). Rows
+    # written before it existed lack the key: read it as 0.
+    cached_tokens: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -51,6 +54,7 @@ class StoryOutcome:
     error: str | None = None
     error_class: str | None = None
     response_model: str | None = None
+    cached_tokens: int = 0  # of prompt_tokens, served from the provider's prompt cache
 
     @property
     def accepted(self) -> bool:
@@ -68,6 +72,7 @@ class StoryOutcome:
             "usage": {
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
+                "cached_tokens": self.cached_tokens,
             },
             "cost_usd": self.cost_usd,
             "latency_s": round(self.latency_s, 4),

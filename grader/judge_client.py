@@ -24,6 +24,7 @@ class JudgeCost:
     failed_requests: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, billed at the cached input price
     usd: float = 0.0
     unpriced_models: set[str] = field(default_factory=set)
 
@@ -33,6 +34,7 @@ class JudgeCost:
             "failed_requests": self.failed_requests,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
             "usd": round(self.usd, 6),
             "unpriced_models": sorted(self.unpriced_models),
         }
@@ -61,12 +63,28 @@ class _Pricing:
         except ImportError:  # pricing module absent in a partial install
             self._table = None
 
-    def cost(self, model: str, prompt_tokens: int, completion_tokens: int, **kw: object) -> float:
+    def cost(
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        batch: bool = False,
+        cached_tokens: int = 0,
+    ) -> float:
         if self._table is None:
             self._cost.unpriced_models.add(model)
             return 0.0
         try:
-            return float(self._table.cost(model, prompt_tokens, completion_tokens))
+            return float(
+                self._table.cost(
+                    model,
+                    prompt_tokens,
+                    completion_tokens,
+                    batch=batch,
+                    cached_tokens=cached_tokens,
+                )
+            )
         except Exception:
             # UnknownModelPrice: a self-hosted judge has no list price.
             self._cost.unpriced_models.add(model)
@@ -145,6 +163,7 @@ async def open_transport(
         tally.failed_requests += int(record.outcome != "ok")
         tally.prompt_tokens += record.prompt_tokens
         tally.completion_tokens += record.completion_tokens
+        tally.cached_tokens += record.cached_tokens
         tally.usd += record.cost_usd
 
     client = ChatClient(base_url=base_url, api_key=api_key, timeout_s=timeout_s, provider=provider)

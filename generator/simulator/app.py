@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import random
-import re
 import time
 import zlib
 from typing import Any
@@ -29,6 +28,8 @@ from generator.simulator.answers import answer
 from generator.simulator.batch import install_batch_api
 from generator.simulator.config import FORCEABLE_FAULTS, SimulatorConfig
 from generator.simulator.limits import TIMELINE_BIN_S, ServerCapacity, ServerLimits
+from generator.simulator.prompt_cache import TOKEN as _TOKEN
+from generator.simulator.prompt_cache import PromptCache, usage_body
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ CONFIG_ENV = "TINYSTORIES_SIMULATOR_CONFIG"
 OWNED_BY = "tinystories-simulator (not a real LLM)"
 MODEL_SUFFIX = " (simulator)"
 REFUSAL = "I'm sorry, but I can't help with that request."
-_TOKEN = re.compile(r"\w+|[^\w\s]")
 _MAX_REMEMBERED_PROMPTS = 1_000_000
 
 
@@ -110,6 +110,7 @@ class SimulatorState:
         self.ids = itertools.count(1)
         self.seen: dict[int, int] = {}
         self.counts: dict[str, int] = {}
+        self.prompt_cache = PromptCache()
 
     def bump(self, key: str) -> None:
         self.counts[key] = self.counts.get(key, 0) + 1
@@ -272,11 +273,8 @@ async def chat_completions(request: Request) -> Response:
             headers,
             media_type="application/json",
         )
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
+    cached = state.prompt_cache.cached_tokens(model, messages, prompt_tokens)
+    usage = usage_body(config.usage_style, prompt_tokens, completion_tokens, cached)
     response_id = f"chatcmpl-sim-{next(state.ids)}"
     if fault == "no_choices":
         return _json(

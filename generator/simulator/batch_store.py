@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from generator.errors import usage_of
 from generator.simulator.batch_config import (
     BATCH_ENDPOINT,
     TERMINAL,
@@ -131,7 +132,7 @@ class BatchStore:
         self.config = config
         self.respond = respond
         self.counts = counts  # the simulator's own counters: batch work shows up as batch_*
-        self.billed: dict[str, dict[str, int]] = {}  # model -> prompt, completion, answers
+        self.billed: dict[str, dict[str, int]] = {}  # model -> prompt, completion, cached, answers
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, BatchRecord] = {}
         self.dir = Path(config.state_dir) if config.state_dir else None
@@ -240,10 +241,11 @@ class BatchStore:
                 record.input_tokens += prompt
                 record.output_tokens += completion
                 row = self.billed.setdefault(
-                    body["model"], {"prompt": 0, "completion": 0, "answers": 0}
+                    body["model"], {"prompt": 0, "completion": 0, "cached": 0, "answers": 0}
                 )
                 row["prompt"] += prompt
                 row["completion"] += completion
+                row["cached"] += usage_of(answer).cached_tokens
                 row["answers"] += 1
                 self._bump("batch_ok")
                 self._bump("batch_prompt_tokens", prompt)

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from generator.simulator.prompt_cache import USAGE_STYLES
+
 DEFAULT_MODELS = ("simulator-story-1", "simulator-story-mini-1", "simulator-judge-1")
 
 # Values of the `x-simulator-fault` request header: force one fault on one request (tests).
@@ -70,6 +72,9 @@ class SimulatorConfig:
     models: tuple[str, ...] = DEFAULT_MODELS
     strict_models: bool = False  # True: unknown model names get 404 like the real API
     api_key: str | None = None  # when set, other bearer tokens get 401
+    # How answers report prompt-cache hits: "openai" (`prompt_tokens_details.cached_tokens`)
+    # or "deepseek" (`prompt_cache_hit_tokens` / `prompt_cache_miss_tokens`).
+    usage_style: str = "openai"
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -85,6 +90,8 @@ class SimulatorConfig:
             raise ValueError(
                 f"token_accounting must be one of {TOKEN_ACCOUNTING}, got {self.token_accounting!r}"
             )
+        if self.usage_style not in USAGE_STYLES:
+            raise ValueError(f"usage_style must be one of {USAGE_STYLES}, got {self.usage_style!r}")
         if self.latency_median_s < 0:
             raise ValueError("latency_median_s must be >= 0")
         p99 = self.latency_p99_s

@@ -28,14 +28,12 @@ async def task_results(
         result = results.results.get(str(task.id))
         engine = processor.engines.for_task(task)
         if isinstance(result, BatchSuccess):
-            online += engine.pricing.cost(
-                task.model, result.prompt_tokens, result.completion_tokens
-            )
+            online += _cost(engine, task, result, batch=False)
             return task, await _story(processor, task, engine, result, elapsed, started, provider)
         if result is None:  # no line for it in either file: send again (attempts bound it)
             return task, store.TaskResult(outcome="retry", error="missing from the batch output")
         record = _record(task, result, elapsed, started, engine, provider, ok=False)
-        online += engine.pricing.cost(task.model, result.prompt_tokens, result.completion_tokens)
+        online += _cost(engine, task, result, batch=False)
         outcome = (
             "release"
             if result.reason in ("expired", "cancelled")
@@ -78,6 +76,7 @@ async def _story(
         provider=record.provider,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
+        cached_tokens=result.cached_tokens,
         cost_usd=record.cost_usd,
         latency_s=elapsed,
         finish_reason=result.finish_reason,
@@ -122,10 +121,20 @@ def _record(
         attempt=task.attempts,
         prompt_tokens=result.prompt_tokens,
         completion_tokens=result.completion_tokens,
-        cost_usd=engine.pricing.cost(
-            task.model, result.prompt_tokens, result.completion_tokens, batch=True
-        ),
+        cost_usd=_cost(engine, task, result, batch=True),
         latency_s=elapsed,
         finish_reason=getattr(result, "finish_reason", None),
         started_at=started,
+        cached_tokens=result.cached_tokens,
+    )
+
+
+def _cost(engine: Any, task: Any, result: Any, *, batch: bool) -> float:
+    """USD for a batch line's usage, cached prompt tokens at the cached price."""
+    return engine.pricing.cost(
+        task.model,
+        result.prompt_tokens,
+        result.completion_tokens,
+        batch=batch,
+        cached_tokens=result.cached_tokens,
     )

@@ -126,6 +126,8 @@ def test_simulator_command_rejects_bad_options() -> None:
     assert result.exit_code == 2 and "rate-429" in result.stderr
     result = runner.invoke(app, ["simulator", "--rpm", "10", "--workers", "2"])
     assert result.exit_code == 2 and "--workers 1" in result.stderr
+    result = runner.invoke(app, ["simulator", "--usage-style", "anthropic"])
+    assert result.exit_code == 2 and "--usage-style must be one of" in result.stderr
 
 
 def test_simulator_command_serves_until_stopped() -> None:

@@ -84,7 +84,8 @@ def test_override_file_and_env(tmp_path, monkeypatch):
     ("text", "problem"),
     [
         ("models:\n  m: {input: -1, output: 2}\n", "model 'm' input price must be a number >= 0"),
-        ("models:\n  m: {input: 1}\n", "model 'm' needs exactly `input` and `output`"),
+        ("models:\n  m: {input: 1}\n", "model 'm' needs `input` and `output`, optionally"),
+        ("models:\n  m: {input: 1, output: 1, cache: 0}\n", "model 'm' needs `input` and"),
         ("prices: {}\n", "unknown key(s) prices"),
         ("batch_discount: 1.5\n", "batch_discount must be in [0, 1)"),
         ("models: [a, b\n", "invalid YAML"),
@@ -141,7 +142,7 @@ def test_with_prices_adds_and_overrides_keeping_the_batch_discount(table):
     ("prices", "problem"),
     [
         ({"m": {"input": -1, "output": 0}}, "model 'm' input price must be a number >= 0"),
-        ({"m": {"input": 1}}, "model 'm' needs exactly `input` and `output`"),
+        ({"m": {"input": 1}}, "model 'm' needs `input` and `output`, optionally"),
     ],
 )
 def test_with_prices_rejects_bad_prices(table, prices, problem):
@@ -154,3 +155,47 @@ def test_no_price_message_is_one_line_with_the_cli_way_first():
     assert "\n" not in message
     assert message.startswith("no price for model 'llama-3-8b': pass --price-input 0 ")
     assert f"{LOCAL_MODELS_ENV}=llama-3-8b" in message and PRICING_ENV in message
+
+
+def test_cached_prompt_tokens_cost_the_cached_input_price(table):
+    # gpt-4o: $2.50 a million input tokens, $1.25 a million of them served from the cache.
+    assert table.cost("gpt-4o", 1_000_000, 0, cached_tokens=1_000_000) == pytest.approx(1.25)
+    assert table.cost("gpt-4o", 2048, 100, cached_tokens=1024) == pytest.approx(
+        (1024 * 2.5 + 1024 * 1.25 + 100 * 10) / 1e6
+    )
+    assert table.cost("gpt-5-nano", 10**6, 0, cached_tokens=10**6) == pytest.approx(0.005)
+    assert table.cost("gpt-4o-2024-08-06", 10**6, 0, cached_tokens=10**6) == pytest.approx(1.25)
+    # A snapshot without a caching discount, and an older model: cached costs the input price.
+    assert table.cost("gpt-4o-2024-05-13", 10**6, 0, cached_tokens=10**6) == pytest.approx(5.0)
+    assert table.cost("gpt-4-turbo", 10**6, 0, cached_tokens=10**6) == pytest.approx(10.0)
+    # Never more cached than prompt; the batch discount applies on top.
+    assert table.cost("gpt-4o", 100, 0, cached_tokens=500) == pytest.approx(100 * 1.25 / 1e6)
+    assert table.cost("gpt-4.1", 10**6, 0, batch=True, cached_tokens=10**6) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="cached=-1"):
+        table.cost("gpt-4o", 10, 0, cached_tokens=-1)
+
+
+def test_a_cached_input_price_above_the_input_price_is_refused(tmp_path):
+    path = tmp_path / "prices.yaml"
+    path.write_text("models:\n  my-model: {input: 0.5, cached_input: 5, output: 1}\n")
+    with pytest.raises(PricingError) as caught:
+        PriceTable.load(path)
+    message = str(caught.value)
+    assert "\n" not in message and str(path) in message
+    assert "model 'my-model' cached_input price 5 is above its input price 0.5" in message
+
+
+def test_an_entry_without_cached_input_bills_cached_tokens_at_its_input_price(tmp_path):
+    path = tmp_path / "prices.yaml"
+    path.write_text(
+        "models:\n  gpt-4o: {input: 2.0, output: 8.0}\n"
+        "  my-model: {input: 1.0, cached_input: 0.1, output: 2.0}\n"
+    )
+    table = PriceTable.load(path, local_models="free-*")
+    assert table.cost("gpt-4o", 10**6, 0, cached_tokens=10**6) == pytest.approx(2.0)
+    assert table.cost("my-model", 10**6, 0, cached_tokens=10**6) == pytest.approx(0.1)
+    assert table.cost("free-llama", 10**6, 10**6, cached_tokens=10**6) == 0.0
+    priced = table.with_prices({"gpt-4o-mini": {"input": 1.0, "output": 2.0}})
+    assert priced.cost("gpt-4o-mini", 10**6, 0, cached_tokens=10**6) == pytest.approx(1.0)
+    with pytest.raises(PricingError, match="cached_input price 3 is above its input price 1"):
+        table.with_prices({"m": {"input": 1, "cached_input": 3, "output": 1}})

@@ -233,6 +233,9 @@ def test_a_daily_request_limit_is_not_taken_for_a_per_minute_one() -> None:
         "x-ratelimit-reset-tokens": "1s",
     }
     assert minute_limit(groq, "requests") is None and minute_limit(groq, "tokens") == 6000
+    # A full daily bucket (nothing used yet) whose reset is hours away.
+    fresh = {**groq, "x-ratelimit-remaining-requests": "14400", "x-ratelimit-reset-requests": "2h"}
+    assert minute_limit(fresh, "requests") is None
     openai_headers = {
         "x-ratelimit-limit-requests": "5000",
         "x-ratelimit-remaining-requests": "4999",
