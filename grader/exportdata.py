@@ -4,7 +4,9 @@ The grader accepts what the trainer trains on (`trainer.data.load_export`): a
 `datasets.save_to_disk` directory (dataset_dict.json), or one pair of plain-story text files
 of the trainer's layouts (`train.txt` + `validation.txt`, the release's names, ...) separated by
 `<|endoftext|>`. The trainer's own layout finder and reader are used, so both accept the same
-directories and split a file into the same stories.
+directories and split a file into the same stories. Stories that failed the checks (an export
+made with --include-rejected) are left out, as the trainer leaves them out by default: the
+`accepted` column of a dataset, the `*.rejected.json` lists beside text files.
 """
 
 from __future__ import annotations
@@ -13,8 +15,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from trainer.config import TrainerError
-from trainer.data import TextSplit, layout_names, read_text_split, text_layouts
+from trainer.textdata import (
+    TextSplit,
+    check_sidecars,
+    layout_names,
+    read_text_split,
+    text_layouts,
+)
 
 PLAIN_LAYOUTS = layout_names("plain")
 
@@ -38,8 +48,8 @@ class TextExport(Mapping):
         if split not in self.files:
             raise KeyError(split)
         if split not in self._splits:
-            try:  # the trainer's reader and its message (the first byte that is not UTF-8)
-                self._splits[split] = read_text_split(self.files[split])
+            try:  # the trainer's reader and its messages (a byte not UTF-8, a damaged list)
+                self._splits[split] = read_text_split(self.files[split]).accepted_only()
             except TrainerError as exc:
                 raise ExportDirError(str(exc)) from None
         return self._splits[split]
@@ -61,9 +71,15 @@ def _load_text_export(p: Path) -> TextExport:
     if len(layouts) > 1:
         names = " and ".join(f"{f['train'].name} + {f['validation'].name}" for f in layouts)
         raise ExportDirError(f"{p} holds several text layouts ({names}); keep one")
+    try:
+        check_sidecars(layouts[0])
+    except TrainerError as exc:
+        raise ExportDirError(str(exc)) from None
     export = TextExport(layouts[0])
-    if export["validation"].num_rows == 0:
-        raise ExportDirError(f"{p}: {layouts[0]['validation'].name} holds no stories")
+    valid = export["validation"]
+    if valid.num_rows == 0:
+        why = f"accepted stories ({len(valid.rejected)} rejected)" if valid.rejected else "stories"
+        raise ExportDirError(f"{p}: {layouts[0]['validation'].name} holds no {why}")
     return export
 
 
@@ -97,6 +113,8 @@ def column(dd: Any, split: str, name: str, limit: int | None = None) -> list:
         raise ExportDirError(f"export split {split!r} has no {name!r} column")
     if isinstance(ds, TextSplit):
         return ds.texts[:limit]
+    if "accepted" in ds.column_names:  # the stories the trainer trains on by default
+        ds = ds.select(np.flatnonzero(ds["accepted"]), keep_in_memory=True)
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
     return list(ds[name])

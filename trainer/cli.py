@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from trainer.data import TEXT_HELP
+from trainer.textdata import TEXT_HELP
 
 log = logging.getLogger(__name__)
 

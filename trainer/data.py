@@ -1,14 +1,12 @@
 """Export loading, one-time pre-tokenization to memory-mapped token files, batch sampling.
 
 An export is either the service's Hugging Face dataset directory (dataset_dict.json) or a
-directory of release-format text files with stories separated by `<|endoftext|>` as in the
-TinyStories release (needs no `datasets`: GPU hosts, benchmarks): one of the layouts in
-TEXT_LAYOUTS, such as the `tinystories/` folder of an export or a downloaded release.
+directory of release-format text files (trainer/textdata.py: its layouts, and the lists of
+rejected stories an export writes beside them).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from trainer.config import TrainerError
+from trainer.textdata import TextSplit, drop_rejected_texts, load_text_export, no_accepted
 
 if TYPE_CHECKING:
     import torch
@@ -33,43 +32,6 @@ log = logging.getLogger(__name__)
 COLUMNS = {"plain": "text", "instruct": "instruct_text"}
 SPLITS = ("train", "validation")
 ENCODE_CHUNK = 8192  # texts per encode_batch call: enough to keep every core busy
-SEPARATOR = "<|endoftext|>"
-# Text-file layouts, (train, validation) names per format: ours, the TinyStories release's (which
-# an export also writes under DIR/tinystories/) and the release's GPT-4-only V2.
-TEXT_LAYOUTS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "plain": (
-        ("train.txt", ("validation.txt", "valid.txt")),
-        ("TinyStories-train.txt", ("TinyStories-valid.txt",)),
-        ("TinyStoriesV2-GPT4-train.txt", ("TinyStoriesV2-GPT4-valid.txt",)),
-    ),
-    "instruct": (("TinyStoriesInstruct-train.txt", ("TinyStoriesInstruct-valid.txt",)),),
-}
-
-
-def layout_names(fmt: str) -> str:
-    """The text layouts of `fmt`, for messages: `train.txt + validation.txt or valid.txt, ...`."""
-    return ", ".join(f"{train} + {' or '.join(valid)}" for train, valid in TEXT_LAYOUTS[fmt])
-
-
-TEXT_HELP = f"{layout_names('plain')}; for --format instruct {layout_names('instruct')}"
-
-
-class TextSplit:
-    """A split read from a release-format text file: the part of `Dataset` the trainer uses.
-
-    Read whole: simple, and only for tokenization (the release's 1.9 GB train file takes a few
-    GB of memory once; the token file is what training maps afterwards).
-    """
-
-    def __init__(self, path: Path) -> None:
-        raw = path.read_bytes()
-        self.texts = [t.strip() for t in raw.decode("utf-8").split(SEPARATOR) if t.strip()]
-        self.column_names = ["text"]
-        self._fingerprint = hashlib.sha256(raw).hexdigest()[:16]
-
-    @property
-    def num_rows(self) -> int:
-        return len(self.texts)
 
 
 def text_batches(split: Any, column: str, size: int) -> Iterator[list[str]]:
@@ -81,51 +43,6 @@ def text_batches(split: Any, column: str, size: int) -> Iterator[list[str]]:
     texts_only = split.select_columns([column])
     for i in range(0, split.num_rows, size):
         yield texts_only[i : i + size][column]
-
-
-def text_layouts(p: Path, fmt: str) -> list[dict[str, Path]]:
-    """The complete (train and validation) text layouts of `fmt` found in `p` (the grader
-    reads text exports through it too)."""
-    found = []
-    for train, valids in TEXT_LAYOUTS[fmt]:
-        valid = next((p / v for v in valids if (p / v).is_file()), None)
-        if (p / train).is_file() and valid is not None:
-            found.append({"train": p / train, "validation": valid})
-    return found
-
-
-def read_text_split(path: Path) -> TextSplit:
-    """A text split, or one line naming the file and the first byte that is not UTF-8."""
-    try:
-        return TextSplit(path)
-    except UnicodeDecodeError as exc:
-        story = bytes(exc.object[: exc.start]).count(SEPARATOR.encode()) + 1
-        raise TrainerError(
-            f"{path} is not UTF-8 text: byte {exc.start} (0x{exc.object[exc.start]:02x}, "
-            f"in story {story}); fix or re-export the file"
-        ) from None
-    except OSError as exc:
-        raise TrainerError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _load_text_export(p: Path, fmt: str) -> dict[str, TextSplit]:
-    layouts = text_layouts(p, fmt)
-    if not layouts:
-        other = next(f for f in TEXT_LAYOUTS if f != fmt)
-        if text_layouts(p, other):
-            raise TrainerError(f"{p}: its text files hold {other} stories; use --format {other}")
-        raise TrainerError(
-            f"{p} is not an export directory (no dataset_dict.json, "
-            "nor train.txt and validation.txt)"
-        )
-    if len(layouts) > 1:
-        names = " and ".join(f"{f['train'].name} + {f['validation'].name}" for f in layouts)
-        raise TrainerError(f"{p} holds several text layouts ({names}); keep one")
-    text = {s: read_text_split(f) for s, f in layouts[0].items()}
-    for split, ts in text.items():
-        if ts.num_rows == 0:
-            raise TrainerError(f"export {p}: split {split!r} is empty")
-    return text
 
 
 def _split_state(path: Path) -> dict[str, Any]:
@@ -144,7 +61,7 @@ def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict | dict[s
     if fmt not in COLUMNS:
         raise TrainerError(f"unknown format {fmt!r}; use plain or instruct")
     if not (p / "dataset_dict.json").is_file():
-        return _load_text_export(p, fmt)
+        return load_text_export(p, fmt)
     from datasets import load_from_disk
 
     try:
@@ -174,9 +91,12 @@ def load_export(path: str | Path, *, fmt: str = "plain") -> DatasetDict | dict[s
 def drop_rejected(ds: Any, *, include: bool) -> tuple[Any, dict[str, int] | None]:
     """The splits without stories that failed the checks, and how many each split had.
 
-    Only an export made with --include-rejected has the `accepted` column; without it (or for
-    text files) nothing is dropped and the count is None. `include` keeps them (counted still).
+    Only an export made with --include-rejected has them marked: the `accepted` column, or for
+    text files the lists beside them (trainer/textdata.py). Without (the real release, say)
+    nothing is dropped and the count is None. `include` keeps them (counted still).
     """
+    if all(isinstance(ds[s], TextSplit) for s in SPLITS):
+        return drop_rejected_texts(dict(ds), include=include)
     if any(isinstance(ds[s], TextSplit) or "accepted" not in ds[s].column_names for s in SPLITS):
         return ds, None
     counts, kept = {}, {}
@@ -189,10 +109,7 @@ def drop_rejected(ds: Any, *, include: bool) -> tuple[Any, dict[str, int] | None
         # In memory: otherwise `datasets` writes an indices file into the export directory.
         kept[split] = ds[split].select(np.flatnonzero(accepted), keep_in_memory=True)
         if kept[split].num_rows == 0:
-            raise TrainerError(
-                f"export split {split!r} has no accepted stories ({counts[split]} rejected); "
-                "--include-rejected trains on them"
-            )
+            raise no_accepted(split, counts[split])
     from datasets import DatasetDict
 
     return DatasetDict(kept), counts

@@ -112,6 +112,7 @@ class ExportStats:
         self.exact_dups = 0
         self.near_dups = 0
         self.with_summary = 0
+        self.rejected = 0  # stories that failed the checks (exported only when asked)
         self.diversity = Sketch()  # of the exported stories, fed in blocks (numpy per block)
         self._pending: list[StoryFacts] = []
 
@@ -133,6 +134,7 @@ class ExportStats:
         self.exact_dups += row.get("dedup_status") == "exact_duplicate"
         self.near_dups += row.get("dedup_status") == "near_duplicate"
         self.with_summary += bool(row["summary"])
+        self.rejected += not row.get("accepted", True)
         facts = StoryFacts(
             row["text"], row["verb"], row["noun"], row["adjective"], row["features"] or ()
         )
@@ -166,6 +168,7 @@ class ExportStats:
             both.exact_dups += st.exact_dups
             both.near_dups += st.near_dups
             both.with_summary += st.with_summary
+            both.rejected += st.rejected
         return both
 
     @staticmethod
@@ -206,8 +209,10 @@ def build_manifest(
     files: list[str],
     metadata: Mapping[str, Any],
     decontamination: Mapping[str, Any] | None,
+    rejected: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The ``export.json`` manifest; `decontamination` is the checker's params (None: off)."""
+    """The ``export.json`` manifest; `decontamination` is the checker's params (None: off),
+    `rejected` the stories per split that failed the checks (None: only accepted exported)."""
     both = ExportStats.merged(stats)
     total = counts["total"]
     dedup = dict(metadata.get("dedup") or {})
@@ -225,10 +230,13 @@ def build_manifest(
     decon["excluded"] = counts["excluded_contaminated"]
     provenance = dict(metadata.get("provenance") or {})
     provenance["sources"] = dict(sorted(both.sources.items()))  # of the exported stories
+    # Only with rejected stories in, so the manifests of other exports stay as they were.
+    checks = {} if rejected is None else {"rejected_stories": dict(rejected)}
     return {
         **{
             k: v for k, v in metadata.items() if k not in ("dedup", "decontamination", "provenance")
         },
+        **checks,
         "provenance": provenance,
         "format_version": format_version,
         "fingerprint": fingerprint,
@@ -267,6 +275,10 @@ def _card_diversity(sketch: Sketch) -> dict[str, Any]:
     }
 
 
+def _per_split(rejected: Mapping[str, int]) -> str:
+    return ", ".join(f"{n} {split}" for split, n in rejected.items())
+
+
 def render_card(manifest: Mapping[str, Any]) -> str:
     """Dataset card: YAML front matter (HF metadata + export facts) and a short body."""
     import yaml
@@ -301,6 +313,9 @@ def render_card(manifest: Mapping[str, Any]) -> str:
         "split_seed": manifest["options"]["seed"],
         "fingerprint": manifest["fingerprint"],
     }
+    rejected = manifest.get("rejected_stories")
+    if rejected is not None:
+        front["rejected_stories"] = rejected
     words = manifest["token_stats"]["words_per_story"]
     chars = manifest["token_stats"]["characters_per_story"]
     fmt = manifest["options"]["format"]
@@ -334,7 +349,14 @@ def render_card(manifest: Mapping[str, Any]) -> str:
         "`data00.json` is the validation split, the test shard of llama2.c's convention, and "
         f"`data01.json` on hold the train split, {manifest['options'].get('records_per_shard')} "
         "records per file)\n"
-        "- `export.json`: manifest with the fingerprint of the exported stories and options\n\n"
+        + (
+            "- `tinystories/*.rejected.json`: the stories that failed the checks "
+            f"({_per_split(rejected)}) by 0-based index in the text file beside it, which "
+            "cannot mark them (the other files have `accepted` and `rejections` columns)\n"
+            if rejected is not None
+            else ""
+        )
+        + "- `export.json`: manifest with the fingerprint of the exported stories and options\n\n"
         f"Duplicates exported: {dedup['exact_duplicates_exported']} exact, "
         f"{dedup['near_duplicates_exported']} near; "
         f"stories excluded for overlap with the evaluation prompts: "

@@ -4,6 +4,7 @@ the TinyStories release text files, all streamed from the same row batches."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,65 @@ STRING_COLUMNS = (
 COLUMNS = (*STRING_COLUMNS, "features", "cost_usd", "dedup_cluster", "story_hash")
 # Added when rejected stories are exported: whether a story passed, and the checks it failed.
 CHECK_COLUMNS = ("accepted", "rejections")
+# The release text files cannot carry a flag without breaking the tools that read them, so an
+# export with rejected stories lists them beside each file, in TinyStories-train.rejected.json:
+# {"format", "version", "stories", "sha256" of the text file, "rejected": 0-based story indices}.
+# trainer/textdata.py reads it (the trainer may not import the service): keep the two in step.
+REJECTED_SUFFIX = ".rejected.json"
+REJECTED_FORMAT = "tinystories-rejected"
+REJECTED_VERSION = 1
 
 
 def holds_separator(row: dict[str, Any]) -> bool:
     """Whether the release text of a row holds the separator: written as is, it would end the
     story early and the rest would read back as a story (or a broken Instruct record) of its own."""
     return SEPARATOR in row["text"] or SEPARATOR in row["instruct_text"]
+
+
+def rejected_sidecar(text_file: Path) -> Path:
+    """The file listing the rejected stories of `text_file` (TinyStories-train.rejected.json)."""
+    return text_file.with_name(text_file.stem + REJECTED_SUFFIX)
+
+
+class ReleaseText:
+    """One release text file; with `with_checks`, also its rejected-stories sidecar.
+
+    Stories are counted as readers split the file (on the separator, blank pieces skipped), and
+    the bytes written are hashed, so a reader can tell that the sidecar describes this file."""
+
+    def __init__(self, path: Path, with_checks: bool) -> None:
+        self.path = path
+        self.with_checks = with_checks
+        self._f = open(path, "wb")
+        self._sha = hashlib.sha256()
+        self.stories = 0
+        self.rejected: list[int] = []
+
+    def write(self, texts: list[str], accepted: list[bool]) -> None:
+        data = "".join(f"{t}\n{SEPARATOR}\n" for t in texts).encode("utf-8")
+        self._f.write(data)
+        if not self.with_checks:
+            return
+        self._sha.update(data)
+        for text, ok in zip(texts, accepted, strict=True):
+            if text.strip():
+                if not ok:
+                    self.rejected.append(self.stories)
+                self.stories += 1
+
+    def close(self) -> None:
+        """Close the file, and write the sidecar when rejected stories are exported."""
+        self._f.close()
+        if not self.with_checks:
+            return
+        listing = {
+            "format": REJECTED_FORMAT,
+            "version": REJECTED_VERSION,
+            "stories": self.stories,
+            "sha256": self._sha.hexdigest(),
+            "rejected": self.rejected,
+        }
+        rejected_sidecar(self.path).write_text(json.dumps(listing) + "\n", encoding="utf-8")
 
 
 def columns(with_checks: bool = False) -> tuple[str, ...]:
@@ -115,9 +169,9 @@ class SplitWriter:
         self._arrow_schema = datasets_schema(with_checks)
         (root / split).mkdir()
         self.rows = 0
-        plain, instruct = RELEASE_NAMES[split]
-        self._plain = open(root / "tinystories" / plain, "w", encoding="utf-8", newline="\n")
-        self._instruct = open(root / "tinystories" / instruct, "w", encoding="utf-8", newline="\n")
+        self.texts = [
+            ReleaseText(root / "tinystories" / n, with_checks) for n in RELEASE_NAMES[split]
+        ]
 
     def _open_shard(self) -> None:
         import pyarrow as pa
@@ -158,8 +212,9 @@ class SplitWriter:
             start += len(take)
             if self._in_shard >= self.shard_rows:
                 self._close_shard()
-        self._plain.write("".join(f"{r['text']}\n{SEPARATOR}\n" for r in rows))
-        self._instruct.write("".join(f"{r['instruct_text']}\n{SEPARATOR}\n" for r in rows))
+        accepted = [r.get("accepted", True) for r in rows]
+        for release, column in zip(self.texts, ("text", "instruct_text"), strict=True):
+            release.write([r[column] for r in rows], accepted)
         self.rows += len(rows)
 
     def close(self) -> list[Path]:
@@ -167,8 +222,8 @@ class SplitWriter:
             self._open_shard()
         if self._writer is not None:
             self._close_shard()
-        self._plain.close()
-        self._instruct.close()
+        for release in self.texts:
+            release.close()
         n = len(self.shards)
         self.shards = [
             tmp.rename(tmp.with_name(f"{self.split}-{i:05d}-of-{n:05d}.parquet"))

@@ -36,6 +36,7 @@ from service.dataset.export_shards import (
     STRING_COLUMNS,
     SplitWriter,
     holds_separator,
+    rejected_sidecar,
     write_dataset_files,
 )
 from service.dataset.import_records import instruct_header_of
@@ -376,7 +377,10 @@ class ExportWriter:
     ) -> dict[str, Any]:
         rel = [str(p.relative_to(self.out_dir)) for s in SPLITS for p in shards[s]]
         rel += [str(p.relative_to(self.out_dir)) for p in json_files]
-        rel += [f"tinystories/{name}" for s in SPLITS for name in RELEASE_NAMES[s]]
+        release = [Path("tinystories", name) for s in SPLITS for name in RELEASE_NAMES[s]]
+        if self.with_checks:  # with the text files' rejected-stories listings
+            release += [rejected_sidecar(p) for p in release]
+        rel += [str(p) for p in release]
         return build_manifest(
             format_version=FORMAT_VERSION,
             fingerprint=fingerprint,
@@ -385,6 +389,7 @@ class ExportWriter:
             stats=[stats[s] for s in SPLITS],
             files=rel,
             metadata=metadata,
+            rejected={s: stats[s].rejected for s in SPLITS} if self.with_checks else None,
             decontamination=(
                 self.decontaminator.params() if self.decontaminator is not None else None
             ),

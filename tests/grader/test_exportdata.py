@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,50 @@ def test_grade_on_text_export(model_dir, tmp_path, monkeypatch):
     # Instruct records are not in a text export: asked for, refused before any judge call.
     on = CliRunner().invoke(app, [*args, "--instruct", "on"])
     assert on.exit_code == 2 and "holds plain stories" in on.stderr
+
+
+def test_text_export_leaves_out_the_stories_listed_as_rejected(model_dir, tmp_path):
+    from tests.trainer.release_files import sidecar, write_release_file
+
+    accepted_train = [s for i, s in enumerate(STORIES[:9]) if i not in (1, 4)]
+    listed = tmp_path / "listed"  # an --include-rejected export's text files
+    write_release_file(listed / "TinyStories-train.txt", STORIES[:9], rejected=[1, 4])
+    write_release_file(listed / "TinyStories-valid.txt", STORIES[9:], rejected=[1])
+    export = load_export(listed)
+    assert column(export, "validation", "text") == [STORIES[9], STORIES[11]]
+    assert column(export, "train", "text") == accepted_train
+    # Graded as the files of the accepted stories alone: what the trainer trains on.
+    clean = tmp_path / "clean"
+    write_release_file(clean / "TinyStories-train.txt", accepted_train)
+    write_release_file(clean / "TinyStories-valid.txt", [STORIES[9], STORIES[11]])
+    base = ["grade-loss", "--model", str(model_dir), "--texts", "3", "--data"]
+    res_listed = CliRunner().invoke(app, [*base, str(listed)])
+    res_clean = CliRunner().invoke(app, [*base, str(clean)])
+    assert res_listed.exit_code == 0, res_listed.output
+    assert "on validation[:2] (text)" in res_listed.output
+    assert res_listed.output == res_clean.output
+
+    valid_list = sidecar(listed / "TinyStories-valid.txt")
+    valid_list.write_text(valid_list.read_text().replace('"stories": 3', '"stories": 4'))
+    with pytest.raises(
+        ExportDirError, match=f"^{re.escape(str(valid_list))} is for 4 stories but "
+    ):
+        load_export(listed)
+    valid_list.unlink()
+    with pytest.raises(ExportDirError, match=r"TinyStories-valid\.rejected\.json is missing"):
+        load_export(listed)
+    only_rejected = tmp_path / "only-rejected"
+    write_release_file(only_rejected / "TinyStories-train.txt", STORIES[:9], rejected=[])
+    write_release_file(only_rejected / "TinyStories-valid.txt", STORIES[9:], rejected=[0, 1, 2])
+    with pytest.raises(ExportDirError, match=r"holds no accepted stories \(3 rejected\)"):
+        load_export(only_rejected)
+
+
+def test_dataset_export_leaves_out_rejected_stories(tmp_path):
+    from tests.trainer.conftest import load_stories, make_export
+
+    stories = load_stories()
+    export = load_export(make_export(tmp_path / "e", n_train=20, n_valid=5, rejected=(0, 21)))
+    assert column(export, "validation", "text") == [stories[20], *stories[22:25]]
+    assert column(export, "validation", "text", 2) == [stories[20], stories[22]]
+    assert column(export, "train", "text") == stories[1:20]

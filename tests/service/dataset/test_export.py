@@ -253,3 +253,40 @@ def test_include_rejected_carries_accepted_and_rejections_in_every_format(
         seeded, tmp_path / "plain", ExportOptions(validation_fraction=0.2, jobs=None)
     )
     assert "accepted" not in datasets.load_from_disk(str(plain.out_dir))["train"].column_names
+
+
+def test_include_rejected_lists_the_rejected_stories_beside_each_text_file(
+    seeded: str, tmp_path: Path, monkeypatch
+) -> None:
+    from trainer.data import drop_rejected, load_export
+
+    job = _job_with(seeded, [(True, []), (False, ["repetition"]), (True, []), (True, [])] * 4)
+    out = tmp_path / "with-checks"
+    r = dataset_cli(
+        seeded, monkeypatch, "export", "--out", str(out), "--job", job, "--include-rejected",
+        "--validation-fraction", "0.4",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    dd = datasets.load_from_disk(str(out))
+    counts = {}
+    for split, name in (("train", "TinyStories-train"), ("validation", "TinyStories-valid")):
+        text = out / "tinystories" / f"{name}.txt"
+        stories = [s.strip() for s in text.read_text().split("<|endoftext|>") if s.strip()]
+        assert stories == dd[split]["text"]  # the same stories in the same order
+        listing = json.loads((out / "tinystories" / f"{name}.rejected.json").read_text())
+        expected = [i for i, ok in enumerate(dd[split]["accepted"]) if not ok]
+        assert listing["rejected"] == expected and listing["stories"] == len(stories)
+        counts[split] = len(expected)
+    assert sum(counts.values()) == 4
+    assert json.loads((out / "export.json").read_text())["rejected_stories"] == counts
+    # The trainer reads the text files as it reads the dataset: rejected stories left out.
+    texts, dropped = drop_rejected(load_export(out / "tinystories"), include=False)
+    assert dropped == counts
+    assert all(len(texts[s].texts) == dd[s].num_rows - counts[s] for s in counts)
+    # Without --include-rejected every story passed: no list, as before.
+    r = dataset_cli(
+        seeded, monkeypatch, "export", "--out", str(tmp_path / "plain"), "--job", job,
+        "--validation-fraction", "0.4",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert not list((tmp_path / "plain").rglob("*.rejected.json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from service.dataset.decontam import Decontaminator
-from service.dataset.export_shards import COLUMNS
+from service.dataset.export_shards import COLUMNS, RELEASE_NAMES, SEPARATOR, SPLITS
 from service.dataset.export_writer import ExportError, ExportWriter, split_of
 from service.dataset.import_formats import iter_stories
 from service.dataset.minhash import text_hash
@@ -291,3 +292,64 @@ def test_saved_dataset_is_what_save_to_disk_writes(export, real, tmp_path):
         for path in (out / s).glob("*.arrow"):
             with pa.memory_map(str(path)) as f:
                 assert pa.ipc.open_stream(f).schema.equals(ref_schema, check_metadata=True)
+
+
+def test_rejected_stories_are_listed_beside_each_release_text_file(tmp_path, real):
+    import datasets
+
+    from trainer.data import drop_rejected, load_export  # the trainer's and grader's reader
+
+    rows = make_rows(real[:80])
+    for i, row in enumerate(rows):
+        row["accepted"] = i % 5 != 2
+        row["rejections"] = [] if row["accepted"] else ["too_short"]
+
+    def export(name: str, with_checks: bool):
+        return ExportWriter(
+            tmp_path / name, validation_fraction=0.25, seed=3, with_checks=with_checks
+        ).write(iter(rows))
+
+    plain, checked = export("plain", False), export("checked", True)
+    # Without rejected stories: nothing beside the text files, and the fingerprint as before.
+    assert plain.fingerprint == "2bf77a429c01ca30e9ceb96cc566620813663d32fe8b3d17a2531a633167fee3"
+    assert not list(plain.out_dir.rglob("*.rejected.json"))
+    assert "rejected_stories" not in plain.manifest
+    assert "rejected" not in (plain.out_dir / "README.md").read_text(encoding="utf-8")
+    # With them, the release files are byte for byte the same, each with its list beside it.
+    release = checked.out_dir / "tinystories"
+    per_split = {}
+    for split in SPLITS:
+        for name, col in zip(RELEASE_NAMES[split], ("text", "instruct_text"), strict=True):
+            data = (release / name).read_bytes()
+            assert data == (plain.out_dir / "tinystories" / name).read_bytes()
+            stories = [s.strip() for s in data.decode().split(SEPARATOR) if s.strip()]
+            failed = {r[col].strip() for r in rows if not r["accepted"]}
+            expected = [i for i, s in enumerate(stories) if s in failed]
+            listing = json.loads((release / name.replace(".txt", ".rejected.json")).read_text())
+            assert listing == {
+                "format": "tinystories-rejected",
+                "version": 1,
+                "stories": len(stories),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "rejected": expected,
+            }
+            per_split[split] = len(expected)
+    assert all(per_split.values()) and sum(per_split.values()) == 16
+    assert checked.manifest["rejected_stories"] == per_split
+    listed = [f for f in checked.manifest["files"] if f.endswith(".rejected.json")]
+    assert listed == [
+        "tinystories/TinyStories-train.rejected.json",
+        "tinystories/TinyStoriesInstruct-train.rejected.json",
+        "tinystories/TinyStories-valid.rejected.json",
+        "tinystories/TinyStoriesInstruct-valid.rejected.json",
+    ]
+    card = (checked.out_dir / "README.md").read_text(encoding="utf-8")
+    assert yaml.safe_load(card.split("---\n")[1])["rejected_stories"] == per_split
+    assert "`tinystories/*.rejected.json`" in card
+    # The trainer leaves out of the text files what it leaves out of the dataset.
+    texts, counts = drop_rejected(load_export(release), include=False)
+    assert counts == per_split
+    dd = datasets.load_from_disk(str(checked.out_dir))
+    for split in SPLITS:
+        accepted = [t for t, ok in zip(dd[split]["text"], dd[split]["accepted"], strict=True) if ok]
+        assert texts[split].texts == accepted
