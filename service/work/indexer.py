@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 # A lead whose connection has been idle this long (its process paused) loses the lead to
 # another worker: Postgres ends the session, and the session's lock goes with it.
 LEAD_IDLE_TIMEOUT = "15s"
+UNLOCK_TIMEOUT_S = 2.0  # an explicit unlock on the way out; the close releases it anyway
 
 
 class DedupIndexer:
@@ -96,10 +97,23 @@ class DedupIndexer:
         with contextlib.suppress(Exception):
             await conn.close()
 
-    async def release_lead(self) -> None:
-        """Give the lead up (on the way out, or after an error on its connection)."""
-        if self._lead is not None:
-            conn, self._lead = self._lead[0], None
+    async def release_lead(self, *, unlock: bool = True) -> None:
+        """Give the lead up (on the way out, or after an error on its connection); `unlock`
+        False when the connection's state is unknown (cancelled mid-statement, or gone)."""
+        if self._lead is None:
+            return
+        conn, self._lead = self._lead[0], None
+        try:
+            if unlock:
+                # Unlocked here, another worker can lead at once; closing alone leaves that to
+                # the server's backend exit, a moment after the socket closes.
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(UNLOCK_TIMEOUT_S):
+                        await conn.execute(
+                            text("SELECT pg_advisory_unlock(:ns, :key)"),
+                            {"ns": dedup_store.LOCK_NAMESPACE, "key": dedup_store.INDEXER_KEY},
+                        )
+        finally:
             await self._discard(conn)
 
     async def _lead_batch(self) -> int | None:
@@ -110,10 +124,10 @@ class DedupIndexer:
             return await index_pending(sessions, self.params, limit=self.batch, cache=self.cache)
         except Exception as exc:
             if is_disconnect(exc):  # the lock went with the connection: take it again
-                await self.release_lead()
+                await self.release_lead(unlock=False)
             raise  # else the transaction rolled back and the connection is as it was
         except BaseException:
-            await self.release_lead()  # cancelled mid-statement: the connection's state is unknown
+            await self.release_lead(unlock=False)  # cancelled mid-statement: state unknown
             raise
 
     async def _any_batch(self) -> int:
