@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -21,6 +22,7 @@ CHECK_NAMES: tuple[str, ...] = (
     "truncated",
     "too_short",
     "too_long",
+    "repetition",
     "missing_words",
     "out_of_vocabulary",
 )
@@ -56,6 +58,11 @@ class CheckConfig:
     max_oov_share: float = 0.06
     # Stories shorter than this are not scored on vocabulary: a few rare words would dominate.
     oov_min_words: int = 20
+    # Share of words inside a word 10-gram that occurs again in the story: a model stuck in a
+    # loop (a paragraph twice, "and they played and they played ..."). Real stories, refrains
+    # included: 97% have none, the 1,200-story sample's highest is 0.27.
+    max_repeated_share: float = 0.4
+    repeat_ngram: int = 10
     truncated_reasons: tuple[str, ...] = ("length",)
     refusal_start: tuple[str, ...] = DEFAULT_REFUSAL_START
     refusal_anywhere: tuple[str, ...] = DEFAULT_REFUSAL_ANYWHERE
@@ -71,6 +78,10 @@ class CheckConfig:
             )
         if not 0.0 <= self.max_oov_share <= 1.0:
             raise ValueError(f"max_oov_share must be in [0, 1], got {self.max_oov_share}")
+        if not 0.0 <= self.max_repeated_share <= 1.0:
+            raise ValueError(f"max_repeated_share must be in [0, 1], got {self.max_repeated_share}")
+        if self.repeat_ngram < 2:
+            raise ValueError(f"repeat_ngram must be >= 2, got {self.repeat_ngram}")
         unknown = set(self.disabled) - set(CHECK_NAMES)
         if unknown:
             raise ValueError(
@@ -249,6 +260,12 @@ class StoryChecker:
         if len(tokens) > config.max_words:
             reject("too_long")
 
+        repeated = repeated_share(tokens, config.repeat_ngram)
+        if repeated:
+            details["repeated_share"] = round(repeated, 4)
+        if repeated > config.max_repeated_share:
+            reject("repetition")
+
         missing = self.missing_words(tokens, text, required_words)
         if missing:
             details["missing_words"] = missing
@@ -327,6 +344,22 @@ class StoryChecker:
         if "-" in token:
             return all(self.is_known(part) for part in token.split("-") if part)
         return False
+
+
+def repeated_share(tokens: list[str], n: int) -> float:
+    """Share of the words that lie inside a word n-gram occurring more than once (case-folded)."""
+    if len(tokens) < 2 * n:
+        return 0.0
+    words = [t.lower() for t in tokens]
+    grams = list(zip(*(words[i:] for i in range(n)), strict=False))
+    if len(set(grams)) == len(grams):  # most stories: no n-gram twice
+        return 0.0
+    counts = Counter(grams)
+    covered = bytearray(len(words))
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i : i + n] = b"\x01" * n
+    return sum(covered) / len(words)
 
 
 def _ordered(names: list[str]) -> list[str]:

@@ -60,6 +60,9 @@ def simulator(
     timeout_hang: float = typer.Option(120.0, "--timeout-hang", help="Seconds a timeout hangs."),
     rate_truncated: float = typer.Option(0.0, "--rate-truncated"),
     rate_refusal: float = typer.Option(0.0, "--rate-refusal"),
+    rate_repetition: float = typer.Option(
+        0.0, "--rate-repetition", help="Share of stories whose end loops (the repetition check)."
+    ),
     rate_malformed: float = typer.Option(0.0, "--rate-malformed"),
     rate_no_choices: float = typer.Option(0.0, "--rate-no-choices"),
     seed: int = typer.Option(0, "--seed"),
@@ -90,6 +93,7 @@ def simulator(
             timeout_hang_s=timeout_hang,
             rate_truncated=rate_truncated,
             rate_refusal=rate_refusal,
+            rate_repetition=rate_repetition,
             rate_malformed=rate_malformed,
             rate_no_choices=rate_no_choices,
             seed=seed,

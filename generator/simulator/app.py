@@ -135,6 +135,7 @@ class SimulatorState:
             ("timeout", c.rate_timeout),
             ("truncated", c.rate_truncated),
             ("refusal", c.rate_refusal),
+            ("repetition", c.rate_repetition),
             ("malformed", c.rate_malformed),
             ("no_choices", c.rate_no_choices),
             ("ignore_max_tokens", c.rate_ignore_max_tokens),
@@ -202,6 +203,10 @@ async def chat_completions(request: Request) -> Response:
 
     result = answer(messages, state.content_rng(messages))
     text = REFUSAL if fault == "refusal" else result.text
+    if fault == "repetition":  # its last sentences again and again, longer than the story
+        loop = " ".join(text.rstrip().split(". ")[-2:]).strip()
+        times = max(3, -(-len(text.split()) // max(len(loop.split()), 1)))
+        text = f"{text.rstrip()} " + " ".join([loop] * times)
     prompt_tokens = sum(count_tokens(str(m.get("content") or "")) for m in messages) + 3 * len(
         messages
     )

@@ -23,6 +23,7 @@ FORCEABLE_FAULTS = (
     "timeout",
     "truncated",
     "refusal",
+    "repetition",
     "content_filter",
     "content_filter_400",
     "malformed",
@@ -61,6 +62,7 @@ class SimulatorConfig:
     timeout_hang_s: float = 120.0  # a "timeout" answers after this long (past client timeouts)
     rate_truncated: float = 0.0
     rate_refusal: float = 0.0
+    rate_repetition: float = 0.0  # a story whose end loops, as a model stuck repeating writes
     rate_malformed: float = 0.0
     rate_no_choices: float = 0.0
     # Servers that misbehave: one that answers past `max_tokens` (and bills it), one that closes

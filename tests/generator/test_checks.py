@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from generator.checks import CheckConfig, CheckResult, StoryChecker, word_forms
+from generator.checks import (
+    CheckConfig,
+    CheckResult,
+    StoryChecker,
+    repeated_share,
+    story_words,
+    word_forms,
+)
 from vocab import Vocabulary
 
 REAL_STORIES = json.loads(
@@ -85,10 +92,11 @@ def test_length_limits(checker):
         "Tom ran to the park. He was happy.", finish_reason="stop", required_words=[]
     )
     assert short.rejections == ("too_short",)
-    long = checker.check(" ".join([STORY] * 15), finish_reason="stop", required_words=[])
-    assert long.rejections == ("too_long",)
-    loose = StoryChecker(config=CheckConfig(min_words=5, max_words=2000))
-    assert loose.check(" ".join([STORY] * 15), finish_reason="stop", required_words=[]).accepted
+    many = "\n".join(REAL_STORIES[:10])  # distinct stories: no repetition
+    long = checker.check(many, finish_reason="stop", required_words=[])
+    assert long.rejections == ("too_long",) and long.details["word_count"] > 1000
+    loose = StoryChecker(config=CheckConfig(min_words=5, max_words=5000))
+    assert loose.check(many, finish_reason="stop", required_words=[]).accepted
 
 
 def test_missing_words_with_inflections(checker):
@@ -119,12 +127,18 @@ def test_out_of_vocabulary(checker):
     adult = (
         "The quarterly earnings report indicated substantial macroeconomic volatility. "
         "Analysts projected diminishing returns on leveraged infrastructure investments, "
-        "citing regulatory uncertainty and geopolitical headwinds. "
-    ) * 3
+        "citing regulatory uncertainty and geopolitical headwinds. Consequently, the "
+        "committee postponed its deliberations regarding monetary tightening, whereas "
+        "institutional stakeholders demanded unprecedented transparency concerning "
+        "derivative exposures, sovereign liabilities and counterparty obligations. "
+        "Meanwhile, multinational conglomerates restructured subsidiaries, renegotiated "
+        "procurement agreements and accelerated automation initiatives, anticipating "
+        "persistent inflationary pressures alongside deteriorating consumer sentiment."
+    )
     result = checker.check(adult, finish_reason="stop", required_words=[])
     assert result.rejections == ("out_of_vocabulary",)
     assert result.details["oov_share"] > 0.5
-    assert "macroeconomic" in result.details["oov_words"]
+    assert "accelerated" in result.details["oov_words"]  # the first 20, sorted
 
 
 def test_names_are_not_out_of_vocabulary(checker):
@@ -160,3 +174,36 @@ def test_disabled_checks_and_bad_config():
         CheckConfig(min_words=100, max_words=10)
     with pytest.raises(ValueError, match="max_oov_share"):
         CheckConfig(max_oov_share=1.5)
+
+
+RELEASE_SAMPLE = Path(__file__).parents[1] / "service" / "data" / "TinyStories-train-sample1200.txt"
+
+
+def test_a_story_in_a_loop_is_rejected_and_real_refrains_are_not(checker):
+    real = [s.strip() for s in RELEASE_SAMPLE.read_text().split("<|endoftext|>") if s.strip()]
+    assert len(real) == 1200
+    shares = [repeated_share(story_words(s), 10) for s in real]
+    assert max(shares) < 0.3  # echoes and refrains ("I can move that way.") stay well under
+    assert not any(
+        "repetition" in checker.check(s, finish_reason="stop", required_words=[]).rejections
+        for s in real
+    )
+    # What models stuck in a loop write: a tail repeating itself, a story told twice.
+    looping = STORY + " And they played and played and played in the park" * 8
+    twice = f"{STORY}\n\n{STORY}"
+    for text in (looping, twice):
+        result = checker.check(text, finish_reason="stop", required_words=[])
+        assert result.rejections == ("repetition",), result
+        assert result.details["repeated_share"] > 0.4
+    assert (
+        checker.check(STORY, finish_reason="stop", required_words=[]).details.get("repeated_share")
+        is None
+    )
+    loose = StoryChecker(config=CheckConfig(max_repeated_share=1.0))
+    assert loose.check(twice, finish_reason="stop", required_words=[]).accepted
+    off = StoryChecker(config=CheckConfig(disabled=frozenset({"repetition"})))
+    assert off.check(twice, finish_reason="stop", required_words=[]).accepted
+    with pytest.raises(ValueError, match="max_repeated_share must be in"):
+        CheckConfig(max_repeated_share=1.5)
+    with pytest.raises(ValueError, match="repeat_ngram must be >= 2"):
+        CheckConfig(repeat_ngram=1)

@@ -235,6 +235,20 @@ def test_generate_with_nothing_accepted_exits_1_and_says_why(
     assert len(read_jsonl(tmp_path / "r" / "stories.jsonl")) == 6
 
 
+def test_looping_stories_are_rejected_by_the_repetition_check(
+    tmp_path, monkeypatch, simulator_factory
+) -> None:
+    url = simulator_factory(SimulatorConfig(rate_repetition=1.0, seed=6))
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    args = ["generate", "--n", "5", "--out", str(tmp_path / "r"), "--model", "gpt-4o-mini"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "repetition 5" in result.stderr
+    for story in read_jsonl(tmp_path / "r" / "stories.jsonl"):
+        assert "repetition" in story["checks"]["rejections"], story["checks"]
+        assert story["checks"]["details"]["repeated_share"] > 0.4
+
+
 def test_generate_with_every_request_failing_names_the_failure(
     tmp_path, monkeypatch, simulator_factory
 ) -> None:
