@@ -130,9 +130,11 @@ class Decontaminator:
                 self._index.setdefault(g, []).append(i)
         self._ends = {(g[0], g[-1]) for g in self._index}
 
-    def check(self, text: str) -> DecontamResult:
-        """Whether `text` overlaps an evaluation prompt beyond the threshold."""
-        words = normalized_words(text)
+    def check(self, text: str, *, words: list[str] | None = None) -> DecontamResult:
+        """Whether `text` overlaps an evaluation prompt beyond the threshold; `words`: its
+        ``normalized_words`` when the caller has them."""
+        if words is None:
+            words = normalized_words(text)
         n, index, ends = self.n, self._index, self._ends
         shared = {
             g

@@ -115,8 +115,11 @@ class ExportStats:
         self.rejected = 0  # stories that failed the checks (exported only when asked)
         self.diversity = Sketch()  # of the exported stories, fed in blocks (numpy per block)
         self._pending: list[StoryFacts] = []
+        self._pending_words: list[list[str]] | None = []  # None once a row came without
 
-    def add(self, row: Mapping[str, Any]) -> None:
+    def add(self, row: Mapping[str, Any], words: list[str] | None = None) -> None:
+        """Count one exported row in; `words`: its text's ``normalized_words``, when the
+        caller has them (saves normalising the text again)."""
         w = len(row["text"].split())
         c = len(row["text"])
         if max(w, c) >= len(self.chars):  # exact statistics: grow instead of capping
@@ -139,14 +142,18 @@ class ExportStats:
             row["text"], row["verb"], row["noun"], row["adjective"], row["features"] or ()
         )
         self._pending.append(facts)
+        if words is None:
+            self._pending_words = None
+        elif self._pending_words is not None:
+            self._pending_words.append(words)
         if len(self._pending) >= 2_000:
             self.flush_diversity()
 
     def flush_diversity(self) -> None:
         """Count the buffered stories into the diversity sketch."""
         if self._pending:
-            self.diversity.add_stories(self._pending)
-            self._pending = []
+            self.diversity.add_stories(self._pending, self._pending_words)
+            self._pending, self._pending_words = [], []
 
     @classmethod
     def merged(cls, parts: Iterable[ExportStats]) -> ExportStats:

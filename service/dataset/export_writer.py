@@ -40,7 +40,7 @@ from service.dataset.export_shards import (
     write_dataset_files,
 )
 from service.dataset.import_records import instruct_header_of
-from service.dataset.minhash import text_hash
+from service.dataset.minhash import normalized_words, text_hash
 
 log = logging.getLogger(__name__)
 
@@ -297,13 +297,14 @@ class ExportWriter:
         for raw in rows:
             seen += 1
             row = normalize_row(raw)
+            words = normalized_words(row["text"])  # one normalisation for decontam and card
             if self.fmt == "instruct" and not row["instruct_header"]:
                 no_instruct += 1
             elif holds_separator(row):
                 separator += 1
             elif (
                 self.decontaminator is not None
-                and self.decontaminator.check(row["text"]).contaminated
+                and self.decontaminator.check(row["text"], words=words).contaminated
             ):
                 contaminated += 1
             else:
@@ -311,7 +312,7 @@ class ExportWriter:
                 split = split_of(key, seed=self.seed, validation_fraction=self.validation_fraction)
                 buffers[split].append(row)
                 release[split].append(self._release(row))
-                stats[split].add(row)
+                stats[split].add(row, words)
                 # The cluster too where it decides the split (exports of a store without
                 # duplicates keep the fingerprint they had).
                 clustered = f" {row['cluster_hash']}" if row["cluster_hash"] else ""
