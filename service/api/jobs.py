@@ -96,9 +96,9 @@ def job_prices(body: JobCreate, used: list[str]) -> dict[str, dict[str, float]]:
     """The job's own prices by model: `price` for every model it uses, `prices` over it."""
     prices: dict[str, dict[str, float]] = {}
     if body.price is not None:
-        prices = {m: body.price.model_dump(exclude_none=True) for m in used}
+        prices = {m: body.price.model_dump() for m in used}
     for name, price in (body.prices or {}).items():
-        prices[name] = price.model_dump(exclude_none=True)
+        prices[name] = price.model_dump()
     return prices
 
 

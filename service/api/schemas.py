@@ -34,21 +34,6 @@ class PriceIn(BaseModel):
 
     input: float = Field(ge=0, le=10_000, description="USD per 1M prompt tokens")
     output: float = Field(ge=0, le=10_000, description="USD per 1M completion tokens")
-    cached_input: float | None = Field(
-        default=None,
-        ge=0,
-        le=10_000,
-        description="USD per 1M prompt tokens served from the provider's prompt cache "
-        "(default: the input price); at most the input price",
-    )
-
-    @field_validator("cached_input")
-    @classmethod
-    def _cached_at_most_input(cls, value: float | None, info: ValidationInfo) -> float | None:
-        given = info.data.get("input")
-        if value is not None and given is not None and value > given:
-            raise ValueError(f"cached_input {value:g} is above the input price {given:g}")
-        return value
 
 
 # Words per role of a job's own vocabulary: the packaged list has 1,096 nouns; a request body
