@@ -164,7 +164,8 @@ class LossModel(nn.Module):
                 p(a).view(batch, seq, heads, dim) for p in (attn.q_proj, attn.k_proj, attn.v_proj)
             )
             # GPT-Neo does not scale scores by 1/sqrt(d): every kernel here keeps scale 1.
-            local = window if attn.attention_type == "local" else None
+            # The outer module's attribute: transformers 4.x has none on the inner one.
+            local = window if block.attn.attention_type == "local" else None
             if local and seq > local and self.local == "flash" and q.dtype != torch.float32:
                 o = flash_local_attention(q, k, v, window=local)  # (batch, seq, heads, dim)
             else:

@@ -26,6 +26,7 @@ MIN_VOCAB = 257  # 256 byte symbols + the end-of-story token
 PORTABLE_CLASS = "PreTrainedTokenizerFast"
 # Load-time arguments 5.x writes into tokenizer_config.json: not properties of the tokenizer.
 LOAD_TIME_KEYS = ("is_local", "local_files_only")
+MODEL_INPUTS = ("input_ids", "attention_mask")  # what a causal LM takes: no token_type_ids
 
 
 def train_tokenizer(
@@ -56,6 +57,10 @@ def train_tokenizer(
         unk_token=EOS,
         pad_token=EOS,
         model_max_length=max_length,
+        # 5.x's defaults, which 4.x lacks (see save_tokenizer): a tokenizer trained under 4.x
+        # is then saved with them too.
+        model_input_names=list(MODEL_INPUTS),
+        clean_up_tokenization_spaces=False,
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,18 +70,56 @@ def train_tokenizer(
 
 
 def save_tokenizer(tok: Any, out_dir: str | Path) -> None:
-    """`save_pretrained`, with a tokenizer_config.json that transformers 4.x and 5.x both load."""
+    """`save_pretrained`, with files transformers 4.40+ (tokenizers 0.19+) and 5.x read alike.
+
+    Checked by hand: a model directory saved so loads, encodes, decodes and generates the same
+    in transformers 4.40.2 (tokenizers 0.19.1), 4.45.2, 4.57.6 and 5.24 (tests/trainer/
+    test_tokenizer.py says how).
+    """
     tok.save_pretrained(out_dir)
-    config_path = Path(out_dir) / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    if config.get("tokenizer_class") not in ("TokenizersBackend", None):
-        return  # a named class (GPT2TokenizerFast, ...) loads in both already
-    config["tokenizer_class"] = PORTABLE_CLASS
+    out = Path(out_dir)
+    config = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") in ("TokenizersBackend", None):
+        config["tokenizer_class"] = PORTABLE_CLASS  # named ones (GPT2TokenizerFast) load in both
     for key in LOAD_TIME_KEYS:
         config.pop(key, None)
-    tmp = config_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, config_path)
+    # Settings 5.x leaves out but 4.x defaults differently, written out so every reader behaves
+    # as 5.x: 4.x also returns token_type_ids (`model(**tok(text))` then adds token 0's
+    # embedding at every GPT-Neo position; Llama rejects them; the models never train on them),
+    # and before 4.45 decode() cleans up spaces (" ." -> "."), no longer a lossless round trip.
+    names = config.get("model_input_names") or tok.model_input_names
+    config["model_input_names"] = [n for n in names if n != "token_type_ids"]
+    config.setdefault("clean_up_tokenization_spaces", bool(tok.clean_up_tokenization_spaces))
+    _write_json(out / "tokenizer_config.json", config)
+    tokenizer_json = out / "tokenizer.json"
+    if tokenizer_json.is_file():
+        data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+        if legacy_merges(data):
+            _write_json(tokenizer_json, data)
+
+
+def legacy_merges(data: dict) -> bool:
+    """BPE merges of a tokenizer.json as "a b" strings; True when they were pairs.
+
+    tokenizers >= 0.20 writes ["a", "b"] pairs and reads both forms; 0.19 (transformers
+    4.40-4.44) fails on pairs ("data did not match any variant of untagged enum ModelWrapper").
+    A merge with a space in it stays a pair: as a string it would split in the wrong place
+    (byte-level BPE never has one: the space is the byte symbol Ġ).
+    """
+    model = data.get("model") or {}
+    merges = model.get("merges")
+    if model.get("type") != "BPE" or not merges or not isinstance(merges[0], list):
+        return False
+    if any(len(m) != 2 or " " in m[0] or " " in m[1] for m in merges):
+        return False
+    model["merges"] = [f"{a} {b}" for a, b in merges]
+    return True
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
@@ -112,8 +155,18 @@ def _load_cached(cached: Path) -> PreTrainedTokenizerFast | None:
 
 
 def tokenizer_hash(tok: PreTrainedTokenizerFast) -> str:
-    """Content hash: two tokenizers with the same hash encode identically."""
-    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+    """Content hash: two tokenizers with the same hash encode identically.
+
+    The same under tokenizers 0.19 and 0.20+ (a run resumes across them): merges 0.19 writes
+    as "a b" strings are hashed as the ["a", "b"] pairs of 0.20+, whose text is hashed as is.
+    """
+    text = tok.backend_tokenizer.to_str()
+    data = json.loads(text)
+    merges = (data.get("model") or {}).get("merges")
+    if merges and isinstance(merges[0], str):
+        data["model"]["merges"] = [m.split(" ", 1) for m in merges]
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)  # as to_str() writes
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def prepare_tokenizer(cfg: TrainConfig, ds: Any, fingerprint: str) -> PreTrainedTokenizerFast:

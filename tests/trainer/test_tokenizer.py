@@ -5,7 +5,14 @@ from transformers import AutoTokenizer
 
 from tests.trainer.conftest import load_stories
 from trainer.config import TrainerError
-from trainer.tokenizer import EOS, load_tokenizer, save_tokenizer, tokenizer_hash, train_tokenizer
+from trainer.tokenizer import (
+    EOS,
+    legacy_merges,
+    load_tokenizer,
+    save_tokenizer,
+    tokenizer_hash,
+    train_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +57,70 @@ def test_bad_tokenizer_inputs(tmp_path: Path) -> None:
         load_tokenizer(tmp_path / "nowhere")
 
 
+# pyproject's train extra allows transformers>=4.40 (tokenizers>=0.19). Verified by hand: a
+# tiny model trained by `tinystories train` under 5.24/0.23.3 and under 4.40.2/0.19.1 (those
+# wheels put first on PYTHONPATH with `pip install --no-deps --target`), and each directory
+# loaded with AutoTokenizer + AutoModelForCausalLM in 4.40.2/0.19.1, 4.45.2/0.20.3,
+# 4.57.6/0.22.2 and 5.24.0/0.23.3: the same token ids, logits and greedy generation, for the
+# tiny and llama-15M presets. The tests below pin the saved files' parts that made 4.x differ.
+
+
 def test_saved_config_names_a_class_transformers_4_and_5_load(tok_dir: Path) -> None:
     import json
 
     config = json.loads((tok_dir / "tokenizer_config.json").read_text())
-    # TokenizersBackend exists in transformers 5 only; pyproject allows transformers>=4.40.
+    # TokenizersBackend exists in transformers 5 only.
     assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
     assert not {"is_local", "local_files_only"} & set(config)
+    # 4.x defaults: token_type_ids (added to every GPT-Neo position; Llama raises TypeError)
+    # and, before 4.45, a decode that turns " ." into ".".
+    assert config["model_input_names"] == ["input_ids", "attention_mask"]
+    assert config["clean_up_tokenization_spaces"] is False
     tok = AutoTokenizer.from_pretrained(tok_dir)
     assert tok.is_fast and tok.eos_token == EOS and len(tok) == 600
+    assert list(tok("Hi , there")) == ["input_ids", "attention_mask"]
+    assert tok.decode(tok("Hi , there . I don 't")["input_ids"]) == "Hi , there . I don 't"
     resaved = tok_dir.parent / "resaved"
     save_tokenizer(load_tokenizer(tok_dir), resaved)  # what checkpoints and the model dir get
     again = json.loads((resaved / "tokenizer_config.json").read_text())
     assert again["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert again["model_input_names"] == ["input_ids", "attention_mask"]
+    assert again["clean_up_tokenization_spaces"] is False
+
+
+def test_saved_tokenizer_json_reads_in_tokenizers_0_19(tmp_path: Path) -> None:
+    import json
+
+    trained = train_tokenizer(load_stories()[:50], vocab_size=300, out_dir=tmp_path)
+    data = json.loads((tmp_path / "tokenizer.json").read_text(encoding="utf-8"))
+    # tokenizers 0.19 (transformers 4.40-4.44) reads format 1.0 with merges as "a b" strings
+    # only; ["a", "b"] pairs (0.20+) fail there: "data did not match any variant of untagged
+    # enum ModelWrapper". 0.23 reads both, and the file holds the same tokenizer.
+    assert data["version"] == "1.0" and data["model"]["type"] == "BPE"
+    merges = data["model"]["merges"]
+    assert merges and all(isinstance(m, str) and m.count(" ") == 1 for m in merges)
+    assert tokenizer_hash(load_tokenizer(tmp_path)) == tokenizer_hash(trained)
+
+
+def test_hash_is_the_same_for_the_merges_tokenizers_0_19_serialises(tok_dir: Path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    tok = load_tokenizer(tok_dir)
+    data = json.loads(tok.backend_tokenizer.to_str())
+    legacy_merges(data)  # as tokenizers 0.19's to_str() writes them: "a b" strings
+    text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    old = SimpleNamespace(backend_tokenizer=SimpleNamespace(to_str=lambda: text))
+    assert tokenizer_hash(old) == tokenizer_hash(tok)  # resuming after an upgrade to 0.20+
+
+
+def test_legacy_merges_keeps_pairs_it_cannot_write_as_strings() -> None:
+    pairs = {"model": {"type": "BPE", "merges": [["a", "b"], ["ab", "c"]]}}
+    assert legacy_merges(pairs) and pairs["model"]["merges"] == ["a b", "ab c"]
+    assert not legacy_merges(pairs)  # already strings
+    spaced = {"model": {"type": "BPE", "merges": [["a", "b"], ["a b", "c"]]}}
+    assert not legacy_merges(spaced) and spaced["model"]["merges"][1] == ["a b", "c"]
+    assert not legacy_merges({"model": {"type": "Unigram", "vocab": []}})
 
 
 def test_damaged_cached_tokenizer_is_trained_again(export_dir, tmp_path, caplog) -> None:

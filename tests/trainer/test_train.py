@@ -72,6 +72,9 @@ def test_output_directory_loads_in_pipeline(trained: TrainResult) -> None:
     for saved in (trained.out, ckpt):  # loadable by transformers 4.x too, not only 5.x
         config = json.loads((saved / "tokenizer_config.json").read_text())
         assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+        assert config["model_input_names"] == ["input_ids", "attention_mask"]
+        merges = json.loads((saved / "tokenizer.json").read_text())["model"]["merges"]
+        assert isinstance(merges[0], str)  # tokenizers 0.19 reads no ["a", "b"] pairs
 
 
 def test_model_card_and_training_json(trained: TrainResult) -> None:
