@@ -83,6 +83,19 @@ async def test_the_lead_stays_with_one_worker_until_its_connection_goes(sessionm
         await b.release_lead()
 
 
+async def lead_when_free(indexer: DedupIndexer) -> int:
+    """The first batch `indexer` indexes as the lead, once the lock is free (waits while the
+    batches it tries keep coming back without the lead)."""
+    got: list[int | None] = []
+
+    async def leads() -> bool:
+        got.append(await indexer._index(lead=True))
+        return got[-1] is not None
+
+    await wait_until(leads, what=f"{indexer.worker_id} to take the lead")
+    return int(got[-1] or 0)
+
+
 async def test_a_stalled_lead_loses_the_lead(sessionmaker, monkeypatch) -> None:
     monkeypatch.setattr(indexer_mod, "LEAD_IDLE_TIMEOUT", "300ms")
     await add_stories(sessionmaker, real_stories(4))
@@ -90,14 +103,7 @@ async def test_a_stalled_lead_loses_the_lead(sessionmaker, monkeypatch) -> None:
     try:
         assert await a._index(lead=True) == 3
         # `a` goes quiet (a paused process): Postgres ends its session, the lock goes with it.
-        got: list[int | None] = []
-
-        async def b_leads() -> bool:
-            got.append(await b._index(lead=True))
-            return got[-1] is not None
-
-        await wait_until(b_leads, what="b to take the lead")
-        assert got[-1] == 1 and b.leading
+        assert await lead_when_free(b) == 1 and b.leading
     finally:
         await a.release_lead()
         await b.release_lead()
@@ -122,12 +128,5 @@ async def test_the_loop_gives_the_lead_back_when_it_ends(sessionmaker) -> None:
     assert not a.leading
     # Cancelled mid-statement, a's connection is closed without an unlock, and the server
     # drops the lock when its backend exits, a moment later: b takes it then.
-    got: list[int | None] = []
-
-    async def b_leads() -> bool:
-        got.append(await b._index(lead=True))
-        return got[-1] is not None
-
-    await wait_until(b_leads, what="b to take the lead")
-    assert got[-1] == 0 and b.leading
+    assert await lead_when_free(b) == 0 and b.leading
     await b.release_lead()
