@@ -83,16 +83,16 @@ async def test_the_lead_stays_with_one_worker_until_its_connection_goes(sessionm
         await b.release_lead()
 
 
-async def lead_when_free(indexer: DedupIndexer) -> int:
+async def lead_when_free(indexer: DedupIndexer, stall_s: float = 60.0) -> int:
     """The first batch `indexer` indexes as the lead, once the lock is free (waits while the
-    batches it tries keep coming back without the lead)."""
+    batches it tries keep coming back without the lead, at most `stall_s`)."""
     got: list[int | None] = []
 
     async def leads() -> bool:
         got.append(await indexer._index(lead=True))
         return got[-1] is not None
 
-    await wait_until(leads, what=f"{indexer.worker_id} to take the lead")
+    await wait_until(leads, what=f"{indexer.worker_id} to take the lead", stall_s=stall_s)
     return int(got[-1] or 0)
 
 
@@ -127,6 +127,7 @@ async def test_the_loop_gives_the_lead_back_when_it_ends(sessionmaker) -> None:
             await task
     assert not a.leading
     # Cancelled mid-statement, a's connection is closed without an unlock, and the server
-    # drops the lock when its backend exits, a moment later: b takes it then.
-    assert await lead_when_free(b) == 0 and b.leading
+    # drops the lock when its backend exits, a moment later: b takes it then. Well before the
+    # idle timeout would free a lock the loop kept (LEAD_IDLE_TIMEOUT, 15 s).
+    assert await lead_when_free(b, stall_s=10.0) == 0 and b.leading
     await b.release_lead()
