@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
+
+from cachetools import TTLCache
 
 MIN_CACHED_TOKENS = 1024  # OpenAI caches nothing of a shorter prompt
 CACHE_STEP_TOKENS = 128  # cache hits grow in steps of this many tokens
@@ -30,26 +31,23 @@ class PromptCache:
     """Prefixes each model read recently, keyed by a hash of the model and the prefix."""
 
     def __init__(self, *, ttl_s: float = CACHE_TTL_S, max_prefixes: int = _MAX_PREFIXES) -> None:
-        self.ttl_s = ttl_s
-        self.max_prefixes = max_prefixes
-        self._seen: OrderedDict[bytes, float] = OrderedDict()
+        # Reading a prefix again renews its time to live; the least recent goes when full.
+        self._seen: TTLCache[bytes, bool] = TTLCache(
+            maxsize=max_prefixes, ttl=ttl_s, timer=time.monotonic
+        )
 
     def cached_tokens(self, model: str, messages: list[dict], prompt_tokens: int) -> int:
         """How many leading tokens of this prompt were cached; its prefixes are remembered
         (or refreshed) for the requests after it."""
         if prompt_tokens < MIN_CACHED_TOKENS:
             return 0
-        now = time.monotonic()
         cached, contiguous = 0, True
         for length, key in _prefix_keys(model, messages):
-            seen = self._seen.pop(key, None)
             # A cache hit is one unbroken prefix: a longer one counts only after shorter ones.
-            contiguous = contiguous and seen is not None and now - seen <= self.ttl_s
+            contiguous = contiguous and key in self._seen
             if contiguous:
                 cached = length
-            self._seen[key] = now
-        while len(self._seen) > self.max_prefixes:
-            self._seen.popitem(last=False)
+            self._seen[key] = True
         return min(cached, prompt_tokens)
 
 

@@ -227,12 +227,18 @@ def test_ctrl_c_line_names_the_checkpoint_it_saved(export_dir, cache_dir, tmp_pa
     )
 
 
-def test_rejected_stories_are_counted_in_the_note_and_training_json(cache_dir, tmp_path) -> None:
+@pytest.mark.parametrize("layout", ["dataset", "release text files"])
+def test_rejected_stories_are_counted_in_the_note_and_training_json(
+    cache_dir, tmp_path, layout
+) -> None:
     import json
 
     from tests.trainer.conftest import make_export
+    from tests.trainer.release_files import make_text_export
 
-    export = make_export(tmp_path / "e", n_train=60, n_valid=10, rejected=(0, 1, 2, 65))
+    # The dataset's `accepted` column, or the *.rejected.json lists beside the text files.
+    make = make_export if layout == "dataset" else make_text_export
+    export = make(tmp_path / "e", n_train=60, n_valid=10, rejected=(0, 1, 2, 65))
     args = ["--preset", "tiny", "--seq-len", "32", "--batch-size", "4", "--vocab-size", "512"]
     args += ["--max-steps", "2", "--cache-dir", cache_dir, "--device", "cpu"]
     result = run("train", "--data", export, "--out", tmp_path / "m", *args)
@@ -248,5 +254,8 @@ def test_rejected_stories_are_counted_in_the_note_and_training_json(cache_dir, t
         in (tmp_path / "m" / "README.md").read_text()
     )
     result = run("train", "--data", export, "--out", tmp_path / "all", "--include-rejected", *args)
+    assert result.exit_code == 0, result.output
+    assert "note: trained on 4 rejected stories of the export" in result.stderr
     info = json.loads((tmp_path / "all" / "training.json").read_text())
-    assert info["rejected_stories_included"] is True and info["train_stories"] == 60
+    assert info["rejected_stories_included"] is True
+    assert (info["train_stories"], info["validation_stories"]) == (60, 10)

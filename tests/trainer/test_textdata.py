@@ -66,27 +66,6 @@ def test_a_changed_list_gets_its_own_token_cache(tmp_path: Path) -> None:
     assert prepare_data(cfg).train.cached  # and the new entry is reused
 
 
-def test_text_export_rejected_stories_are_counted_in_the_note_and_training_json(
-    cache_dir: Path, tmp_path: Path
-) -> None:
-    export = make_text_export(tmp_path / "e", n_train=60, rejected=(0, 1, 2, 65))
-    args = [*TINY, "--cache-dir", cache_dir]
-    result = run("train", "--data", export, "--out", tmp_path / "m", *args)
-    assert result.exit_code == 0, result.output
-    note = "left out 4 rejected stories of the export (train 3, validation 1); --include-rejected"
-    assert f"note: {note}" in result.stderr
-    info = json.loads((tmp_path / "m" / "training.json").read_text())
-    assert info["rejected_stories"] == {"train": 3, "validation": 1}
-    assert info["rejected_stories_included"] is False
-    assert (info["train_stories"], info["validation_stories"]) == (57, 9)
-    result = run("train", "--data", export, "--out", tmp_path / "all", "--include-rejected", *args)
-    assert result.exit_code == 0, result.output
-    assert "note: trained on 4 rejected stories of the export" in result.stderr
-    info = json.loads((tmp_path / "all" / "training.json").read_text())
-    assert info["rejected_stories_included"] is True
-    assert (info["train_stories"], info["validation_stories"]) == (60, 10)
-
-
 def _rewrite(path: Path, **changes: object) -> None:
     listing = json.loads(path.read_text())
     path.write_text(json.dumps({**listing, **changes}))

@@ -219,17 +219,22 @@ def test_export_of_one_accepted_story_says_so(seeded: str, tmp_path: Path) -> No
     )
 
 
-def test_include_rejected_carries_accepted_and_rejections_in_every_format(
-    seeded: str, tmp_path: Path, monkeypatch
-) -> None:
-    checks = [(True, []), (False, ["repetition"]), (True, []), (False, ["too_short", "empty"])]
-    job = _job_with(seeded, checks * 3)
-    out = tmp_path / "with-checks"
+def _export_with_checks(seeded: str, monkeypatch, out: Path, job: str) -> Path:
+    """`export --include-rejected` of one job into `out` (40% validation)."""
     r = dataset_cli(
         seeded, monkeypatch, "export", "--out", str(out), "--job", job, "--include-rejected",
         "--validation-fraction", "0.4",
     )  # fmt: skip
     assert r.exit_code == 0, r.output
+    return out
+
+
+def test_include_rejected_carries_accepted_and_rejections_in_every_format(
+    seeded: str, tmp_path: Path, monkeypatch
+) -> None:
+    checks = [(True, []), (False, ["repetition"]), (True, []), (False, ["too_short", "empty"])]
+    job = _job_with(seeded, checks * 3)
+    out = _export_with_checks(seeded, monkeypatch, tmp_path / "with-checks", job)
     expected = {(True, ()): 6, (False, ("repetition",)): 3, (False, ("too_short", "empty")): 3}
 
     def tally(rows) -> Counter:
@@ -261,12 +266,7 @@ def test_include_rejected_lists_the_rejected_stories_beside_each_text_file(
     from trainer.data import drop_rejected, load_export
 
     job = _job_with(seeded, [(True, []), (False, ["repetition"]), (True, []), (True, [])] * 4)
-    out = tmp_path / "with-checks"
-    r = dataset_cli(
-        seeded, monkeypatch, "export", "--out", str(out), "--job", job, "--include-rejected",
-        "--validation-fraction", "0.4",
-    )  # fmt: skip
-    assert r.exit_code == 0, r.output
+    out = _export_with_checks(seeded, monkeypatch, tmp_path / "with-checks", job)
     dd = datasets.load_from_disk(str(out))
     counts = {}
     for split, name in (("train", "TinyStories-train"), ("validation", "TinyStories-valid")):
