@@ -85,7 +85,7 @@ def train_command(
     compile_mode: Annotated[
         str,
         typer.Option(
-            help="default, or max-autotune (GEMM and kernel tuning: minutes more compile)."
+            help="default, or tuned (benchmarks the fused elementwise kernels: longer compile)."
         ),
     ] = "default",
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast on GPU.")] = True,
@@ -132,8 +132,8 @@ def train_command(
         raise _fail(f"--format must be plain or instruct, not {format!r}")
     if local_attention not in ("auto", "flash", "flex", "sdpa"):
         raise _fail(f"--local-attention must be auto, flash, flex or sdpa, not {local_attention!r}")
-    if compile_mode not in ("default", "max-autotune"):
-        raise _fail(f"--compile-mode must be default or max-autotune, not {compile_mode!r}")
+    if compile_mode not in ("default", "tuned"):
+        raise _fail(f"--compile-mode must be default or tuned, not {compile_mode!r}")
     if residual_dtype not in ("fp32", "bf16"):
         raise _fail(f"--residual-dtype must be fp32 or bf16, not {residual_dtype!r}")
     if schedule not in ("cosine", "constant"):

@@ -67,10 +67,9 @@ class TrainConfig:
     # None: on for CUDA (kernel fusion, FlexAttention), off on CPU, where a short run does not
     # earn back the compile time. A failed compile falls back to eager with one warning line.
     compile: bool | None = None
-    # max-autotune: inductor benchmarks GEMM kernels (Triton templates, which can take the bias
-    # and gelu into their epilogue, against cuBLAS) and tunes its fused kernels: minutes more
-    # compile (`gpu_check.sh mfu` measures what it gives). No CUDA graphs either way.
-    compile_mode: Literal["default", "max-autotune"] = "default"
+    # tuned: inductor benchmarks its fused pointwise and reduction kernels' launch configs
+    # (trainer.step.COMPILE_OPTIONS says why not the GEMMs); `gpu_check.sh mfu` measures it.
+    compile_mode: Literal["default", "tuned"] = "default"
     # The residual stream between blocks: fp32 (autocast's choice: the embeddings are fp32) or
     # bf16 (Megatron's default without --fp32-residual-connection): half the memory traffic of
     # the layer norms and residual adds, part of the memory-bound quarter of a 33M step on an
@@ -131,7 +130,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "format": ("plain", "instruct"),
     "schedule": ("cosine", "constant"),
     "local_attention": ("auto", "flash", "flex", "sdpa"),
-    "compile_mode": ("default", "max-autotune"),
+    "compile_mode": ("default", "tuned"),
     "residual_dtype": ("fp32", "bf16"),
 }
 AT_LEAST_ONE = (

@@ -60,11 +60,16 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
-def enable_fast_math(device: torch.device) -> None:
-    """TF32 for fp32 matmuls and convolutions: `--no-bf16` runs on tensor cores, not fp32 FMA."""
+def prepare_cuda(device: torch.device) -> None:
+    """TF32 for fp32 matmuls and convolutions (`--no-bf16` runs on tensor cores, not fp32 FMA);
+    the peak-memory count started for this run, not an earlier one in the same process."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+        # Unlike most torch.cuda calls, this one does not initialise CUDA: as a fresh process's
+        # first CUDA call it failed with "Invalid device argument".
+        torch.cuda.init()
+        torch.cuda.reset_peak_memory_stats(device)
 
 
 def peak_flops(device: torch.device, *, bf16: bool = True) -> float | None:

@@ -16,7 +16,7 @@ import torch
 from trainer import checkpoint as ckpt
 from trainer.config import OptionError, TrainConfig, TrainerError, check_options
 from trainer.data import Prefetcher, WindowSampler
-from trainer.device import enable_fast_math, peak_flops, resolve_device, start_process_group
+from trainer.device import peak_flops, prepare_cuda, resolve_device, start_process_group
 from trainer.evaluate import Validation, evaluate_stream
 from trainer.model import LossModel, build_model, flops_per_token
 from trainer.optim import lr_factor, make_optimizer, warmup_for
@@ -81,9 +81,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     tokenizer = data.tokenizer
     if world > 1:
         start_process_group(device, rank, world)
-    enable_fast_math(device)
-    if device.type == "cuda":  # this run's peak, not an earlier run's in the same process
-        torch.cuda.reset_peak_memory_stats(device)
+    prepare_cuda(device)
 
     tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * world
     max_steps = math.ceil(cfg.tokens / tokens_per_step) if cfg.tokens is not None else cfg.max_steps

@@ -140,7 +140,7 @@ def test_bad_inputs(export_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
         with pytest.raises(TrainerError, match=f"local_attention {kernel} trains on CUDA only"):
             train(tiny_config(export_dir, cache_dir, tmp_path / "d", local_attention=kernel))
     for field, value, message in [
-        ("compile_mode", "reduce-overhead", "compile_mode must be default or max-autotune"),
+        ("compile_mode", "max-autotune", "compile_mode must be default or tuned"),
         ("residual_dtype", "fp16", "residual_dtype must be fp32 or bf16"),
         ("residual_dtype", "bf16", "residual_dtype bf16 needs a bf16 run"),  # a CPU run
     ]:
@@ -274,7 +274,7 @@ def test_compiled_step_checked_against_eager(export_dir, cache_dir, tmp_path, mo
     assert result.val_loss == pytest.approx(reference.val_loss, abs=1e-5)  # same training
 
 
-def test_max_autotune_compile_trains_what_eager_trains(export_dir, cache_dir, tmp_path) -> None:
+def test_tuned_compile_trains_what_eager_trains(export_dir, cache_dir, tmp_path) -> None:
     # A real compile (no stand-in), in the tuned mode: it must pass the first step's check
     # against eager, stay compiled, say its mode, and train what the eager run trains.
     cfg = tiny_config(
@@ -282,7 +282,7 @@ def test_max_autotune_compile_trains_what_eager_trains(export_dir, cache_dir, tm
         cache_dir,
         tmp_path / "m",
         compile=True,
-        compile_mode="max-autotune",
+        compile_mode="tuned",
         max_steps=6,
         eval_every=100,
         checkpoint_every=100,
@@ -290,7 +290,7 @@ def test_max_autotune_compile_trains_what_eager_trains(export_dir, cache_dir, tm
     )
     result = train(cfg)
     info = json.loads((tmp_path / "m" / "training.json").read_text())
-    assert info["compile"] is True and info["config"]["compile_mode"] == "max-autotune"
+    assert info["compile"] is True and info["config"]["compile_mode"] == "tuned"
     reference = train(replace(cfg, out=str(tmp_path / "e"), compile=False))
     assert result.val_loss == pytest.approx(reference.val_loss, abs=1e-3)
     assert result.val_loss < 6.2  # it trained: log(512) = 6.24 at the start
