@@ -16,8 +16,9 @@
 # `bash benchmarks/gpu_check.sh smoke`: versions and 12 compiled 33M steps only (~1-2 min); it
 # also fills the compile cache the full check then reuses. `... mfu`: the flash sliding window
 # checked against the band mask; compiled 33M: batch 128 with the fp32 and the bf16 residual
-# stream, the bf16 one again with a CUDA-kernel profile, at batch 256, with CUDA graphs, and
-# `compile_mode=tuned` with each stream. Each run prints as it ends, with its ratio to the
+# stream, the bf16 one again with a CUDA-kernel profile; each stream over a 1.5M-token budget
+# (validation curves compared); bf16 at batch 256, with CUDA graphs, and `compile_mode=tuned`
+# with each stream. Each run prints as it ends, with its ratio to the
 # first; none starts after GPU_CHECK_MFU_BUDGET_S (420) seconds. On CUDA every mode first
 # trains 2 steps in a fresh process (a user's first CUDA call is training's own).
 set -euo pipefail
@@ -194,8 +195,12 @@ if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, p
     # profiled repeat reuses the compiled graph (Inductor's on-disk cache). "cudagraphs" is an
     # experiment, not an option: the default compile plus CUDA graphs (~3% of an H100 step
     # was idle between kernels).
+    # "budget": each stream over the full check's fixed 1.5M-token budget at batch 16 (184
+    # steps, ~6 epochs of the shipped stories), evaluated every 15 steps: does the bf16 stream
+    # keep the fp32 stream's loss over more than 40 steps?
     runs = (("33M", 128, "default", "fp32", ""), ("33M", 128, "default", "bf16", ""),
-            ("33M", 128, "default", "bf16", "profiled"), ("33M", 256, "default", "bf16", ""),
+            ("33M", 128, "default", "bf16", "profiled"), ("33M", 16, "default", "fp32", "budget"),
+            ("33M", 16, "default", "bf16", "budget"), ("33M", 256, "default", "bf16", ""),
             ("33M", 128, "default", "bf16", "cudagraphs"), ("33M", 128, "tuned", "bf16", ""),
             ("33M", 128, "tuned", "fp32", ""))
     if not cuda:  # the same code path, sized for a CPU (no autocast there: fp32 stream)
@@ -212,6 +217,8 @@ if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, p
             continue
         hook = {"on_step": profiled} if variant == "profiled" else {}
         size = {"max_steps": 40} if cuda else {"vocab_size": 2048, "seq_len": 256, "max_steps": 26}
+        if variant == "budget":
+            size = {"tokens": 1_500_000, "eval_every": 15, "eval_tokens": None}
         options = trainer.step.COMPILE_OPTIONS[compile_mode]
         if variant == "cudagraphs":
             trainer.step.COMPILE_OPTIONS[compile_mode] = {**options, "triton.cudagraphs": True}
@@ -221,10 +228,29 @@ if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, p
         finally:
             trainer.step.COMPILE_OPTIONS[compile_mode] = options
     rows = results["runs"]
+    curves = {}
+    for name, row in rows.items():
+        if name.endswith("-budget") and row.get("metrics_csv"):
+            import csv
+            import io
+
+            curves[name] = {int(r["tokens"]): float(r["val_loss"])
+                            for r in csv.DictReader(io.StringIO(row["metrics_csv"]))
+                            if r["val_loss"]}
+    if len(curves) == 2:
+        (a, ca), (b, cb) = curves.items()
+        common = sorted(set(ca) & set(cb))
+        gaps = [cb[t] - ca[t] for t in common]
+        results["budget_curves"] = {"tokens": common, a: [ca[t] for t in common],
+                                    b: [cb[t] for t in common]}
+        if gaps:
+            say(f"val loss {b} minus {a} over {len(common)} evaluations: final "
+                f"{gaps[-1]:+.4f}, largest {max(gaps, key=abs):+.4f} "
+                f"({ca[common[-1]]:.4f} vs {cb[common[-1]]:.4f} after {common[-1]:,} tokens)")
     base = rows.get("33M-b128-default-residual-fp32", {})
     pct = lambda v: f"{v:.1%}" if v else "n/a"  # noqa: E731
     for name, row in rows.items():
-        if (name.startswith("33M-") and not name.endswith("-profiled")
+        if (name.startswith("33M-") and not name.endswith(("-profiled", "-budget"))
                 and base.get("tokens_per_s") and row.get("tokens_per_s")):
             say(f"{name}: {row['tokens_per_s'] / base['tokens_per_s']:.3f}x the default "
                 f"(MFU {pct(row['mfu'])} vs {pct(base['mfu'])}; val loss {row['val_loss']:.4f} "
