@@ -122,7 +122,7 @@ def run(name: str, on_step=None, **kw) -> dict:
     row = {
         "preset": info["preset"], "device": info["device_name"], "compile": info["compile"],
         "compile_mode": info["config"]["compile_mode"],
-        "residual": info["config"]["residual_dtype"],
+        "residual": info["residual_dtype"],
         "attention": info["attention"], "bf16": info["bf16"], "steps": info["steps"],
         "batch": f"{base['batch_size']}x{base['seq_len']}", "params": info["params"],
         "vocab": info["tokenizer_vocab_size"], "tokens_per_s": tps, "mfu": info["mfu_steady"],

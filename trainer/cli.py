@@ -91,8 +91,10 @@ def train_command(
     bf16: Annotated[bool, typer.Option("--bf16/--no-bf16", help="bf16 autocast on GPU.")] = True,
     residual_dtype: Annotated[
         str,
-        typer.Option(help="The residual stream's dtype under bf16 autocast: fp32 or bf16 (GPU)."),
-    ] = "fp32",
+        typer.Option(
+            help="The residual stream's dtype: auto (bf16 in bf16 GPU runs), fp32 or bf16 (GPU)."
+        ),
+    ] = "auto",
     local_attention: Annotated[
         str, typer.Option(help="GPT-Neo local layers: auto, flash or flex (CUDA), or sdpa.")
     ] = "auto",
@@ -134,8 +136,8 @@ def train_command(
         raise _fail(f"--local-attention must be auto, flash, flex or sdpa, not {local_attention!r}")
     if compile_mode not in ("default", "tuned"):
         raise _fail(f"--compile-mode must be default or tuned, not {compile_mode!r}")
-    if residual_dtype not in ("fp32", "bf16"):
-        raise _fail(f"--residual-dtype must be fp32 or bf16, not {residual_dtype!r}")
+    if residual_dtype not in ("auto", "fp32", "bf16"):
+        raise _fail(f"--residual-dtype must be auto, fp32 or bf16, not {residual_dtype!r}")
     if schedule not in ("cosine", "constant"):
         raise _fail(f"--schedule must be cosine or constant, not {schedule!r}")
     try:

@@ -72,9 +72,10 @@ class TrainConfig:
     compile_mode: Literal["default", "tuned"] = "default"
     # The residual stream between blocks: fp32 (autocast's choice: the embeddings are fp32) or
     # bf16 (Megatron's default without --fp32-residual-connection): half the memory traffic of
-    # the layer norms and residual adds, part of the memory-bound quarter of a 33M step on an
-    # H100. bf16 runs only.
-    residual_dtype: Literal["fp32", "bf16"] = "fp32"
+    # the layer norms and residual adds, 1.07x a whole 33M step on an H100 with the same
+    # validation loss (benchmarks/RESULTS.md). auto = bf16 where it applies (a bf16 CUDA run of
+    # the GPT-Neo fast path), else fp32.
+    residual_dtype: Literal["auto", "fp32", "bf16"] = "auto"
     fast_attention: bool = True  # SDPA training forward for GPT-Neo (transformers only has eager)
     # GPT-Neo local layers: flash = flash-attention's sliding window (CUDA, bf16, torch >= 2.11);
     # flex = FlexAttention sliding window (fused, skips masked blocks, slow uncompiled);
@@ -131,13 +132,20 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("cosine", "constant"),
     "local_attention": ("auto", "flash", "flex", "sdpa"),
     "compile_mode": ("default", "tuned"),
-    "residual_dtype": ("fp32", "bf16"),
+    "residual_dtype": ("auto", "fp32", "bf16"),
 }
 AT_LEAST_ONE = (
     *("seq_len", "batch_size", "grad_accum", "max_steps"),
     *("log_every", "eval_every", "checkpoint_every", "keep_checkpoints"),  # periods divide
 )
 AT_LEAST_ONE_IF_SET = ("tokens", "eval_tokens", "final_eval_tokens", "threads")
+
+
+def residual_stream(cfg: TrainConfig, *, arch: str, cuda: bool) -> str:
+    """The residual stream's dtype this run trains with: `cfg.residual_dtype` with auto resolved."""
+    if cfg.residual_dtype != "auto":
+        return cfg.residual_dtype
+    return "bf16" if cfg.bf16 and cuda and arch == "gpt_neo" and cfg.fast_attention else "fp32"
 
 
 def check_options(cfg: TrainConfig) -> None:

@@ -155,6 +155,7 @@ def run_info(
         "compile": run["compiled"],  # False after a failed compile or a failed check
         "attention": run["attention"],
         "bf16": run["bf16"],
+        "residual_dtype": run["residual_dtype"],  # config's auto resolved
         "elapsed_s": result.elapsed_s,
         "stopped": result.stopped,
         "resumed_from": result.resumed_from,

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from trainer import checkpoint as ckpt
-from trainer.config import OptionError, TrainConfig, TrainerError, check_options
+from trainer.config import OptionError, TrainConfig, TrainerError, check_options, residual_stream
 from trainer.data import Prefetcher, WindowSampler
 from trainer.device import peak_flops, prepare_cuda, resolve_device, start_process_group
 from trainer.evaluate import Validation, evaluate_stream
@@ -99,7 +99,8 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
     lm.pick_local(
         cfg.local_attention, seq=cfg.seq_len, device=device, compiled=use_compile, bf16=cfg.bf16
     )
-    lm.residual_bf16 = cfg.residual_dtype == "bf16"  # checked by _check and below
+    residual = residual_stream(cfg, arch=preset.arch, cuda=device.type == "cuda")
+    lm.residual_bf16 = residual == "bf16"  # an explicit bf16 is checked by _check and above
     optimizer = make_optimizer(lm, cfg)
     # A time limit moves the horizon to the steps that fit; the warmup stays as planned.
     plan = {"horizon": max_steps, "warmup": warmup_for(cfg, max_steps)}
@@ -382,6 +383,7 @@ def train(cfg: TrainConfig, *, on_step: Callable[[StepInfo], None] | None = None
             compiled=stepper.compiled,
             attention=lm.attention_backend,
             bf16=use_bf16,
+            residual_dtype=residual,
             device=device,
         )
         write_card(out, info)

@@ -83,7 +83,7 @@ def test_sample_prints_n_continuations(model_dir: Path) -> None:
         (["--seq-len", "4096"], "error: seq_len 4096 is longer than the model's 512 positions"),
         (["--format", "chat"], "error: --format must be plain or instruct"),
         (["--compile-mode", "reduce-overhead"], "error: --compile-mode must be default or tuned"),
-        (["--residual-dtype", "fp16"], "error: --residual-dtype must be fp32 or bf16"),
+        (["--residual-dtype", "fp16"], "error: --residual-dtype must be auto, fp32 or bf16"),
         (
             ["--residual-dtype", "bf16", "--device", "cpu"],
             "error: residual_dtype bf16 needs a bf16 run (CUDA, bf16 on)",

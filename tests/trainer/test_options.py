@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from trainer.config import OptionError, TrainConfig, TrainerError
+from trainer.config import OptionError, TrainConfig, TrainerError, residual_stream
 from trainer.train import train
 
 app = typer.Typer()
@@ -117,3 +117,22 @@ def test_token_budget_is_used_when_given(export_dir, cache_dir, tmp_path: Path) 
     assert train(cfg).steps == 2  # the budget, not --max-steps
     with pytest.raises(TrainerError):  # a TrainerError the CLI maps to exit 2
         train(replace(cfg, final_eval_tokens=-10))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "arch", "cuda", "stream"),
+    [
+        ({}, "gpt_neo", True, "bf16"),  # the default on a GPU: measured 1.07x, same loss
+        ({}, "gpt_neo", False, "fp32"),  # no bf16 autocast on a CPU
+        ({"bf16": False}, "gpt_neo", True, "fp32"),  # an fp32 (TF32) run keeps fp32
+        ({"fast_attention": False}, "gpt_neo", True, "fp32"),  # transformers' own forward
+        ({}, "llama", True, "fp32"),  # the stream is the GPT-Neo fast path's
+        ({"residual_dtype": "fp32"}, "gpt_neo", True, "fp32"),  # the off switch
+        ({"residual_dtype": "bf16"}, "gpt_neo", True, "bf16"),
+    ],
+)
+def test_auto_residual_stream_is_bf16_only_where_it_applies(
+    tmp_path: Path, overrides: dict, arch: str, cuda: bool, stream: str
+) -> None:
+    cfg = TrainConfig(data=str(tmp_path), out=str(tmp_path / "m"), **overrides)
+    assert residual_stream(cfg, arch=arch, cuda=cuda) == stream

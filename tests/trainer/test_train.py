@@ -84,6 +84,8 @@ def test_model_card_and_training_json(trained: TrainResult) -> None:
     assert info["final_val_loss"] == pytest.approx(trained.val_loss)
     assert info["bits_per_byte"] == pytest.approx(trained.bits_per_byte)
     assert info["context_length"] == 64 == info["seq_len"] and info["tokenizer_vocab_size"] == 512
+    # The config's auto stream, resolved: a CPU run has no bf16 autocast, so fp32.
+    assert info["config"]["residual_dtype"] == "auto" and info["residual_dtype"] == "fp32"
     card = (trained.out / "README.md").read_text()
     assert f"{trained.val_loss:.4f}" in card and "bits per byte" in card
     assert "15,360" in card  # tokens seen
@@ -141,7 +143,7 @@ def test_bad_inputs(export_dir: Path, cache_dir: Path, tmp_path: Path) -> None:
             train(tiny_config(export_dir, cache_dir, tmp_path / "d", local_attention=kernel))
     for field, value, message in [
         ("compile_mode", "max-autotune", "compile_mode must be default or tuned"),
-        ("residual_dtype", "fp16", "residual_dtype must be fp32 or bf16"),
+        ("residual_dtype", "fp16", "residual_dtype must be auto, fp32 or bf16"),
         ("residual_dtype", "bf16", "residual_dtype bf16 needs a bf16 run"),  # a CPU run
     ]:
         with pytest.raises(TrainerError, match=message):
