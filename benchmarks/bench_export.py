@@ -157,7 +157,10 @@ def child(mode: str, url: str, out: str) -> None:
         rows = streaming_baseline(url, Path(out))
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The export's analysis worker, a process of its own (0 when the export ran without one).
+    worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     figures = {"rows": rows, "seconds": seconds, "peak_rss_mb": peak, "floor_mb": floor}
+    figures["worker_peak_rss_mb"] = worker
     print(json.dumps({**figures, "anon_above_floor_mb": anon.stop() - anon_floor}))
 
 
@@ -215,7 +218,8 @@ def main() -> None:
             f"{name:18s} rows={r['rows']} seconds={r['seconds']:.1f} "
             f"stories_per_s={r['rows'] / r['seconds']:.0f} peak_rss_mb={r['peak_rss_mb']:.0f} "
             f"floor_mb={r['floor_mb']:.0f} rss_above_floor_mb={r['above_floor_mb']:.0f} "
-            f"anon_above_floor_mb={r['anon_above_floor_mb']:.0f}"
+            f"anon_above_floor_mb={r['anon_above_floor_mb']:.0f} "
+            f"worker_peak_rss_mb={r['worker_peak_rss_mb']:.0f}"
         )
     ours_sps = ours["rows"] / ours["seconds"]
     base_sps = base["rows"] / base["seconds"]
@@ -230,7 +234,7 @@ def main() -> None:
         f"baseline_rss_above_floor_mb={base['above_floor_mb']:.0f} "
         f"anon_above_floor_mb={ours['anon_above_floor_mb']:.0f} "
         f"baseline_anon_above_floor_mb={base['anon_above_floor_mb']:.0f} "
-        f"load1={os.getloadavg()[0]:.1f}"
+        f"worker_peak_rss_mb={ours['worker_peak_rss_mb']:.0f} load1={os.getloadavg()[0]:.1f}"
     )
 
 

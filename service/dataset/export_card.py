@@ -117,9 +117,12 @@ class ExportStats:
         self._pending: list[StoryFacts] = []
         self._pending_words: list[list[str]] | None = []  # None once a row came without
 
-    def add(self, row: Mapping[str, Any], words: list[str] | None = None) -> None:
+    def add(
+        self, row: Mapping[str, Any], words: list[str] | None = None, *, diversity: bool = True
+    ) -> None:
         """Count one exported row in; `words`: its text's ``normalized_words``, when the
-        caller has them (saves normalising the text again)."""
+        caller has them (saves normalising the text again). `diversity=False`: the caller adds
+        the row's sketch to `self.diversity` itself."""
         w = len(row["text"].split())
         c = len(row["text"])
         if max(w, c) >= len(self.chars):  # exact statistics: grow instead of capping
@@ -138,6 +141,8 @@ class ExportStats:
         self.near_dups += row.get("dedup_status") == "near_duplicate"
         self.with_summary += bool(row["summary"])
         self.rejected += not row.get("accepted", True)
+        if not diversity:
+            return
         facts = StoryFacts(
             row["text"], row["verb"], row["noun"], row["adjective"], row["features"] or ()
         )
