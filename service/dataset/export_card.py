@@ -18,7 +18,7 @@ import numpy as np
 
 from service.dataset.import_records import word_slots
 from service.store.diversity_report import sketch_report
-from service.store.diversity_sketch import Sketch, StoryFacts
+from service.store.diversity_sketch import Sketch
 
 _HIST_START = 4096  # histogram buckets to begin with; it grows to the longest story
 
@@ -113,16 +113,11 @@ class ExportStats:
         self.near_dups = 0
         self.with_summary = 0
         self.rejected = 0  # stories that failed the checks (exported only when asked)
-        self.diversity = Sketch()  # of the exported stories, fed in blocks (numpy per block)
-        self._pending: list[StoryFacts] = []
-        self._pending_words: list[list[str]] | None = []  # None once a row came without
+        # Of the exported stories, added by the writer a batch at a time (export_analysis).
+        self.diversity = Sketch()
 
-    def add(
-        self, row: Mapping[str, Any], words: list[str] | None = None, *, diversity: bool = True
-    ) -> None:
-        """Count one exported row in; `words`: its text's ``normalized_words``, when the
-        caller has them (saves normalising the text again). `diversity=False`: the caller adds
-        the row's sketch to `self.diversity` itself."""
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Count one exported row in (its diversity is the batch sketch's, added apart)."""
         w = len(row["text"].split())
         c = len(row["text"])
         if max(w, c) >= len(self.chars):  # exact statistics: grow instead of capping
@@ -141,30 +136,11 @@ class ExportStats:
         self.near_dups += row.get("dedup_status") == "near_duplicate"
         self.with_summary += bool(row["summary"])
         self.rejected += not row.get("accepted", True)
-        if not diversity:
-            return
-        facts = StoryFacts(
-            row["text"], row["verb"], row["noun"], row["adjective"], row["features"] or ()
-        )
-        self._pending.append(facts)
-        if words is None:
-            self._pending_words = None
-        elif self._pending_words is not None:
-            self._pending_words.append(words)
-        if len(self._pending) >= 2_000:
-            self.flush_diversity()
-
-    def flush_diversity(self) -> None:
-        """Count the buffered stories into the diversity sketch."""
-        if self._pending:
-            self.diversity.add_stories(self._pending, self._pending_words)
-            self._pending, self._pending_words = [], []
 
     @classmethod
     def merged(cls, parts: Iterable[ExportStats]) -> ExportStats:
         both = cls()
         for st in parts:
-            st.flush_diversity()
             both.diversity.add(st.diversity)
             size = max(len(both.chars), len(st.chars))
             both.words = _grown(both.words, size)

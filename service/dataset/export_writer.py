@@ -191,7 +191,7 @@ class ExportWriter:
                     continue
                 buffers[split].append(row)
                 release[split].append(self._release(row))
-                stats[split].add(row, diversity=False)  # the analysis sketched it
+                stats[split].add(row)
                 # The cluster too where it decides the split (exports of a store without
                 # duplicates keep the fingerprint they had).
                 clustered = f" {row['cluster_hash']}" if row["cluster_hash"] else ""
@@ -203,7 +203,7 @@ class ExportWriter:
             for s, sketch in result.sketches.items():
                 stats[s].diversity.add(sketch)
 
-        def analyse(batch: list[tuple[dict[str, Any], str]]) -> None:
+        def send(batch: list[tuple[dict[str, Any], str]]) -> None:
             items = [
                 (r["text"], r["verb"], r["noun"], r["adjective"], r["features"], s)
                 for r, s in batch
@@ -225,12 +225,12 @@ class ExportWriter:
                     fraction = self.validation_fraction
                     batch.append((row, split_of(key, seed=self.seed, validation_fraction=fraction)))
                     if len(batch) >= self.batch_rows:
-                        analyse(batch)
+                        send(batch)
                         batch = []
                 if self.on_progress and seen % self.progress_every == 0:
                     self.on_progress(seen, total)
             if batch:
-                analyse(batch)
+                send(batch)
             for done in analyser.drain():
                 take(*done)
         flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import typer
@@ -218,14 +219,19 @@ def test_generate_bad_prices(tmp_path, no_provider_env, args, words) -> None:
     assert words in line
 
 
+def _generate_against(simulator_factory, monkeypatch, out: Path, config, n: int):
+    """`generate --n N` against a simulator started with `config`."""
+    monkeypatch.setenv("OPENAI_BASE_URL", simulator_factory(config))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    args = ["generate", "--n", str(n), "--out", str(out), "--model", "gpt-4o-mini"]
+    return runner.invoke(app, args)
+
+
 def test_generate_with_nothing_accepted_exits_1_and_says_why(
     tmp_path, monkeypatch, simulator_factory
 ) -> None:
-    url = simulator_factory(SimulatorConfig(rate_refusal=1.0, seed=5))
-    monkeypatch.setenv("OPENAI_BASE_URL", url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    args = ["generate", "--n", "6", "--out", str(tmp_path / "r"), "--model", "gpt-4o-mini"]
-    result = runner.invoke(app, args)
+    config = SimulatorConfig(rate_refusal=1.0, seed=5)
+    result = _generate_against(simulator_factory, monkeypatch, tmp_path / "r", config, 6)
     assert result.exit_code == 1
     assert result.stdout.startswith("generate: stories=6 accepted=0 rejected=6")
     (line,) = result.stderr.strip().splitlines()[-1:]
@@ -238,11 +244,8 @@ def test_generate_with_nothing_accepted_exits_1_and_says_why(
 def test_looping_stories_are_rejected_by_the_repetition_check(
     tmp_path, monkeypatch, simulator_factory
 ) -> None:
-    url = simulator_factory(SimulatorConfig(rate_repetition=1.0, seed=6))
-    monkeypatch.setenv("OPENAI_BASE_URL", url)
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    args = ["generate", "--n", "5", "--out", str(tmp_path / "r"), "--model", "gpt-4o-mini"]
-    result = runner.invoke(app, args)
+    config = SimulatorConfig(rate_repetition=1.0, seed=6)
+    result = _generate_against(simulator_factory, monkeypatch, tmp_path / "r", config, 5)
     assert result.exit_code == 1 and "repetition 5" in result.stderr
     for story in read_jsonl(tmp_path / "r" / "stories.jsonl"):
         assert "repetition" in story["checks"]["rejections"], story["checks"]
