@@ -16,9 +16,9 @@
 # `bash benchmarks/gpu_check.sh smoke`: versions and 12 compiled 33M steps only (~1-2 min); it
 # also fills the compile cache the full check then reuses. `... mfu`: the flash sliding window
 # checked against the band mask; compiled 33M: batch 128 with the fp32 and the bf16 residual
-# stream, the bf16 one again with a CUDA-kernel profile; each stream over a 1.5M-token budget
-# (validation curves compared); bf16 at batch 256, with `compile_mode=tuned`, and with CUDA
-# graphs. Each run prints as it ends, with its ratio to the
+# stream, bf16 at batch 256, the bf16 one again with a CUDA-kernel profile; each stream over a
+# 1.5M-token budget (validation curves compared); bf16 with CUDA graphs at batch 128 and 256;
+# bf16 with `compile_mode=tuned`. Each run prints as it ends, with its ratio to the
 # first; none starts after GPU_CHECK_MFU_BUDGET_S (420) seconds. On CUDA every mode first
 # trains 2 steps in a fresh process (a user's first CUDA call is training's own).
 set -euo pipefail
@@ -194,14 +194,18 @@ if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, p
     # (preset, batch, compile mode, residual stream dtype, variant). Cheap runs first; the
     # profiled repeat reuses the compiled graph (Inductor's on-disk cache). "cudagraphs" is an
     # experiment, not an option: the default compile plus CUDA graphs (~3% of an H100 step
-    # was idle between kernels); last, as a graph that fails can leave the CUDA context broken.
+    # was idle between kernels); late, as a graph that fails can leave the CUDA context broken.
+    # CUDA graphs need one micro-batch per step here: cudagraph trees hand a backward's output
+    # buffer to .grad and overwrite it on the next micro-batch (pytorch/pytorch#169545).
     # "budget": each stream over the full check's fixed 1.5M-token budget at batch 16 (184
     # steps, ~6 epochs of the shipped stories), evaluated every 15 steps: does the bf16 stream
     # keep the fp32 stream's loss over more than 40 steps?
+    # Tuning last: it may take minutes, and whatever ran before it is saved.
     runs = (("33M", 128, "default", "fp32", ""), ("33M", 128, "default", "bf16", ""),
-            ("33M", 128, "default", "bf16", "profiled"), ("33M", 16, "default", "fp32", "budget"),
-            ("33M", 16, "default", "bf16", "budget"), ("33M", 256, "default", "bf16", ""),
-            ("33M", 128, "tuned", "bf16", ""), ("33M", 128, "default", "bf16", "cudagraphs"))
+            ("33M", 256, "default", "bf16", ""), ("33M", 128, "default", "bf16", "profiled"),
+            ("33M", 16, "default", "fp32", "budget"), ("33M", 16, "default", "bf16", "budget"),
+            ("33M", 128, "default", "bf16", "cudagraphs"),
+            ("33M", 256, "default", "bf16", "cudagraphs"), ("33M", 128, "tuned", "bf16", ""))
     if not cuda:  # the same code path, sized for a CPU (no autocast there: fp32 stream)
         runs = (("tiny", 8, "default", "fp32", ""), ("tiny", 8, "tuned", "fp32", "profiled"))
     # Tuning takes minutes: no run starts after this many seconds, so the script ends (and
