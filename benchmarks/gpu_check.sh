@@ -17,10 +17,12 @@
 # also fills the compile cache the full check then reuses. `... mfu`: the flash sliding window
 # checked against the band mask; compiled 33M: batch 128 with the fp32 and the bf16 residual
 # stream, bf16 at batch 256, the bf16 one again with a CUDA-kernel profile; each stream over a
-# 1.5M-token budget (validation curves compared); bf16 with CUDA graphs at batch 128 and 256;
-# bf16 with `compile_mode=tuned`. Each run prints as it ends, with its ratio to the
-# first; none starts after GPU_CHECK_MFU_BUDGET_S (420) seconds. On CUDA every mode first
-# trains 2 steps in a fresh process (a user's first CUDA call is training's own).
+# 1.5M-token budget (validation curves compared); ~4 minutes on an H100. Each run prints as it
+# ends, with its ratio to the first; none starts after GPU_CHECK_MFU_BUDGET_S (420) seconds.
+# GPU_CHECK_MFU_ONLY=NAME,NAME runs only the runs so named; "33M-b128-tuned-residual-bf16"
+# (`compile_mode=tuned`, whose compile took over 4.5 minutes on an H100) runs only when named.
+# On CUDA every mode first trains 2 steps in a fresh process (a user's first CUDA call is
+# training's own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${OUT:-$(mktemp -d /tmp/gpu_check.XXXX)}"
@@ -190,31 +192,26 @@ if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, p
             results["profile_last_run"] = table
             print(table, flush=True)
 
-    # Baseline in the same run: the default compile with the fp32 stream (35.9-36.6% on an H100).
+    # Baseline in the same run: the default compile with the fp32 stream (35.9-36.8% on an H100).
     # (preset, batch, compile mode, residual stream dtype, variant). Cheap runs first; the
-    # profiled repeat reuses the compiled graph (Inductor's on-disk cache). "cudagraphs" is an
-    # experiment, not an option: the default compile plus CUDA graphs (~3% of an H100 step
-    # was idle between kernels); late, as a graph that fails can leave the CUDA context broken.
-    # CUDA graphs need one micro-batch per step here: cudagraph trees hand a backward's output
-    # buffer to .grad and overwrite it on the next micro-batch (pytorch/pytorch#169545).
+    # profiled repeat reuses the compiled graph (Inductor's on-disk cache).
     # "budget": each stream over the full check's fixed 1.5M-token budget at batch 16 (184
     # steps, ~6 epochs of the shipped stories), evaluated every 15 steps: does the bf16 stream
     # keep the fp32 stream's loss over more than 40 steps?
-    # Tuning last: it may take minutes, and whatever ran before it is saved.
     runs = (("33M", 128, "default", "fp32", ""), ("33M", 128, "default", "bf16", ""),
             ("33M", 256, "default", "bf16", ""), ("33M", 128, "default", "bf16", "profiled"),
             ("33M", 16, "default", "fp32", "budget"), ("33M", 16, "default", "bf16", "budget"),
-            ("33M", 128, "default", "bf16", "cudagraphs"),
-            ("33M", 256, "default", "bf16", "cudagraphs"), ("33M", 128, "tuned", "bf16", ""))
+            ("33M", 128, "tuned", "bf16", ""))
     if not cuda:  # the same code path, sized for a CPU (no autocast there: fp32 stream)
         runs = (("tiny", 8, "default", "fp32", ""), ("tiny", 8, "tuned", "fp32", "profiled"))
-    # Tuning takes minutes: no run starts after this many seconds, so the script ends (and
-    # saves) inside a device call's limit.
+    # No run starts after this many seconds, so the script ends (and saves) inside a device
+    # call's limit.
     budget_s = float(os.environ.get("GPU_CHECK_MFU_BUDGET_S", "420"))
-    import trainer.step
-
+    only = [n for n in os.environ.get("GPU_CHECK_MFU_ONLY", "").split(",") if n]
     for preset, batch, compile_mode, residual, variant in runs:
         name = f"{preset}-b{batch}-{compile_mode}-residual-{residual}" + (variant and f"-{variant}")
+        if (only and name not in only) or (cuda and compile_mode == "tuned" and not only):
+            continue
         if time.perf_counter() - T0 > budget_s:
             say(f"time budget {budget_s:.0f}s spent: {name} not run")
             continue
@@ -222,14 +219,8 @@ if mode == "mfu":  # local-layer kernels and batch size against MFU, compiled, p
         size = {"max_steps": 40} if cuda else {"vocab_size": 2048, "seq_len": 256, "max_steps": 26}
         if variant == "budget":
             size = {"tokens": 1_500_000, "eval_every": 15, "eval_tokens": None}
-        options = trainer.step.COMPILE_OPTIONS[compile_mode]
-        if variant == "cudagraphs":
-            trainer.step.COMPILE_OPTIONS[compile_mode] = {**options, "triton.cudagraphs": True}
-        try:
-            run(name, preset=preset, batch_size=batch, compile=True, compile_mode=compile_mode,
-                residual_dtype=residual, device=dev.type, **hook, **size)
-        finally:
-            trainer.step.COMPILE_OPTIONS[compile_mode] = options
+        run(name, preset=preset, batch_size=batch, compile=True, compile_mode=compile_mode,
+            residual_dtype=residual, device=dev.type, **hook, **size)
     rows = results["runs"]
     curves = {}
     for name, row in rows.items():

@@ -68,7 +68,8 @@ class TrainConfig:
     # earn back the compile time. A failed compile falls back to eager with one warning line.
     compile: bool | None = None
     # tuned: inductor benchmarks its fused pointwise and reduction kernels' launch configs
-    # (trainer.step.COMPILE_OPTIONS says why not the GEMMs); `gpu_check.sh mfu` measures it.
+    # (trainer.step.COMPILE_OPTIONS says why not the GEMMs); gpu_check.sh mfu measures it when
+    # GPU_CHECK_MFU_ONLY names its run.
     compile_mode: Literal["default", "tuned"] = "default"
     # The residual stream between blocks: fp32 (autocast's choice: the embeddings are fp32) or
     # bf16 (Megatron's default without --fp32-residual-connection): half the memory traffic of

@@ -22,7 +22,8 @@ LOSS_TOLERANCE = 0.01
 # torch.compile options per TrainConfig.compile_mode. "tuned" benchmarks the fused pointwise and
 # reduction kernels (the memory-bound quarter of a 33M step on an H100), not the GEMMs: GEMM
 # autotuning (max-autotune) took over 6 minutes for 33M, once per cross-entropy chunk, and
-# cuBLAS won every shape but the smallest.
+# cuBLAS won every shape but the smallest. The "tuned" compile itself ran past 4.5 minutes for
+# 33M on an H100: worth it only for long runs.
 COMPILE_OPTIONS: dict[str, dict[str, Any]] = {
     "default": {},
     "tuned": {"max_autotune_pointwise": True, "coordinate_descent_tuning": True},
