@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     # the newest finished one); unset: $TINYSTORIES_HOME/exports. Compose shares it with the
     # trainer and grader jobs as /export.
     export_dir: Path | None = None
+    # The export's analysis (decontamination, the card's diversity sketch) in a worker process:
+    # auto = for exports of 20,000+ stories on 2+ cores; off where those cores already run
+    # workers or Postgres, on to force it.
+    export_worker: Literal["auto", "on", "off"] = "auto"
     # A file the worker touches after every successful heartbeat: a container healthcheck
     # reads its age (the worker has no port to probe). Unset: no file.
     worker_heartbeat_file: Path | None = None

@@ -66,7 +66,8 @@ async def _run_in_background(
     root = exports_dir(request)
     try:
         out = root / str(export_id)
-        await asyncio.to_thread(run_export, url, out, options, export_id=export_id)
+        worker = request.app.state.settings.export_worker
+        await asyncio.to_thread(run_export, url, out, options, export_id=export_id, worker=worker)
     except Exception as exc:
         logger.warning("export failed id=%s: %s", export_id, exc)
         # Whatever failed (a filter the database refuses, a full disk), the export ends

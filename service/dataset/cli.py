@@ -218,6 +218,7 @@ def export(
     if problem:
         fail(f"cannot write the export to {out}: {problem}")
     url = _database_url()
+    worker = load_settings().export_worker
     jobs = [_resolve_job(url, j) for j in job] or None
     try:
         options = ExportOptions(
@@ -248,7 +249,7 @@ def export(
             bar.update(task, completed=done, total=total)
 
         try:
-            result = run_export(url, out, options, on_progress=progress)
+            result = run_export(url, out, options, on_progress=progress, worker=worker)
         except ExportError as exc:
             error = str(exc)
         except OSError as exc:  # the disk filled up, a directory vanished

@@ -52,6 +52,7 @@ class ExportResult:
     fingerprint: str
     counts: dict[str, int]
     manifest: dict[str, Any] = field(repr=False)
+    analysis_worker: bool = False  # decontamination and the sketch ran in a worker process
 
 
 class ExportWriter:
@@ -195,7 +196,13 @@ class ExportWriter:
                 # The cluster too where it decides the split (exports of a store without
                 # duplicates keep the fingerprint they had).
                 clustered = f" {row['cluster_hash']}" if row["cluster_hash"] else ""
-                fp.update(f"{row['story_hash']}{clustered}\n".encode())
+                # With the check columns, their values are content too (datasets caches on it).
+                checks = (
+                    f" {int(row['accepted'])} {','.join(row['rejections'])}"
+                    if self.with_checks
+                    else ""
+                )
+                fp.update(f"{row['story_hash']}{clustered}{checks}\n".encode())
                 held = len(buffers["train"]) + len(buffers["validation"])
                 self.max_buffered = max(self.max_buffered, held)
                 if held >= self.batch_rows:
@@ -213,6 +220,7 @@ class ExportWriter:
 
         batch: list[tuple[dict[str, Any], str]] = []
         with Analyser(self.decontaminator, total=total, worker=self.worker) as analyser:
+            in_worker = analyser.worker is not None
             for raw in rows:
                 seen += 1
                 row = normalize_row(raw)
@@ -267,15 +275,17 @@ class ExportWriter:
         if self.on_progress:
             self.on_progress(seen, total if total is not None else seen)
         log.info(
-            "export written dir=%s rows=%d train=%d validation=%d contaminated=%d fp=%s",
+            "export written dir=%s rows=%d train=%d validation=%d contaminated=%d fp=%s "
+            "analysis=%s",
             out,
             counts["total"],
             counts["train"],
             counts["validation"],
             contaminated,
             fingerprint[:12],
+            "worker" if in_worker else "in-process",
         )
-        return ExportResult(out, fingerprint, counts, manifest)
+        return ExportResult(out, fingerprint, counts, manifest, in_worker)
 
     def _manifest(
         self,

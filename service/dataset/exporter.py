@@ -116,8 +116,11 @@ def run_export(
     export_id: uuid.UUID | None = None,
     on_progress: Callable[[int, int | None], None] | None = None,
     progress_every: int = 1_000,
+    worker: str = "auto",
 ) -> ExportResult:
-    """Write the export directory; with `export_id`, progress and outcome go to its row."""
+    """Write the export directory; with `export_id`, progress and outcome go to its row.
+
+    `worker` is Settings.export_worker: auto, on or off."""
     import psycopg
 
     from service.dataset.decontam import Decontaminator
@@ -147,6 +150,7 @@ def run_export(
             on_progress=progress,
             progress_every=progress_every,
             with_checks=options.include_rejected,
+            worker={"on": True, "off": False}.get(worker),
         )
         try:
             try:

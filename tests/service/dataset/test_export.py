@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import tarfile
 import uuid
 from collections import Counter
@@ -61,7 +62,9 @@ def seeded(database_url: str, tmp_path: Path) -> str:
     return database_url
 
 
-def test_cli_export_is_loadable_and_stable(seeded: str, tmp_path: Path, monkeypatch) -> None:
+def test_cli_export_is_loadable_and_stable(
+    seeded: str, tmp_path: Path, monkeypatch, caplog
+) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     r = dataset_cli(seeded, monkeypatch, "export", "--out", str(a), "--validation-fraction", "0.2")
     assert r.exit_code == 0, r.output
@@ -77,9 +80,15 @@ def test_cli_export_is_loadable_and_stable(seeded: str, tmp_path: Path, monkeypa
     manifest = json.loads((a / "export.json").read_text())
     assert manifest["dedup"]["exact_duplicates"] == 1 and manifest["dedup"]["params"]["bands"]
     assert manifest["provenance"]["jobs"] == [str(JOB_ID)]
-    # Re-export: same split, same fingerprint.
-    r2 = dataset_cli(seeded, monkeypatch, "export", "--out", str(b), "--validation-fraction", "0.2")
+    # Re-export with the analysis in its worker process (forced: 302 stories are too few for
+    # auto): same split, same fingerprint.
+    monkeypatch.setenv("TINYSTORIES_EXPORT_WORKER", "on")
+    with caplog.at_level(logging.INFO, logger="service.dataset.export_writer"):
+        r2 = dataset_cli(
+            seeded, monkeypatch, "export", "--out", str(b), "--validation-fraction", "0.2"
+        )
     assert r2.exit_code == 0, r2.output
+    assert "analysis=worker" in caplog.text
     dd2 = datasets.load_from_disk(str(b))
     assert sorted(dd2["validation"]["id"]) == sorted(dd["validation"]["id"])
     assert json.loads((b / "export.json").read_text())["fingerprint"] == manifest["fingerprint"]
@@ -94,7 +103,12 @@ def test_cli_export_bad_input(seeded: str, tmp_path: Path, monkeypatch) -> None:
         seeded, monkeypatch, "export", "--out", str(tmp_path / "y"), "--validation-fraction", "1"
     )
     assert r.exit_code == 2 and "validation_fraction" in r.output
-    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    monkeypatch.setenv("TINYSTORIES_EXPORT_WORKER", "sometimes")
+    r = dataset_cli(seeded, monkeypatch, "export", "--out", str(tmp_path / "z"))
+    assert r.exit_code != 0 and "EXPORT_WORKER" in r.output.upper(), r.output
+    assert r.output.strip().count("\n") == 0, r.output
+    for name in "xyz":
+        assert not (tmp_path / name).exists()
 
 
 def test_filters(seeded: str, tmp_path: Path) -> None:

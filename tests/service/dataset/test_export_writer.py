@@ -310,6 +310,11 @@ def test_rejected_stories_are_listed_beside_each_release_text_file(tmp_path, rea
         ).write(iter(rows))
 
     plain, checked = export("plain", False), export("checked", True)
+    # The check columns are content: a story judged again changes the fingerprint.
+    assert export("again", True).fingerprint == checked.fingerprint
+    rows[0]["accepted"], rows[0]["rejections"] = False, ["too_short"]
+    assert export("rejudged", True).fingerprint != checked.fingerprint
+    rows[0]["accepted"], rows[0]["rejections"] = True, []
     # Without rejected stories: nothing beside the text files, and the fingerprint as before.
     assert plain.fingerprint == "2bf77a429c01ca30e9ceb96cc566620813663d32fe8b3d17a2531a633167fee3"
     assert not list(plain.out_dir.rglob("*.rejected.json"))
