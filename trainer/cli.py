@@ -127,19 +127,20 @@ def train_command(
     )
 
     from generator.progress import Progress as LineProgress
-    from trainer.config import OptionError, TrainConfig, TrainerError
+    from trainer.config import OptionError, TrainConfig, TrainerError, choice_problem
     from trainer.presets import get_preset, human
 
-    if format not in ("plain", "instruct"):
-        raise _fail(f"--format must be plain or instruct, not {format!r}")
-    if local_attention not in ("auto", "flash", "flex", "sdpa"):
-        raise _fail(f"--local-attention must be auto, flash, flex or sdpa, not {local_attention!r}")
-    if compile_mode not in ("default", "tuned"):
-        raise _fail(f"--compile-mode must be default or tuned, not {compile_mode!r}")
-    if residual_dtype not in ("auto", "fp32", "bf16"):
-        raise _fail(f"--residual-dtype must be auto, fp32 or bf16, not {residual_dtype!r}")
-    if schedule not in ("cosine", "constant"):
-        raise _fail(f"--schedule must be cosine or constant, not {schedule!r}")
+    given = {
+        "format": format,
+        "local_attention": local_attention,
+        "compile_mode": compile_mode,
+        "residual_dtype": residual_dtype,
+        "schedule": schedule,
+    }
+    for name, value in given.items():
+        problem = choice_problem(name, value, label="--" + name.replace("_", "-"))
+        if problem:
+            raise _fail(problem)
     try:
         get_preset(preset)
     except TrainerError as exc:

@@ -149,6 +149,14 @@ def residual_stream(cfg: TrainConfig, *, arch: str, cuda: bool) -> str:
     return "bf16" if cfg.bf16 and cuda and arch == "gpt_neo" and cfg.fast_attention else "fp32"
 
 
+def choice_problem(name: str, value: object, *, label: str | None = None) -> str | None:
+    """Why `value` is not one of option `name`'s CHOICES (None when it is), named as `label`."""
+    choices = CHOICES[name]
+    if value in choices:
+        return None
+    return f"{label or name} must be {', '.join(choices[:-1])} or {choices[-1]}, not {value!r}"
+
+
 def check_options(cfg: TrainConfig) -> None:
     """Option values that cannot work, refused as one OptionError line before any data is read.
 
@@ -156,12 +164,10 @@ def check_options(cfg: TrainConfig) -> None:
     refuse cannot reach the loop from code either (a zero period divides, a negative rate
     trains backwards).
     """
-    for name, choices in CHOICES.items():
-        if getattr(cfg, name) not in choices:
-            raise OptionError(
-                f"{name} must be {', '.join(choices[:-1])} or {choices[-1]}, "
-                f"not {getattr(cfg, name)!r}"
-            )
+    for name in CHOICES:
+        problem = choice_problem(name, getattr(cfg, name))
+        if problem:
+            raise OptionError(problem)
     for name in AT_LEAST_ONE:
         _whole(name, getattr(cfg, name), low=1)
     for name in AT_LEAST_ONE_IF_SET:

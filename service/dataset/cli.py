@@ -217,8 +217,10 @@ def export(
     problem = _unwritable(out)  # one line before the database starts; nothing created
     if problem:
         fail(f"cannot write the export to {out}: {problem}")
-    url = _database_url()
-    worker = load_settings().export_worker
+    from service.cli_common import database_url
+
+    settings = load_settings()
+    url = database_url(settings)  # migrates a fresh TINYSTORIES_HOME
     jobs = [_resolve_job(url, j) for j in job] or None
     try:
         options = ExportOptions(
@@ -249,7 +251,9 @@ def export(
             bar.update(task, completed=done, total=total)
 
         try:
-            result = run_export(url, out, options, on_progress=progress, worker=worker)
+            result = run_export(
+                url, out, options, on_progress=progress, worker=settings.export_worker
+            )
         except ExportError as exc:
             error = str(exc)
         except OSError as exc:  # the disk filled up, a directory vanished
